@@ -1,0 +1,129 @@
+"""Settings: defaults < config.toml in the home < CLIPSEARCH_* environment < command-line flags.
+
+The home folder itself comes from --home, then CLIPSEARCH_HOME, then the platform's user
+data folder; it cannot be set in config.toml because config.toml lives inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import platformdirs
+
+from .errors import ClipsearchError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+APP_NAME = "clipsearch"
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+
+
+@dataclass
+class Settings:
+    """Everything a Library needs to know; built by load_settings()."""
+
+    home: Path
+    # None means: the model the catalog already uses, else the "default" preset.
+    model: str | None = None
+    device: str = "auto"
+    # None means: chosen from the device (bigger on a GPU).
+    batch_size: int | None = None
+    # Decode threads; None means one per core.
+    workers: int | None = None
+    max_pixels: int = 200_000_000
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    exclude: tuple[str, ...] = ()
+    include_hidden: bool = False
+    follow_symlinks: bool = False
+    model_cache: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models")
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.db"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.toml"
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def resolve_home(flag: str | os.PathLike | None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    raw = flag or env.get("CLIPSEARCH_HOME") or default_home()
+    return Path(raw).expanduser().absolute()
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "home"}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a TOML or environment value into the field's type, or say which setting is wrong."""
+    kind = _FIELDS[name].type
+    try:
+        if "tuple" in kind:
+            if isinstance(value, str):
+                value = [v for v in (p.strip() for p in value.split(",")) if v]
+            return tuple(str(v).lower().lstrip(".") if name == "extensions" else str(v) for v in value)
+        if "bool" in kind:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if "int" in kind:
+            if value in (None, "", "auto"):
+                return None if "None" in kind else int(value)
+            number = int(value)
+            if number <= 0:
+                raise ValueError(value)
+            return number
+        if "Path" in kind:
+            return Path(str(value)).expanduser()
+        return None if value in (None, "") and "None" in kind else str(value)
+    except (TypeError, ValueError):
+        raise ClipsearchError(f"{source}: {name} = {value!r} is not a valid value") from None
+
+
+def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                  **flags: Any) -> Settings:
+    """Build Settings for a home; flags whose value is None are treated as not given."""
+    env = os.environ if env is None else env
+    settings = Settings(home=resolve_home(home, env))
+    values: dict[str, Any] = {}
+    if settings.config_path.is_file():
+        try:
+            data = tomllib.loads(settings.config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ClipsearchError(f"{settings.config_path}: not valid TOML ({exc})") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise ClipsearchError(f"{settings.config_path}: unknown setting {key!r}")
+            values[name] = _coerce(name, value, str(settings.config_path))
+    for name in _FIELDS:
+        env_name = f"CLIPSEARCH_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(name, env[env_name], env_name)
+    for name, value in flags.items():
+        if name not in _FIELDS:
+            raise TypeError(f"unknown setting {name}")
+        if value is not None and value != ():
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    return dataclasses.replace(settings, **values)

@@ -1,0 +1,203 @@
+"""Opening images safely and fast, and turning them into model input.
+
+`load_image` returns the model's input as a uint8 HxWx3 array (normalisation to the
+model's mean/std happens in embed.py, on the model's device) together with the photo's
+metadata. Every failure becomes a DecodeError whose message is fit to show a user.
+Pillow releases the GIL while it decodes, so a pool of threads decodes in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# clipsearch enforces its own, configurable pixel limit (max_pixels) before decoding, with a
+# clearer message; Pillow's fixed default would refuse 180-200 MP photos the user allowed.
+Image.MAX_IMAGE_PIXELS = None
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_MAKE, _MODEL, _DATETIME, _DATETIME_ORIGINAL, _ORIENTATION = 271, 272, 306, 36867, 274
+
+
+class DecodeError(Exception):
+    """The file is not a usable image; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its input: square side, resize mode and interpolation (open_clip's terms)."""
+
+    size: int = 224
+    resize_mode: str = "shortest"  # shortest (resize + centre crop) | squash | longest (fit + pad)
+    interpolation: str = "bicubic"
+    fill_color: int = 0
+
+
+@dataclass
+class ImageMeta:
+    width: int
+    height: int
+    format: str | None
+    taken_at: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+
+
+def file_hash(path: str, chunk: int = 1 << 20) -> str:
+    """Content hash of a whole file (BLAKE2b, 128 bits, hex); equal bytes give equal hashes."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_image(path: str, prep: Preprocess, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
+    """Decode path into model input (uint8, prep.size x prep.size x 3) and its metadata."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DecodeError(
+                    f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+                    f"{max_pixels / 1e6:.0f} MP limit (setting max_pixels)")
+            meta = _metadata(img)
+            if img.format == "JPEG":
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale for free; ask for the smallest that
+                # still covers the model input on both sides.
+                img.draft("RGB" if img.mode == "RGB" else None, (prep.size, prep.size))
+            img.load()
+            if _orientation(img) not in (None, 1):
+                img = ImageOps.exif_transpose(img)
+            pixels = _to_model_input(_to_rgb(img), prep)
+            return pixels, meta
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not an image that Pillow can read (unknown or unsupported format)") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except FileNotFoundError:
+        raise DecodeError("file vanished before it could be read") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(str(exc)) from None
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text or "broken data stream" in text or "image file is" in text:
+            raise DecodeError(f"truncated or corrupt image data ({text})") from None
+        raise DecodeError(f"could not decode: {text}") from None
+    except Exception as exc:  # noqa: BLE001 - bad bytes raise all sorts (SyntaxError, struct.error, ...)
+        raise DecodeError(f"could not decode: {type(exc).__name__}: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composed onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if img.mode != "F" and low >= 0 and high <= 65535:
+            scaled = values / 257.0  # 16-bit samples: keep absolute brightness
+        else:
+            scaled = (values - low) * (255.0 / max(high - low, 1e-9))  # float or odd ranges: stretch
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def _to_model_input(img: Image.Image, prep: Preprocess) -> np.ndarray:
+    """Resize and crop (or pad) as open_clip's own transforms do for PIL input."""
+    side = prep.size
+    resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
+    width, height = img.size
+    if prep.resize_mode == "squash":
+        img = img.resize((side, side), resample)
+    elif prep.resize_mode == "longest":
+        scale = side / max(width, height)
+        fitted = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), resample)
+        canvas = Image.new("RGB", (side, side), (prep.fill_color,) * 3)
+        canvas.paste(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
+        img = canvas
+    else:
+        # torchvision's Resize(int): the short side becomes `side`, the long side is truncated.
+        if width <= height:
+            new_size = (side, int(side * height / width))
+        else:
+            new_size = (int(side * width / height), side)
+        if new_size != img.size:
+            img = img.resize(new_size, resample)
+        left = int(round((img.width - side) / 2.0))
+        top = int(round((img.height - side) / 2.0))
+        img = img.crop((left, top, left + side, top + side))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _metadata(img: Image.Image) -> ImageMeta:
+    width, height = img.size
+    meta = ImageMeta(width=width, height=height, format=img.format)
+    try:
+        exif = img.getexif()
+    except Exception:  # noqa: BLE001 - broken EXIF never fails the photo
+        return meta
+    try:
+        if _orientation(img) in (5, 6, 7, 8):
+            meta.width, meta.height = height, width
+        meta.camera_make = _text(exif.get(_MAKE))
+        meta.camera_model = _text(exif.get(_MODEL))
+        taken = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+        meta.taken_at = _exif_date(taken)
+        gps = exif.get_ifd(_GPS_IFD)
+        if gps and 2 in gps and 4 in gps:
+            meta.gps_lat = _degrees(gps[2], gps.get(1))
+            meta.gps_lon = _degrees(gps[4], gps.get(3))
+    except Exception:  # noqa: BLE001
+        pass
+    return meta
+
+
+def _orientation(img: Image.Image) -> int | None:
+    try:
+        return img.getexif().get(_ORIENTATION)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip("\x00 ").strip() or None
+
+
+def _exif_date(value) -> str | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None
+
+
+def _degrees(dms, ref) -> float | None:
+    degrees, minutes, seconds = (float(v) for v in dms)
+    value = degrees + minutes / 60 + seconds / 3600
+    if _text(ref) in ("S", "W"):
+        value = -value
+    return round(value, 7)

@@ -1,0 +1,53 @@
+"""Schema versions of the catalog: numbered migration functions, applied in order.
+
+The version lives in SQLite's own `PRAGMA user_version`, so a catalog says by itself which
+migrations it has had. Add a function `mNNN_what_it_does(db)` to MIGRATIONS to change the
+schema; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+
+def m001_create_tables(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key", not_null={"value"})
+    db["roots"].create(
+        {"id": int, "path": str, "exclude": str, "added_at": float, "crawled_at": float},
+        pk="id", not_null={"path"}, defaults={"exclude": "[]"},
+    )
+    db["roots"].create_index(["path"], unique=True)
+    db["files"].create(
+        {
+            "id": int, "path": str, "root_id": int, "size": int, "mtime_ns": int, "hash": str,
+            "width": int, "height": int, "format": str, "taken_at": str,
+            "camera_make": str, "camera_model": str, "gps_lat": float, "gps_lon": float,
+            # live: searchable; deleted: vanished from disk; failed: could not be read or decoded.
+            "status": str, "error": str, "indexed_at": float, "vector": bytes,
+            # Write sequence: rows written after the forest was built have a higher seq.
+            "seq": int,
+        },
+        pk="id", not_null={"path", "status", "seq"}, foreign_keys=[("root_id", "roots", "id")],
+    )
+    db["files"].create_index(["path"], unique=True)
+    for column in ("hash", "seq", "root_id", "status"):
+        db["files"].create_index([column])
+
+
+MIGRATIONS = [m001_create_tables]
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply every migration the catalog has not had yet; returns the schema version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        from .errors import ClipsearchError
+
+        raise ClipsearchError(
+            f"this catalog has schema version {version}, newer than this clipsearch "
+            f"understands ({len(MIGRATIONS)}); upgrade clipsearch")
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.atomic():
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)

@@ -1,0 +1,124 @@
+"""Walking photo folders: which files count as images, which folders are skipped.
+
+A walk yields FileRecords for candidate image files (nothing is opened, only stat'ed) and
+WalkProblems for folders that could not be listed, so that the caller never mistakes an
+unreadable folder for one whose files were deleted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    extensions: frozenset[str]
+    exclude: tuple[str, ...] = ()
+    include_hidden: bool = False
+    follow_symlinks: bool = False
+
+    @classmethod
+    def make(cls, extensions, exclude=(), include_hidden=False, follow_symlinks=False) -> "ScanRules":
+        return cls(frozenset(e.lower().lstrip(".") for e in extensions), tuple(exclude),
+                   include_hidden, follow_symlinks)
+
+    def excluded(self, path: str, is_dir: bool = False) -> bool:
+        """True if a glob pattern matches the path (with / separators; folders also with a trailing /)."""
+        posix = path.replace(os.sep, "/")
+        candidates = (posix, posix + "/") if is_dir else (posix,)
+        return any(fnmatch.fnmatch(c, pattern) for pattern in self.exclude for c in candidates)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A candidate image file as seen on disk, before it is opened."""
+
+    path: str
+    root_id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class WalkProblem:
+    """A folder that could not be listed: its files are neither indexed nor marked deleted."""
+
+    path: str
+    error: str
+
+
+def _is_hidden(entry: os.DirEntry) -> bool:
+    if entry.name.startswith("."):
+        return True
+    attributes = getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0)
+    return bool(attributes & getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 0))
+
+
+def _valid_name(path: str) -> bool:
+    # On POSIX, names that are not valid UTF-8 come back with surrogate escapes; SQLite
+    # cannot store them as text, so such files are reported rather than silently dropped.
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def walk(root: str, root_id: int, rules: ScanRules) -> Iterator[FileRecord | WalkProblem]:
+    """Yield image files under root, depth first; never follows a folder symlink loop."""
+    stack = [root]
+    seen_dirs: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(root)
+        seen_dirs.add((st.st_dev, st.st_ino))
+    except OSError as exc:
+        yield WalkProblem(root, exc.strerror or str(exc))
+        return
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                entries = list(entries)
+        except OSError as exc:
+            yield WalkProblem(folder, exc.strerror or str(exc))
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if not rules.include_hidden and _is_hidden(entry):
+                    continue
+                if entry.is_dir(follow_symlinks=rules.follow_symlinks):
+                    if rules.excluded(entry.path, is_dir=True):
+                        continue
+                    if entry.is_symlink():
+                        target = os.stat(entry.path)
+                        key = (target.st_dev, target.st_ino)
+                    else:
+                        info = entry.stat(follow_symlinks=False)
+                        key = (info.st_dev, info.st_ino)
+                    if key in seen_dirs:
+                        continue
+                    seen_dirs.add(key)
+                    subfolders.append(entry.path)
+                    continue
+                extension = os.path.splitext(entry.name)[1][1:].lower()
+                if extension not in rules.extensions or not entry.is_file():
+                    continue
+                if rules.excluded(entry.path):
+                    continue
+                if not _valid_name(entry.path):
+                    yield WalkProblem(entry.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                                      "file name is not valid UTF-8; rename it to index it")
+                    continue
+                info = entry.stat()
+                yield FileRecord(entry.path, root_id, info.st_size, info.st_mtime_ns)
+            except FileNotFoundError:
+                continue  # vanished between listing and looking: it is simply not there
+            except OSError as exc:
+                yield WalkProblem(entry.path, exc.strerror or str(exc))
+        # Reverse so that the walk visits folders in listing order.
+        stack.extend(reversed(subfolders))

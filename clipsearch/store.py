@@ -1,0 +1,311 @@
+"""The catalog: every SQL statement clipsearch runs lives in this module.
+
+SQLite in WAL mode, so readers (search, status) never wait for the crawl's writer. The
+truth is here: file metadata, status and vectors (float32 blobs). Each write batch takes
+the next number of a write sequence (`seq`); the forest records the sequence it was built
+at, so a search knows which rows changed after the build.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from .decode import ImageMeta
+from .migrations import migrate
+from .scan import FileRecord
+
+LIVE, DELETED, FAILED = "live", "deleted", "failed"
+_META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model", "gps_lat", "gps_lon")
+_CHUNK = 500  # SQLite's variable limit is 999 on old builds
+
+
+@dataclass(frozen=True)
+class Root:
+    id: int
+    path: str
+    exclude: tuple[str, ...]
+    crawled_at: float | None
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What the catalog knows of a path: enough to decide whether to look at the file again."""
+
+    id: int
+    size: int | None
+    mtime_ns: int | None
+    status: str
+    has_vector: bool
+
+
+@dataclass
+class Embedded:
+    record: FileRecord
+    hash: str
+    meta: ImageMeta
+    vector: np.ndarray
+
+
+@dataclass
+class Reused:
+    """A file whose bytes the catalog already has a vector for (a move, a rename, a copy)."""
+
+    record: FileRecord
+    hash: str
+
+
+@dataclass
+class Failed:
+    record: FileRecord
+    hash: str | None
+    error: str
+
+
+@dataclass
+class Restored:
+    """A file that had vanished and is back, unchanged."""
+
+    file_id: int
+
+
+Write = Embedded | Reused | Failed | Restored
+
+
+@dataclass
+class FileRow:
+    id: int
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: str | None
+    status: str
+    error: str | None
+    extra: dict = field(default_factory=dict)
+
+
+class Store:
+    """One connection to the catalog. Not shared between threads: each thread opens its own."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        self.db = sqlite_utils.Database(conn)
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: a committed batch survives a killed process; only a power
+            # cut can lose the last transactions, never corrupt the file.
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.db)
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> "Store | None":
+        """A read-only connection, or None if there is no catalog yet."""
+        return cls(path, readonly=True) if Path(path).is_file() else None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- meta -----------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+
+    # --- roots ----------------------------------------------------------------------------
+    def roots(self) -> list[Root]:
+        rows = self.db.execute("SELECT id, path, exclude, crawled_at FROM roots ORDER BY path").fetchall()
+        return [Root(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3]) for r in rows]
+
+    def add_root(self, path: str, exclude: Sequence[str]) -> Root:
+        """Add a root (or update its exclude patterns); roots inside it are folded into it."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO roots(path, exclude, added_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET exclude = excluded.exclude",
+                [path, json.dumps(list(exclude)), time.time()])
+            root_id = self.db.execute("SELECT id FROM roots WHERE path = ?", [path]).fetchone()[0]
+            inner = [r.id for r in self.roots() if r.id != root_id and _is_under(r.path, path)]
+            for inner_id in inner:
+                self.db.execute("UPDATE files SET root_id = ? WHERE root_id = ?", [root_id, inner_id])
+                self.db.execute("DELETE FROM roots WHERE id = ?", [inner_id])
+        return next(r for r in self.roots() if r.id == root_id)
+
+    def mark_crawled(self, root_id: int) -> None:
+        self.db.execute("UPDATE roots SET crawled_at = ? WHERE id = ?", [time.time(), root_id])
+
+    # --- the crawl's reads ----------------------------------------------------------------
+    def known_files(self, root_id: int, under: str | None = None) -> dict[str, KnownFile]:
+        sql = ("SELECT path, id, size, mtime_ns, status, vector IS NOT NULL FROM files WHERE root_id = ?")
+        rows = self.db.execute(sql, [root_id]).fetchall()
+        return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows
+                if under is None or _is_under(r[0], under)}
+
+    def hashes_with_vectors(self) -> set[str]:
+        rows = self.db.execute("SELECT DISTINCT hash FROM files WHERE vector IS NOT NULL AND hash IS NOT NULL")
+        return {r[0] for r in rows}
+
+    # --- the crawl's writes ---------------------------------------------------------------
+    def next_seq(self) -> int:
+        return (self.db.execute("SELECT max(seq) FROM files").fetchone()[0] or 0) + 1
+
+    def write(self, items: Sequence[Write]) -> list[Reused]:
+        """Write one batch in one transaction; returns the Reused items whose vector is not
+        in the catalog yet (their twin is still on its way), to be offered again later."""
+        now = time.time()
+        waiting: list[Reused] = []
+        with self.db.atomic():
+            seq = self.next_seq()
+            for item in items:
+                if isinstance(item, Embedded):
+                    meta = {c: getattr(item.meta, c) for c in _META_COLUMNS}
+                    self._upsert(item.record, item.hash, LIVE, None, now, seq,
+                                 np.asarray(item.vector, dtype=np.float32).tobytes(), meta)
+                elif isinstance(item, Reused):
+                    if not self._copy_from_twin(item, now, seq):
+                        waiting.append(item)
+                elif isinstance(item, Failed):
+                    self._upsert(item.record, item.hash, FAILED, item.error, now, seq, None,
+                                 dict.fromkeys(_META_COLUMNS))
+                elif isinstance(item, Restored):
+                    self.db.execute("UPDATE files SET status = ?, seq = ? WHERE id = ?", [LIVE, seq, item.file_id])
+        return waiting
+
+    def _upsert(self, record: FileRecord, hash_: str | None, status: str, error: str | None,
+                now: float, seq: int, vector: bytes | None, meta: dict) -> None:
+        columns = ["path", "root_id", "size", "mtime_ns", "hash", "status", "error", "indexed_at",
+                   "vector", "seq", *meta]
+        values = [record.path, record.root_id, record.size, record.mtime_ns, hash_, status, error, now,
+                  vector, seq, *meta.values()]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        self.db.execute(
+            f"INSERT INTO files({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT(path) DO UPDATE SET {updates}", values)
+
+    def _copy_from_twin(self, item: Reused, now: float, seq: int) -> bool:
+        twin = self.db.execute(
+            f"SELECT vector, {', '.join(_META_COLUMNS)} FROM files WHERE hash = ? AND vector IS NOT NULL "
+            "ORDER BY status = 'live' DESC LIMIT 1", [item.hash]).fetchone()
+        if twin is None:
+            return False
+        self._upsert(item.record, item.hash, LIVE, None, now, seq, twin[0], dict(zip(_META_COLUMNS, twin[1:])))
+        return True
+
+    def failure_for_hash(self, hash_: str) -> str | None:
+        row = self.db.execute("SELECT error FROM files WHERE hash = ? AND status = ? LIMIT 1",
+                              [hash_, FAILED]).fetchone()
+        return row[0] if row else None
+
+    def mark_deleted(self, file_ids: Iterable[int]) -> int:
+        ids = list(file_ids)
+        if not ids:
+            return 0
+        with self.db.atomic():
+            seq = self.next_seq()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                self.db.execute(f"UPDATE files SET status = ?, seq = ? WHERE id IN ({','.join('?' * len(chunk))})",
+                                [DELETED, seq, *chunk])
+        return len(ids)
+
+    def forget_vectors(self) -> None:
+        """Drop every vector (before re-embedding with another model); files stay catalogued."""
+        with self.db.atomic():
+            seq = self.next_seq()
+            self.db.execute("UPDATE files SET vector = NULL, seq = ? WHERE vector IS NOT NULL", [seq])
+
+    # --- reads for search and status ------------------------------------------------------
+    def max_seq(self) -> int:
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM files").fetchone()[0]
+
+    def live_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM files WHERE status = ? AND vector IS NOT NULL",
+                               [LIVE]).fetchone()[0]
+
+    def iter_live_vectors(self, dim: int, chunk: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, vectors) chunks of every searchable row, in id order."""
+        last = -1
+        while True:
+            rows = self.db.execute(
+                "SELECT id, vector FROM files WHERE status = ? AND vector IS NOT NULL AND id > ? "
+                "ORDER BY id LIMIT ?", [LIVE, last, chunk]).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def changed_since(self, seq: int, dim: int) -> tuple[set[int], np.ndarray, np.ndarray]:
+        """Rows written after `seq`: all their ids, and the ids and vectors of the searchable ones."""
+        rows = self.db.execute("SELECT id, status, vector FROM files WHERE seq > ?", [seq]).fetchall()
+        changed = {r[0] for r in rows}
+        live = [r for r in rows if r[1] == LIVE and r[2] is not None]
+        ids = np.array([r[0] for r in live], dtype=np.int64)
+        vectors = (np.frombuffer(b"".join(r[2] for r in live), dtype=np.float32).reshape(len(live), dim)
+                   if live else np.zeros((0, dim), dtype=np.float32))
+        return changed, ids, vectors
+
+    def count_changed_since(self, seq: int) -> int:
+        return self.db.execute("SELECT count(*) FROM files WHERE seq > ?", [seq]).fetchone()[0]
+
+    def rows(self, file_ids: Sequence[int]) -> dict[int, FileRow]:
+        found: dict[int, FileRow] = {}
+        ids = list(file_ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            cursor = self.db.execute(
+                "SELECT id, path, size, mtime_ns, width, height, format, taken_at, status, error, "
+                f"camera_make, camera_model, gps_lat, gps_lon FROM files WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk)
+            for r in cursor:
+                extra = {k: v for k, v in zip(("camera_make", "camera_model", "gps_lat", "gps_lon"), r[10:])
+                         if v is not None}
+                found[r[0]] = FileRow(*r[:10], extra=extra)
+        return found
+
+    def counts_by_status(self) -> dict[str, int]:
+        counts = {LIVE: 0, DELETED: 0, FAILED: 0}
+        for status, count in self.db.execute("SELECT status, count(*) FROM files GROUP BY status"):
+            counts[status] = count
+        counts["unembedded"] = self.db.execute(
+            "SELECT count(*) FROM files WHERE status = ? AND vector IS NULL", [LIVE]).fetchone()[0]
+        return counts
+
+    def root_counts(self) -> dict[int, int]:
+        rows = self.db.execute("SELECT root_id, count(*) FROM files WHERE status = ? GROUP BY root_id", [LIVE])
+        return {r[0]: r[1] for r in rows}
+
+    def failed_files(self, limit: int | None = None) -> list[FileRow]:
+        ids = [r[0] for r in self.db.execute(
+            "SELECT id FROM files WHERE status = ? ORDER BY path LIMIT ?", [FAILED, limit or -1])]
+        rows = self.rows(ids)
+        return [rows[i] for i in ids]
+
+    def file_id(self, path: str) -> int | None:
+        row = self.db.execute("SELECT id FROM files WHERE path = ?", [path]).fetchone()
+        return row[0] if row else None
+
+
+def _is_under(path: str, folder: str) -> bool:
+    """True if path is folder itself or inside it (plain string test, both absolute)."""
+    folder = folder.rstrip("/\\")
+    return path == folder or (path.startswith(folder) and path[len(folder)] in "/\\")
