@@ -1,0 +1,290 @@
+"""The Embedder interface, its open_clip implementation, and model names.
+
+This is the only module that imports torch or open_clip, and it does so lazily: commands
+that need no model (status, errors, --help) never pay for the import.
+
+A model is named by a spec string:
+  default | openai | accurate            presets (see PRESETS)
+  ARCH:PRETRAINED                        an open_clip architecture and a pretrained tag,
+                                         e.g. ViT-B-32-256:datacomp_s34b_b86k
+  ARCH:/path/to/weights.pt               an architecture with a local checkpoint file
+  /path/to/config.json:PRETRAINED        an architecture from a config file of your own
+  ViT-B/32, ViT-L/14, RN50 ...           OpenAI's names (their published weights)
+  /path/to/ViT-B-32.pt                   an OpenAI checkpoint file (architecture inferred)
+  hf-hub:org/repo, local-dir:/path       open_clip's own schemas
+PRETRAINED may also be `random`: seeded random weights of the real architecture, for
+benchmarks and tests (same cost as real weights, meaningless results).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .decode import Preprocess
+from .errors import ClipsearchError
+
+PRESETS = {
+    "default": "ViT-B-32-256:datacomp_s34b_b86k",
+    "openai": "ViT-B-32:openai",
+    # MobileCLIP-S2: COCO text-to-image R@1 45.4 against 39.9 for the default, at a
+    # similar image-tower cost, and it uses the standard CLIP tokenizer.
+    "accurate": "MobileCLIP-S2:datacompdr",
+}
+RANDOM = "random"
+_OPENAI_NAME = re.compile(r"^(RN\d+(x\d+)?|ViT-[BL]/\d+(@336px)?)$")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+class Embedder(Protocol):
+    """What the pipeline and search need from a model."""
+
+    spec: str  # canonical model spec, recorded in the catalog
+    dim: int
+    batch_size: int
+    preprocess: Preprocess
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 model input -> (N, dim) float32, rows L2-normalised."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, dim) float32, rows L2-normalised."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str  # open_clip model name, a config .json path, or "" for an OpenAI checkpoint file
+    pretrained: str | None  # tag, checkpoint path, "random", or None (schemas)
+
+    def __str__(self) -> str:
+        if not self.arch:
+            return str(self.pretrained)
+        return self.arch if self.pretrained is None else f"{self.arch}:{self.pretrained}"
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """Turn what a user typed into a canonical ModelSpec; cheap, imports no torch."""
+    text = text.strip()
+    if not text:
+        raise ClipsearchError("empty model name; try --model default")
+    text = PRESETS.get(text, text)
+    if text.startswith(("hf-hub:", "local-dir:")):
+        schema, rest = text.split(":", 1)
+        return ModelSpec(f"{schema}:{os.path.abspath(rest) if schema == 'local-dir' else rest}", None)
+    if _OPENAI_NAME.match(text):
+        return ModelSpec(text.replace("/", "-").replace("@336px", "-336"), "openai")
+    if Path(text).suffix.lower() in _CHECKPOINT_SUFFIXES and Path(text).is_file():
+        return ModelSpec("", os.path.abspath(text))
+    # Split at the first colon whose left side is a config file or a plain model name; Windows
+    # paths ("D:/models/x.json:D:/ckpt.pt") contain colons of their own.
+    for match in re.finditer(":", text):
+        arch, pretrained = text[: match.start()], text[match.end():]
+        if arch.lower().endswith(".json"):
+            if not Path(arch).is_file():
+                raise ClipsearchError(f"model config file not found: {arch}")
+            arch = os.path.abspath(arch)
+        elif not re.fullmatch(r"[\w.\-]+", arch):
+            continue
+        if pretrained and pretrained != RANDOM and (os.sep in pretrained or "/" in pretrained
+                                                    or Path(pretrained).suffix.lower() in _CHECKPOINT_SUFFIXES):
+            if not Path(pretrained).is_file():
+                raise ClipsearchError(f"checkpoint file not found: {pretrained}")
+            pretrained = os.path.abspath(pretrained)
+        return ModelSpec(arch, pretrained or None)
+    if re.fullmatch(r"[\w.\-]+", text):
+        return ModelSpec(text, None)
+    raise ClipsearchError(
+        f"cannot understand model {text!r}: use a preset ({', '.join(PRESETS)}), ARCH:PRETRAINED "
+        "such as ViT-B-32:openai, ARCH:/path/to/checkpoint, or an OpenAI name such as ViT-B/32")
+
+
+def canonical(text: str) -> str:
+    return str(parse_spec(text))
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = requested.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ClipsearchError(f"--device {requested}: no CUDA GPU is available to torch here; use --device cpu")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ClipsearchError(f"--device {requested}: Apple MPS is not available here; use --device cpu")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ClipsearchError(f"--device {requested}: expected auto, cpu, cuda, cuda:N or mps")
+    return requested
+
+
+def default_batch_size(device: str) -> int:
+    return {"cuda": 256, "mps": 64}.get(device.split(":")[0], 32)
+
+
+class OpenClipEmbedder:
+    """An open_clip model in inference mode on one device (fp16 on CUDA)."""
+
+    def __init__(self, spec: str, device: str = "auto", batch_size: int | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        parsed = parse_spec(spec)
+        self.spec = str(parsed)
+        self.device = pick_device(device)
+        self.batch_size = batch_size or default_batch_size(self.device)
+        self._model, self._tokenizer = _load(parsed, self.device, cache_dir)
+        import torch
+
+        cfg = dict(getattr(self._model.visual, "preprocess_cfg", {}) or {})
+        size = cfg.get("size", getattr(self._model.visual, "image_size", 224))
+        if isinstance(size, (tuple, list)):
+            size = int(size[0])
+        self.preprocess = Preprocess(size=int(size), resize_mode=cfg.get("resize_mode", "shortest"),
+                                     interpolation=cfg.get("interpolation", "bicubic"),
+                                     fill_color=int(cfg.get("fill_color", 0)))
+        self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
+        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
+        # Fold /255 and the normalisation into one multiply-add on the device.
+        self._scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1).to(self.device)
+        self._shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(self.device)
+        self.dim = int(self.embed_texts(["a photo"]).shape[1])
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
+            batch = batch.permute(0, 3, 1, 2).float() * self._scale + self._shift
+            features = self._model.encode_image(batch.to(self._dtype), normalize=True)
+            return features.float().cpu().numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self._tokenizer(list(texts)).to(self.device)
+            features = self._model.encode_text(tokens, normalize=True)
+            return features.float().cpu().numpy()
+
+
+def _load(spec: ModelSpec, device: str, cache_dir):
+    """Build the model and tokenizer; every failure becomes a ClipsearchError that says what to do."""
+    import logging
+
+    # open_clip and huggingface_hub log through the root logger and their own ("model
+    # initialized randomly", a retry per attempt); our own error message carries the reason.
+    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        return _build(spec, device, cache_dir)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _needs_download(spec: ModelSpec) -> bool:
+    return spec.pretrained not in (None, RANDOM) and not os.path.isfile(spec.pretrained) \
+        or spec.arch.startswith("hf-hub:")
+
+
+def _go_offline_if_unreachable() -> bool:
+    """True if the model hub cannot be reached; huggingface_hub then only looks in its cache
+    instead of retrying for a minute and a half."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=5).close()
+        return False
+    except OSError:
+        constants.HF_HUB_OFFLINE = True
+        return True
+
+
+def _build(spec: ModelSpec, device: str, cache_dir):
+    import torch
+    import open_clip
+
+    precision = "fp16" if device.startswith("cuda") else "fp32"
+    cache = str(cache_dir) if cache_dir else None
+    offline = _needs_download(spec) and _go_offline_if_unreachable()
+    arch = spec.arch
+    if arch.lower().endswith(".json"):
+        # open_clip registers configs by file stem; the stem becomes the model name.
+        open_clip.add_model_config(arch)
+        arch = Path(arch).stem
+    try:
+        if not arch:
+            from open_clip.openai import load_openai_model
+
+            model = load_openai_model(str(spec.pretrained), precision=precision, device=device)
+            tokenizer = open_clip.get_tokenizer("ViT-B-32")
+        elif spec.pretrained == RANDOM:
+            # Seeded so that every process builds the same random model: vectors from a crawl
+            # and from a later search must come from the same weights.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = open_clip.create_model(arch, pretrained=None, precision=precision, device=device,
+                                               pretrained_text=False, cache_dir=cache)
+            tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
+        else:
+            if spec.pretrained and not arch.startswith(("hf-hub:", "local-dir:")) \
+                    and not os.path.isfile(spec.pretrained) \
+                    and open_clip.get_pretrained_cfg(arch, spec.pretrained) in (None, {}):
+                if open_clip.get_model_config(arch) is None:
+                    raise ClipsearchError(_unknown_arch(arch))
+                tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+                raise ClipsearchError(f"model {arch} has no pretrained weights called {spec.pretrained!r}; "
+                                      f"known: {tags}")
+            if spec.pretrained is None and not arch.startswith(("hf-hub:", "local-dir:")):
+                tags = open_clip.list_pretrained_tags_by_model(arch)
+                if open_clip.get_model_config(arch) is None:
+                    raise ClipsearchError(_unknown_arch(arch))
+                raise ClipsearchError(f"say which weights to use for {arch}, e.g. --model {arch}:"
+                                      f"{tags[0] if tags else 'random'} (known: {', '.join(tags) or 'none'})")
+            model = open_clip.create_model(arch, pretrained=spec.pretrained, precision=precision,
+                                           device=device, cache_dir=cache, require_pretrained=True)
+            tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
+    except ClipsearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network, hub, file and format errors all end here
+        raise ClipsearchError(_load_failure(spec, cache, exc, offline)) from exc
+    model.eval()
+    return model, tokenizer
+
+
+def _unknown_arch(arch: str) -> str:
+    return (f"unknown model architecture {arch!r}; presets are {', '.join(PRESETS)}, and "
+            "`python -c \"import open_clip; print(open_clip.list_pretrained())\"` lists the rest")
+
+
+def _load_failure(spec: ModelSpec, cache: str | None, exc: Exception, offline: bool) -> str:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if spec.pretrained and os.path.isfile(spec.pretrained):
+        return f"could not load the checkpoint {spec.pretrained} for model {spec}: {reason[:300]}"
+    if offline:
+        why = "there is no network connection and they are not in the cache"
+    else:
+        # The hub's own messages run long; the first sentence says enough.
+        why = reason.split(". ")[0][:200]
+    return (f"could not load the weights of model {spec}: {why}. Weights are downloaded once, on first use, "
+            f"into {cache or 'the Hugging Face cache'}: connect and run the command again, or download the "
+            f"checkpoint elsewhere and name the file, e.g. --model {spec.arch or 'ViT-B-32'}:"
+            f"/path/to/open_clip_model.safetensors (OpenAI's own files: --model /path/to/ViT-B-32.pt)")

@@ -1,0 +1,250 @@
+"""The Library facade: what the CLI (and later the prompt and the watch daemon) call.
+
+A Library is one home folder: the catalog, the forest and the write lock. Methods take
+and return plain values and dataclasses; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import embed as embed_mod
+from ._lock import WriteLock
+from .config import Settings
+from .decode import DecodeError, load_image
+from .errors import ClipsearchError
+from .index import Forest, Manifest, build_forest, read_manifest
+from .pipeline import CrawlStats, CrawlTask, Pipeline
+from .scan import ScanRules
+from .search import SearchResult, rank
+from .store import FileRow, Root, Store, _is_under
+
+
+@dataclass
+class CrawlReport:
+    stats: CrawlStats
+    manifest: Manifest | None
+    rebuilt: bool
+
+
+@dataclass
+class LibraryStatus:
+    home: Path
+    model: str | None
+    dim: int | None
+    roots: list[tuple[Root, int]]  # with live photo counts
+    counts: dict[str, int]
+    manifest: Manifest | None
+    pending: int  # rows written since the forest was built (scored exactly until the next build)
+    catalog_bytes: int
+
+
+class Library:
+    """One clipsearch library (a home folder). Pass `embedder` to use a model object directly."""
+
+    def __init__(self, settings: Settings, embedder: embed_mod.Embedder | None = None):
+        self.settings = settings
+        self._embedder = embedder
+
+    # --- model ----------------------------------------------------------------------------
+    def _model_for(self, store: Store | None) -> str:
+        """The model spec to use: the catalog's, checked against what was asked for."""
+        current = store.get_meta("model") if store else None
+        asked = self._embedder.spec if self._embedder else self.settings.model
+        wanted = embed_mod.canonical(asked) if asked else None
+        if current and wanted and wanted != current:
+            raise ClipsearchError(
+                f"this library's photos were embedded with model {current}, not {wanted}. "
+                f"Keep one library per model: use another home (--home DIR or CLIPSEARCH_HOME) for {wanted}, "
+                f"or switch this one with `clipsearch reembed --model {asked}` (embeds every photo again)")
+        return current or wanted or embed_mod.canonical("default")
+
+    def embedder(self, spec: str) -> embed_mod.Embedder:
+        if self._embedder is None or self._embedder.spec != spec:
+            self._embedder = embed_mod.OpenClipEmbedder(
+                spec, device=self.settings.device, batch_size=self.settings.batch_size,
+                cache_dir=self.settings.model_cache)
+        return self._embedder
+
+    def _reader(self) -> Store:
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            raise ClipsearchError(f"the library at {self.settings.home} is empty: "
+                                  "run `clipsearch crawl FOLDER` first")
+        return store
+
+    # --- crawl ----------------------------------------------------------------------------
+    def crawl(self, folders: Sequence[str | os.PathLike] = (), *, exclude: Sequence[str] | None = None,
+              retry_failed: bool = False, on_progress: Callable[[CrawlStats], None] | None = None,
+              on_index: Callable[[int, int], None] | None = None) -> CrawlReport:
+        """Index folders (all known roots if none): new and changed files, moves, deletions;
+        then rebuild the forest if anything changed."""
+        paths = [_check_folder(f) for f in folders]
+        with WriteLock(self.settings.home):
+            store = Store(self.settings.catalog_path)
+            try:
+                embedder = self._prepare_model(store)
+                tasks = self._tasks(store, paths, exclude)
+                pipeline = Pipeline(store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
+                                    max_pixels=self.settings.max_pixels, retry_failed=retry_failed,
+                                    on_progress=on_progress)
+                stats = pipeline.run()
+                manifest, rebuilt = self._refresh_index(store, on_index)
+                return CrawlReport(stats, manifest, rebuilt)
+            finally:
+                store.close()
+
+    def _prepare_model(self, store: Store) -> embed_mod.Embedder:
+        spec = self._model_for(store)
+        embedder = self.embedder(spec)
+        if store.get_meta("model") is None:
+            store.set_meta("model", embedder.spec)
+            store.set_meta("dim", str(embedder.dim))
+        return embedder
+
+    def _tasks(self, store: Store, paths: list[str], exclude: Sequence[str] | None) -> list[CrawlTask]:
+        roots = store.roots()
+        if not paths:
+            if not roots:
+                raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
+            return [CrawlTask(r.id, r.path, self._rules(r.exclude if exclude is None else exclude)) for r in roots]
+        tasks: list[CrawlTask] = []
+        for path in paths:
+            parent = next((r for r in roots if _is_under(path, r.path) and path != r.path), None)
+            if parent is not None:
+                task = CrawlTask(parent.id, path, self._rules(parent.exclude if exclude is None else exclude))
+            else:
+                existing = next((r for r in roots if r.path == path), None)
+                patterns = tuple(exclude) if exclude is not None else (existing.exclude if existing else ())
+                root = store.add_root(path, patterns)
+                roots = store.roots()
+                task = CrawlTask(root.id, path, self._rules(patterns))
+            tasks.append(task)
+        # A folder inside another folder of the same crawl is walked once, as part of the outer one.
+        return [t for t in tasks if not any(o is not t and o.root_id == t.root_id and _is_under(t.folder, o.folder)
+                                            and o.folder != t.folder for o in tasks)]
+
+    def _rules(self, root_exclude: Sequence[str]) -> ScanRules:
+        s = self.settings
+        return ScanRules.make(s.extensions, (*s.exclude, *root_exclude), s.include_hidden, s.follow_symlinks)
+
+    # --- index ----------------------------------------------------------------------------
+    def _refresh_index(self, store: Store, on_index) -> tuple[Manifest | None, bool]:
+        manifest = read_manifest(self.settings.index_dir)
+        model = store.get_meta("model")
+        if manifest and manifest.built_seq == store.max_seq() and manifest.model == model:
+            return manifest, False
+        return self._build(store, on_index), True
+
+    def _build(self, store: Store, on_index) -> Manifest:
+        dim = int(store.get_meta("dim"))
+        built_seq = store.max_seq()  # read first: rows written during the build count as fresh
+        count = store.live_count()
+        return build_forest(self.settings.index_dir, store.get_meta("model"), dim, built_seq, count,
+                            store.iter_live_vectors(dim), on_index)
+
+    def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> Manifest:
+        """Build the forest again from the catalog's live vectors."""
+        with WriteLock(self.settings.home):
+            store = self._reader()
+            try:
+                if store.get_meta("dim") is None:
+                    raise ClipsearchError("nothing to index yet: run `clipsearch crawl FOLDER` first")
+                return self._build(store, on_index)
+            finally:
+                store.close()
+
+    def reembed(self, model: str, on_progress=None, on_index=None) -> CrawlReport:
+        """Switch the library to another model: forget every vector and embed every photo again."""
+        spec = embed_mod.canonical(model)
+        with WriteLock(self.settings.home):
+            store = Store(self.settings.catalog_path)
+            try:
+                if not store.roots():
+                    raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
+                embedder = self.embedder(spec)  # load first: a model that fails to load changes nothing
+                store.forget_vectors()
+                store.set_meta("model", embedder.spec)
+                store.set_meta("dim", str(embedder.dim))
+            finally:
+                store.close()
+        return self.crawl(on_progress=on_progress, on_index=on_index)
+
+    # --- queries --------------------------------------------------------------------------
+    def search(self, text: str | None = None, image: str | os.PathLike | None = None, k: int = 10,
+               exact: bool = False) -> list[SearchResult]:
+        """The k best live photos for a text, an example image, or both (their vectors averaged)."""
+        if not (text and text.strip()) and image is None:
+            raise ClipsearchError("give a text query or --image PATH")
+        if k < 1:
+            raise ClipsearchError("-k must be at least 1")
+        store = self._reader()
+        try:
+            spec = self._model_for(store)
+            dim = int(store.get_meta("dim") or 0)
+            if not dim:
+                raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+            embedder = self.embedder(spec)
+            query = self._query_vector(embedder, text, image)
+            forest = Forest.open(self.settings.index_dir)
+            if forest and (forest.manifest.model != spec or forest.manifest.dim != dim):
+                forest = None  # built for another model: everything is scored exactly until a rebuild
+            return rank(store, forest, query, k, dim, exact=exact)
+        finally:
+            store.close()
+
+    def _query_vector(self, embedder: embed_mod.Embedder, text: str | None, image) -> np.ndarray:
+        parts = []
+        if text and text.strip():
+            parts.append(embedder.embed_texts([text.strip()])[0])
+        if image is not None:
+            path = str(image)
+            if not os.path.isfile(path):
+                raise ClipsearchError(f"--image {path}: no such file")
+            try:
+                pixels, _ = load_image(path, embedder.preprocess, self.settings.max_pixels)
+            except DecodeError as exc:
+                raise ClipsearchError(f"--image {path}: {exc}") from None
+            parts.append(embedder.embed_images(pixels[None])[0])
+        vector = np.sum(parts, axis=0)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def status(self) -> LibraryStatus:
+        store = Store.open_existing(self.settings.catalog_path)
+        manifest = read_manifest(self.settings.index_dir)
+        if store is None:
+            return LibraryStatus(self.settings.home, None, None, [], {}, manifest, 0, 0)
+        try:
+            per_root = store.root_counts()
+            roots = [(r, per_root.get(r.id, 0)) for r in store.roots()]
+            dim = store.get_meta("dim")
+            built = manifest.built_seq if manifest else 0
+            pending = store.count_changed_since(built)
+            size = sum(p.stat().st_size for p in self.settings.home.glob("catalog.db*"))
+            return LibraryStatus(self.settings.home, store.get_meta("model"), int(dim) if dim else None, roots,
+                                 store.counts_by_status(), manifest, pending, size)
+        finally:
+            store.close()
+
+    def errors(self, limit: int | None = None) -> list[FileRow]:
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            return []
+        try:
+            return store.failed_files(limit)
+        finally:
+            store.close()
+
+
+def _check_folder(folder: str | os.PathLike) -> str:
+    path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    if not os.path.exists(path):
+        raise ClipsearchError(f"no such folder: {folder}")
+    if not os.path.isdir(path):
+        raise ClipsearchError(f"not a folder: {folder}")
+    return path

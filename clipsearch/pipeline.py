@@ -1,0 +1,336 @@
+"""The crawl: bounded, threaded stages from folders to stored vectors.
+
+    crawlers (a thread per folder) -> classify (against the catalog) -> decode pool
+        -> embedder (batches) -> writer (one transaction per batch)
+
+Every stage is a thread joined to the next by a bounded queue, so a slow disk never
+fills memory and the model always has decoded work a few batches ahead. Files whose
+size and mtime are unchanged are never opened. New or changed files are hashed first:
+bytes the catalog already has a vector for (a move, a rename, a copy) are not decoded.
+A killed crawl loses at most the batches not yet committed; the next crawl redoes them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .decode import DecodeError, file_hash, load_image
+from .embed import Embedder
+from .scan import FileRecord, ScanRules, WalkProblem, walk
+from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
+
+_END = object()  # end of a stream
+
+
+@dataclass(frozen=True)
+class CrawlTask:
+    """One folder to walk: a root, or a folder inside a root (only that part is checked)."""
+
+    root_id: int
+    folder: str
+    rules: ScanRules
+
+
+@dataclass
+class CrawlStats:
+    found: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0  # vector reused by content hash: moved, renamed or copied files
+    embedded: int = 0
+    failed: int = 0
+    restored: int = 0
+    deleted: int = 0
+    batches: int = 0
+    problems: list[WalkProblem] = field(default_factory=list)
+    scanning: bool = True
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    @property
+    def processed(self) -> int:
+        return self.unchanged + self.restored + self.moved + self.embedded + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Pipeline:
+    """Runs one crawl; `run()` blocks, calling `on_progress(stats)` a few times a second."""
+
+    def __init__(self, store: Store, embedder: Embedder, tasks: list[CrawlTask], *, workers: int,
+                 max_pixels: int, retry_failed: bool = False,
+                 on_progress: Callable[[CrawlStats], None] | None = None):
+        self.store = store
+        self.embedder = embedder
+        self.tasks = tasks
+        self.workers = max(1, workers)
+        self.max_pixels = max_pixels
+        self.retry_failed = retry_failed
+        self.on_progress = on_progress
+        self.stats = CrawlStats()
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        batch = max(1, embedder.batch_size)
+        self._found: queue.Queue = queue.Queue(maxsize=10_000)
+        self._to_decode: queue.Queue = queue.Queue(maxsize=self.workers * 8)
+        self._to_embed: queue.Queue = queue.Queue(maxsize=batch * 3)
+        self._to_write: queue.Queue = queue.Queue(maxsize=8)
+        self._known = [store.known_files(t.root_id, t.folder) for t in tasks]
+        self._seen: list[set[int]] = [set() for _ in tasks]
+        self._hashes: set[str] | None = None
+        self._in_flight: set[str] = set()
+        self._hash_lock = threading.Lock()
+        self._decoders_left = self.workers
+        self._decoders_lock = threading.Lock()
+
+    # --- driver ---------------------------------------------------------------------------
+    def run(self) -> CrawlStats:
+        threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
+        threads.append(self._thread(self._classify))
+        threads += [self._thread(self._decode) for _ in range(self.workers)]
+        threads.append(self._thread(self._embed))
+        writer = self._thread(self._write)
+        threads.append(writer)
+        try:
+            while any(t.is_alive() for t in threads):
+                writer.join(0.1)
+                self._tick()
+        except BaseException:
+            # Ctrl-C: the writer finishes the transaction in hand, everything else stops.
+            self._stop.set()
+            for t in threads:
+                t.join()
+            raise
+        if self._errors:
+            raise self._errors[0]
+        self.stats.deleted = self._mark_vanished()
+        for root_id in {task.root_id for task in self.tasks}:
+            self.store.mark_crawled(root_id)
+        self.stats.finished = time.monotonic()
+        self._tick()
+        return self.stats
+
+    def _thread(self, target, *args) -> threading.Thread:
+        def guarded():
+            try:
+                target(*args)
+            except _Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self._errors.append(exc)
+                self._stop.set()
+
+        thread = threading.Thread(target=guarded, name=f"clipsearch-{target.__name__.strip('_')}", daemon=True)
+        thread.start()
+        return thread
+
+    def _tick(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.stats)
+
+    def _put(self, q: queue.Queue, item) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, q: queue.Queue, timeout: float | None = None):
+        """Next item, or None after `timeout` seconds with nothing (None: wait for ever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+
+    # --- stages ---------------------------------------------------------------------------
+    def _crawl(self, index: int) -> None:
+        task = self.tasks[index]
+        for item in walk(task.folder, task.root_id, task.rules):
+            if isinstance(item, WalkProblem):
+                with self.stats._lock:
+                    self.stats.problems.append(item)
+            else:
+                self.stats.add(found=1)
+                self._put(self._found, (index, item))
+        self._put(self._found, (index, _END))
+
+    def _classify(self) -> None:
+        crawling = len(self.tasks)
+        while crawling:
+            index, record = self._get(self._found)
+            if record is _END:
+                crawling -= 1
+                continue
+            known: KnownFile | None = self._known[index].get(record.path)
+            if known is None:
+                self.stats.add(new=1)
+                self._put(self._to_decode, record)
+                continue
+            self._seen[index].add(known.id)
+            same = known.size == record.size and known.mtime_ns == record.mtime_ns
+            if same and known.has_vector and known.status in (LIVE, DELETED):
+                if known.status == DELETED:
+                    self.stats.add(restored=1)
+                    self._put(self._to_write, Restored(known.id))
+                else:
+                    self.stats.add(unchanged=1)
+            elif same and known.status == FAILED and not self.retry_failed:
+                self.stats.add(unchanged=1)
+            else:
+                self.stats.add(changed=1)
+                self._put(self._to_decode, record)
+        self.stats.scanning = False
+        for _ in range(self.workers):
+            self._put(self._to_decode, _END)
+
+    def _decode(self) -> None:
+        size = self.embedder.preprocess
+        while (record := self._get(self._to_decode)) is not _END:
+            try:
+                digest = file_hash(record.path)
+            except OSError as exc:
+                self._put(self._to_write, Failed(record, None, _os_error(exc)))
+                continue
+            if self._claim(digest):
+                try:
+                    pixels, meta = load_image(record.path, size, self.max_pixels)
+                except DecodeError as exc:
+                    self._put(self._to_write, Failed(record, digest, str(exc)))
+                    continue
+                self._put(self._to_embed, (record, digest, meta, pixels))
+            else:
+                self._put(self._to_write, Reused(record, digest))
+        with self._decoders_lock:
+            self._decoders_left -= 1
+            last = self._decoders_left == 0
+        if last:
+            self._put(self._to_embed, _END)
+
+    def _claim(self, digest: str) -> bool:
+        """True if this file must be embedded; False if its bytes already have (or will have) a vector."""
+        with self._hash_lock:
+            if self._hashes is None:
+                reader = Store(self.store.path, readonly=True)
+                try:
+                    self._hashes = reader.hashes_with_vectors()
+                finally:
+                    reader.close()
+            if digest in self._hashes or digest in self._in_flight:
+                return False
+            self._in_flight.add(digest)
+            return True
+
+    def _embed(self) -> None:
+        batch_size = max(1, self.embedder.batch_size)
+        finished = False
+        while not finished:
+            batch = []
+            while len(batch) < batch_size:
+                item = self._get(self._to_embed)
+                if item is _END:
+                    finished = True
+                    break
+                batch.append(item)
+            if not batch:
+                break
+            vectors = self.embedder.embed_images(np.stack([pixels for _, _, _, pixels in batch]))
+            self.stats.add(batches=1)
+            writes = [Embedded(record, digest, meta, vector)
+                      for (record, digest, meta, _), vector in zip(batch, vectors)]
+            self._put(self._to_write, writes)
+        self._put(self._to_write, _END)
+
+    def _write(self) -> None:
+        writer = Store(self.store.path)
+        pending: list[Write] = []
+        waiting: list[Reused] = []
+        batch_size = max(1, self.embedder.batch_size)
+        try:
+            while True:
+                try:
+                    item = self._to_write.get(timeout=0.2)
+                except queue.Empty:
+                    item = None
+                if item is _END:
+                    break
+                if isinstance(item, list):
+                    pending.extend(item)
+                elif item is not None:
+                    pending.append(item)
+                if pending and (item is None or isinstance(item, list) or len(pending) >= batch_size
+                                or self._stop.is_set()):
+                    waiting = self._commit(writer, pending + waiting)
+                    pending = []
+                if self._stop.is_set() and self._to_write.empty():
+                    return
+            waiting = self._commit(writer, pending + waiting)
+            # Twins that never got a vector: their original failed (or was lost); fail alike.
+            leftovers = [Failed(r.record, r.hash, writer.failure_for_hash(r.hash)
+                                or "identical to another file that could not be indexed") for r in waiting]
+            self._commit(writer, leftovers)
+        finally:
+            writer.close()
+
+    def _commit(self, writer: Store, items: list[Write]) -> list[Reused]:
+        if not items:
+            return []
+        waiting = writer.write(items)
+        still_waiting = {id(item) for item in waiting}
+        counts = {"embedded": 0, "moved": 0, "failed": 0}
+        for item in items:
+            if isinstance(item, Embedded):
+                counts["embedded"] += 1
+            elif isinstance(item, Reused) and id(item) not in still_waiting:
+                counts["moved"] += 1
+            elif isinstance(item, Failed):
+                counts["failed"] += 1
+        self.stats.add(**counts)
+        return waiting
+
+    # --- after the walk -------------------------------------------------------------------
+    def _mark_vanished(self) -> int:
+        """Mark catalogued files that the walk did not see as deleted, except under folders
+        that could not be listed (their files may well still be there)."""
+        unreadable = [p.path for p in self.stats.problems]
+        gone = []
+        for known, seen in zip(self._known, self._seen):
+            for path, entry in known.items():
+                if entry.id not in seen and entry.status != DELETED \
+                        and not any(_is_under(path, folder) for folder in unreadable):
+                    gone.append(entry.id)
+        return self.store.mark_deleted(gone)
+
+
+def _os_error(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file vanished before it could be read"
+    return exc.strerror or str(exc)
