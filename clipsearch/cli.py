@@ -1,0 +1,194 @@
+"""The `clipsearch` command: parse, call the Library, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import click
+
+from . import __version__
+from .config import load_settings
+from .errors import ClipsearchError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns ClipsearchError into one line on stderr and Ctrl-C into a calm exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ClipsearchError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: what was committed is kept; run the same command again to resume",
+                       err=True)
+            sys.exit(130)
+
+
+def _library(ctx: click.Context, **flags):
+    from .library import Library
+
+    settings = load_settings(ctx.obj["home"], **flags)
+    return Library(settings)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option("--home", type=click.Path(file_okay=False), envvar="CLIPSEARCH_HOME",
+              help="Library folder (catalog, index, config.toml). Default: your user data folder; "
+                   "also CLIPSEARCH_HOME.")
+@click.version_option(__version__, prog_name="clipsearch")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """Find photos on your own disks by what is in them.
+
+    \b
+    clipsearch crawl ~/Pictures          index a folder (again: only what changed)
+    clipsearch search "a dog on a beach"  the best matches, as a table
+    clipsearch search --image IMG.jpg    photos that look like IMG.jpg
+    clipsearch status                    folders, counts, model, index
+    """
+    ctx.obj = {"home": home}
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=True, dir_okay=True))
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Skip paths matching this glob (repeatable), e.g. '*/thumbnails/*'. Remembered for the folder.")
+@click.option("--ext", "extensions", multiple=True, metavar="EXT",
+              help="Image extensions to index (repeatable). Default: jpg jpeg png webp bmp tif tiff gif.")
+@click.option("--hidden/--no-hidden", "include_hidden", default=None, help="Include hidden files and folders.")
+@click.option("--follow-symlinks/--no-follow-symlinks", default=None,
+              help="Follow symlinked folders (loops are never followed).")
+@click.option("--model", help="Model for a new library: default, openai, accurate, ARCH:PRETRAINED, "
+                              "ViT-B/32, or a checkpoint path.")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=int, help="Images per model call (default: 32 on CPU, 256 on CUDA).")
+@click.option("--workers", type=int, help="Decode threads (default: one per core).")
+@click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels (default 200000000).")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed before even if they did not change.")
+@click.pass_context
+def crawl(ctx, folders, exclude, retry_failed, **flags):
+    """Index FOLDERS (or every folder already in the library).
+
+    New and changed photos are embedded; unchanged ones are skipped without being read;
+    moved, renamed and copied photos keep their vectors; vanished ones leave the results.
+    Unreadable files are recorded (see `clipsearch errors`) and the crawl goes on.
+    """
+    from .render import CrawlProgress, crawl_summary
+
+    library = _library(ctx, **flags)
+    console, err_console = _console(), _console(stderr=True)
+    with CrawlProgress(err_console, loading="loading the model") as progress:
+        report = library.crawl(folders, exclude=exclude or None, retry_failed=retry_failed,
+                               on_progress=progress.crawl, on_index=progress.index)
+    console.print(crawl_summary(report))
+    for problem in report.stats.problems[:10]:
+        err_console.print(f"[yellow]not readable:[/] {problem.path}: {problem.error}")
+    if report.stats.failed:
+        console.print(f"{report.stats.failed} files could not be indexed: `clipsearch errors` lists them.")
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--image", "image", type=click.Path(dir_okay=False), help="Find photos that look like this one.")
+@click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many results.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per result and line.")
+@click.option("--paths-only", is_flag=True, help="Only the paths, one per line (for piping).")
+@click.option("--exact", is_flag=True, help="Score every photo exactly instead of using the index.")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@click.pass_context
+def search(ctx, text, image, k, as_json, paths_only, exact, device):
+    """Photos that match TEXT, look like --image, or both.
+
+    \b
+    clipsearch search "a red car in the snow"
+    clipsearch search --image holiday/IMG_0042.jpg -k 20 --paths-only
+    """
+    library = _library(ctx, device=device)
+    results = library.search(text=text, image=image, k=k, exact=exact)
+    if as_json:
+        for result in results:
+            click.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+    elif paths_only:
+        for result in results:
+            click.echo(result.path)
+    else:
+        from .render import results_table
+
+        _console().print(results_table(results))
+
+
+@cli.command()
+@click.pass_context
+def status(ctx):
+    """Folders, photo counts, model and index state of the library."""
+    from .render import status_view
+
+    _console().print(status_view(_library(ctx).status()))
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file and line.")
+@click.pass_context
+def errors(ctx, limit, as_json):
+    """Files that could not be indexed, with the reason."""
+    rows = _library(ctx).errors(limit)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps({"path": row.path, "error": row.error}, ensure_ascii=False))
+        return
+    from .render import errors_table
+
+    _console().print(errors_table(rows))
+
+
+@cli.command()
+@click.pass_context
+def rebuild(ctx):
+    """Rebuild the search index from the catalog (crawl does this by itself)."""
+    from .render import CrawlProgress
+
+    library = _library(ctx)
+    with CrawlProgress(_console(stderr=True)) as progress:
+        manifest = library.rebuild_index(on_index=progress.index)
+    click.echo(f"index generation {manifest.generation}: {manifest.count} photos")
+
+
+@cli.command()
+@click.option("--model", required=True, help="The model to switch to (see `crawl --model`).")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=int, help="Images per model call.")
+@click.pass_context
+def reembed(ctx, model, **flags):
+    """Switch the library to another model and embed every photo again.
+
+    Interrupted, it resumes with `clipsearch crawl`; until it finishes, searches only see
+    the photos already embedded with the new model.
+    """
+    from .render import CrawlProgress, crawl_summary
+
+    library = _library(ctx, **flags)
+    with CrawlProgress(_console(stderr=True), loading="loading the model") as progress:
+        report = library.reembed(model, on_progress=progress.crawl, on_index=progress.index)
+    _console().print(crawl_summary(report))
+
+
+def main() -> None:
+    cli(prog_name="clipsearch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Everything the user sees in the terminal: rich tables and progress bars.
+
+The only module that imports rich. Progress goes to stderr, so stdout stays clean for
+`--json` and `--paths-only`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import ClipsearchError
+from .library import CrawlReport, LibraryStatus
+from .pipeline import CrawlStats
+from .search import SearchResult
+from .store import FileRow
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def _date(taken_at: str | None, mtime_ns: int | None) -> str:
+    if taken_at:
+        return taken_at.replace("T", " ")[:16]
+    if mtime_ns:
+        return _dt.datetime.fromtimestamp(mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+    return "-"
+
+
+class CrawlProgress:
+    """A live progress bar for a crawl and the index build after it; use as a context manager."""
+
+    def __init__(self, console: Console, loading: str | None = None):
+        self.console = console
+        self._loading_text = loading
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[counts]}"),
+            console=console, transient=False, refresh_per_second=8)
+        self._crawl = None
+        self._index = None
+        self._last_rate = (time.monotonic(), 0)
+        self._rate = 0.0
+
+    def __enter__(self) -> "CrawlProgress":
+        self._progress.__enter__()
+        self._loading = (self._progress.add_task(self._loading_text, total=None, rate="", counts="")
+                         if self._loading_text else None)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, ClipsearchError):
+            # The one-line error says it all; a half-drawn bar above it would only confuse.
+            for task in list(self._progress.task_ids):
+                self._progress.remove_task(task)
+        self._progress.__exit__(exc_type, exc, tb)
+
+    def crawl(self, stats: CrawlStats) -> None:
+        if self._crawl is None:
+            if self._loading is not None:
+                self._progress.remove_task(self._loading)
+            self._crawl = self._progress.add_task("scanning", total=None, rate="", counts="")
+        now, done = time.monotonic(), stats.embedded + stats.moved + stats.failed
+        then, before = self._last_rate
+        if now - then >= 1.0:
+            self._rate = (done - before) / (now - then)
+            self._last_rate = (now, done)
+        images_per_s = stats.embedded / stats.elapsed if stats.finished else self._rate
+        counts = (f"new {stats.new}  changed {stats.changed}  unchanged {stats.unchanged}  "
+                  f"moved {stats.moved}  failed {stats.failed}")
+        self._progress.update(self._crawl, description="scanning" if stats.scanning else "indexing",
+                              total=None if stats.scanning else stats.found, completed=stats.processed,
+                              rate=f"{images_per_s:5.1f} img/s", counts=counts)
+
+    def index(self, done: int, total: int) -> None:
+        if self._index is None:
+            self._index = self._progress.add_task("building index", total=total, rate="", counts="")
+        self._progress.update(self._index, completed=done, total=total)
+
+
+def crawl_summary(report: CrawlReport) -> Table:
+    s = report.stats
+    table = Table(title="crawl finished", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    rows = [("files found", s.found), ("new", s.new), ("changed", s.changed), ("unchanged", s.unchanged),
+            ("embedded", s.embedded), ("moved, renamed or copied (vector reused)", s.moved),
+            ("back again (restored)", s.restored), ("vanished (marked deleted)", s.deleted),
+            ("failed", s.failed)]
+    for name, value in rows:
+        style = "red" if name == "failed" and value else None
+        table.add_row(name, str(value), style=style)
+    table.add_row("time", f"{s.elapsed:.1f} s")
+    if s.embedded:
+        table.add_row("images per second", f"{s.embedded / max(s.elapsed, 1e-9):.1f}")
+    if report.manifest:
+        state = "rebuilt" if report.rebuilt else "up to date"
+        table.add_row("index", f"{report.manifest.count} photos, {state}")
+    if s.problems:
+        table.add_row("folders or files not readable", str(len(s.problems)), style="yellow")
+    return table
+
+
+def results_table(results: Sequence[SearchResult]) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("date")
+    table.add_column("size", justify="right")
+    for r in results:
+        table.add_row(str(r.rank), f"{r.score:.3f}", r.path, _date(r.taken_at, r.mtime_ns), human_size(r.size))
+    return table
+
+
+def status_view(status: LibraryStatus) -> Table:
+    table = Table(show_header=False, title=f"clipsearch library at {status.home}", title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    if status.model is None:
+        table.add_row("state", "empty: run `clipsearch crawl FOLDER`")
+        return table
+    table.add_row("model", f"{status.model} ({status.dim}-d)")
+    for root, live in status.roots:
+        crawled = (_dt.datetime.fromtimestamp(root.crawled_at).strftime("%Y-%m-%d %H:%M")
+                   if root.crawled_at else "never finished")
+        excluded = f", excluding {', '.join(root.exclude)}" if root.exclude else ""
+        table.add_row("folder", f"{root.path}  ({live} photos, crawled {crawled}{excluded})")
+    c = status.counts
+    table.add_row("photos", f"{c.get('live', 0)} live, {c.get('failed', 0)} failed, {c.get('deleted', 0)} deleted"
+                  + (f", {c['unembedded']} waiting to be embedded" if c.get("unembedded") else ""))
+    m = status.manifest
+    if m is None:
+        table.add_row("index", "not built yet (searches score every photo exactly)")
+    else:
+        built = _dt.datetime.fromtimestamp(m.built_at).strftime("%Y-%m-%d %H:%M")
+        table.add_row("index", f"generation {m.generation}: {m.count} photos, {m.trees} trees, built {built}")
+        if status.pending:
+            table.add_row("changed since", f"{status.pending} files (scored exactly until the next crawl)")
+    table.add_row("catalog size", human_size(status.catalog_bytes))
+    return table
+
+
+def errors_table(rows: Sequence[FileRow]) -> Table:
+    table = Table(title=f"{len(rows)} files could not be indexed", title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        table.add_row(row.path, row.error or "")
+    return table
