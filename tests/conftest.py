@@ -1,0 +1,111 @@
+"""Shared fixtures: a temporary library home, a tiny real open_clip model, generated photos.
+
+The model is the one thing that is small: an open_clip model built from
+tests/fixtures/tiny-clip.json with seeded random weights, loaded through the same code
+path users take (`--model path/to/config.json:random`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsearch.config import load_settings
+from clipsearch.library import Library
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_MODEL = f"{FIXTURES / 'tiny-clip.json'}:random"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch, tmp_path):
+    """No test sees the user's library or CLIPSEARCH_* settings."""
+    for name in list(os.environ):
+        if name.startswith("CLIPSEARCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+class CountingEmbedder:
+    """The real tiny model, counting what it is asked to embed (re-crawl tests count batches)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.spec, self.dim, self.batch_size, self.preprocess = inner.spec, inner.dim, inner.batch_size, inner.preprocess
+        self.batches = 0
+        self.images = 0
+
+    def embed_images(self, pixels):
+        self.batches += 1
+        self.images += len(pixels)
+        return self.inner.embed_images(pixels)
+
+    def embed_texts(self, texts):
+        return self.inner.embed_texts(texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder():
+    from clipsearch.embed import OpenClipEmbedder
+
+    return OpenClipEmbedder(TINY_MODEL, device="cpu", batch_size=8)
+
+
+@pytest.fixture
+def embedder(tiny_embedder):
+    return CountingEmbedder(tiny_embedder)
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def make_library(home, embedder):
+    """make_library(**settings) -> a Library in the test's home using the counting tiny model."""
+
+    def make(**flags) -> Library:
+        return Library(load_settings(home, **flags), embedder=embedder)
+
+    return make
+
+
+@pytest.fixture
+def library(make_library) -> Library:
+    return make_library()
+
+
+def make_photo(path: Path, seed: int, size=(96, 72), fmt: str | None = None, **save) -> Path:
+    """A small, distinct photo-like image: smooth colour blobs plus noise, so every seed differs."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), dtype=np.float64)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 40)
+        colour = rng.uniform(0, 255, 3)
+        mask = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
+        img = img * (1 - mask) + colour * mask
+    img += rng.normal(0, 12, img.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, fmt, **save)
+    return path
+
+
+def make_photos(folder: Path, count: int, start_seed: int = 0, suffix: str = ".jpg") -> list[Path]:
+    return [make_photo(folder / f"photo_{i:04d}{suffix}", start_seed + i) for i in range(count)]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `clipsearch` command in a fresh process."""
+    full_env = {**os.environ, "COLUMNS": "250", **(env or {})}  # wide enough that rich does not wrap
+    return subprocess.run([sys.executable, "-m", "clipsearch.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, **kwargs)
