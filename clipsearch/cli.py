@@ -37,10 +37,35 @@ def _library(ctx: click.Context, **flags):
     return Library(settings)
 
 
+def _log_to_home(library) -> None:
+    """Commands that change the library leave a trace in HOME/clipsearch.log."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    # delay: the file is created on the first message, so a refused command writes nothing.
+    handler = RotatingFileHandler(library.settings.home / "clipsearch.log", maxBytes=2_000_000, backupCount=2,
+                                  encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("clipsearch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr)
+
+
+def _remember_home(ctx: click.Context, _param, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(dict)["home"] = value
+
+
+# Accepted after the command name too (`clipsearch crawl --home DIR`), as users type it.
+home_option = click.option("--home", type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                           callback=_remember_home, help="Library folder (same as before the command).")
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -58,7 +83,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
     clipsearch search --image IMG.jpg    photos that look like IMG.jpg
     clipsearch status                    folders, counts, model, index
     """
-    ctx.obj = {"home": home}
+    ctx.ensure_object(dict).setdefault("home", home)
 
 
 @cli.command()
@@ -77,6 +102,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--workers", type=int, help="Decode threads (default: one per core).")
 @click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels (default 200000000).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before even if they did not change.")
+@home_option
 @click.pass_context
 def crawl(ctx, folders, exclude, retry_failed, **flags):
     """Index FOLDERS (or every folder already in the library).
@@ -88,6 +114,7 @@ def crawl(ctx, folders, exclude, retry_failed, **flags):
     from .render import CrawlProgress, crawl_summary
 
     library = _library(ctx, **flags)
+    _log_to_home(library)
     console, err_console = _console(), _console(stderr=True)
     with CrawlProgress(err_console, loading="loading the model") as progress:
         report = library.crawl(folders, exclude=exclude or None, retry_failed=retry_failed,
@@ -108,6 +135,7 @@ def crawl(ctx, folders, exclude, retry_failed, **flags):
 @click.option("--paths-only", is_flag=True, help="Only the paths, one per line (for piping).")
 @click.option("--exact", is_flag=True, help="Score every photo exactly instead of using the index.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@home_option
 @click.pass_context
 def search(ctx, text, image, k, as_json, paths_only, exact, device):
     """Photos that match TEXT, look like --image, or both.
@@ -131,6 +159,7 @@ def search(ctx, text, image, k, as_json, paths_only, exact, device):
 
 
 @cli.command()
+@home_option
 @click.pass_context
 def status(ctx):
     """Folders, photo counts, model and index state of the library."""
@@ -142,6 +171,7 @@ def status(ctx):
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file and line.")
+@home_option
 @click.pass_context
 def errors(ctx, limit, as_json):
     """Files that could not be indexed, with the reason."""
@@ -156,12 +186,14 @@ def errors(ctx, limit, as_json):
 
 
 @cli.command()
+@home_option
 @click.pass_context
 def rebuild(ctx):
     """Rebuild the search index from the catalog (crawl does this by itself)."""
     from .render import CrawlProgress
 
     library = _library(ctx)
+    _log_to_home(library)
     with CrawlProgress(_console(stderr=True)) as progress:
         manifest = library.rebuild_index(on_index=progress.index)
     click.echo(f"index generation {manifest.generation}: {manifest.count} photos")
@@ -171,6 +203,7 @@ def rebuild(ctx):
 @click.option("--model", required=True, help="The model to switch to (see `crawl --model`).")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", type=int, help="Images per model call.")
+@home_option
 @click.pass_context
 def reembed(ctx, model, **flags):
     """Switch the library to another model and embed every photo again.
@@ -181,6 +214,7 @@ def reembed(ctx, model, **flags):
     from .render import CrawlProgress, crawl_summary
 
     library = _library(ctx, **flags)
+    _log_to_home(library)
     with CrawlProgress(_console(stderr=True), loading="loading the model") as progress:
         report = library.reembed(model, on_progress=progress.crawl, on_index=progress.index)
     _console().print(crawl_summary(report))

@@ -9,6 +9,7 @@ Pillow releases the GIL while it decodes, so a pool of threads decodes in parall
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,6 +85,8 @@ def load_image(path: str, prep: Preprocess, max_pixels: int) -> tuple[np.ndarray
     except DecodeError:
         raise
     except UnidentifiedImageError:
+        if os.path.getsize(path) == 0:
+            raise DecodeError("empty file (0 bytes)") from None
         raise DecodeError("not an image that Pillow can read (unknown or unsupported format)") from None
     except PermissionError:
         raise DecodeError("permission denied") from None

@@ -6,6 +6,7 @@ and return plain values and dataclasses; nothing here prints.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from .pipeline import CrawlStats, CrawlTask, Pipeline
 from .scan import ScanRules
 from .search import SearchResult, rank
 from .store import FileRow, Root, Store, _is_under
+
+log = logging.getLogger("clipsearch")
 
 
 @dataclass
@@ -93,8 +96,12 @@ class Library:
                 pipeline = Pipeline(store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
                                     max_pixels=self.settings.max_pixels, retry_failed=retry_failed,
                                     on_progress=on_progress)
+                log.info("crawl of %s with %s", ", ".join(t.folder for t in tasks), embedder.spec)
                 stats = pipeline.run()
+                _log_crawl(stats)
                 manifest, rebuilt = self._refresh_index(store, on_index)
+                if rebuilt and manifest:
+                    log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
                 return CrawlReport(stats, manifest, rebuilt)
             finally:
                 store.close()
@@ -239,6 +246,14 @@ class Library:
             return store.failed_files(limit)
         finally:
             store.close()
+
+
+def _log_crawl(stats: CrawlStats) -> None:
+    log.info("crawl done in %.1f s: %d found, %d new, %d changed, %d unchanged, %d embedded, %d moved, "
+             "%d restored, %d deleted, %d failed", stats.elapsed, stats.found, stats.new, stats.changed,
+             stats.unchanged, stats.embedded, stats.moved, stats.restored, stats.deleted, stats.failed)
+    for problem in stats.problems:
+        log.warning("not readable: %s: %s", problem.path, problem.error)
 
 
 def _check_folder(folder: str | os.PathLike) -> str:

@@ -12,6 +12,7 @@ A killed crawl loses at most the batches not yet committed; the next crawl redoe
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ from .scan import FileRecord, ScanRules, WalkProblem, walk
 from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
 
 _END = object()  # end of a stream
+log = logging.getLogger("clipsearch")
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,7 @@ class Pipeline:
                 counts["moved"] += 1
             elif isinstance(item, Failed):
                 counts["failed"] += 1
+                log.warning("failed: %s: %s", item.record.path, item.error)
         self.stats.add(**counts)
         return waiting
 

@@ -49,7 +49,9 @@ class CrawlProgress:
         self._progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[counts]}"),
-            console=console, transient=False, refresh_per_second=8)
+            console=console, transient=False, refresh_per_second=8,
+            # Piped or redirected: no bar (it would print truncated frames); the summary says it all.
+            disable=not console.is_terminal)
         self._crawl = None
         self._index = None
         self._last_rate = (time.monotonic(), 0)
@@ -64,8 +66,7 @@ class CrawlProgress:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and issubclass(exc_type, ClipsearchError):
             # The one-line error says it all; a half-drawn bar above it would only confuse.
-            for task in list(self._progress.task_ids):
-                self._progress.remove_task(task)
+            self._progress.live.transient = True
         self._progress.__exit__(exc_type, exc, tb)
 
     def crawl(self, stats: CrawlStats) -> None:
@@ -80,7 +81,7 @@ class CrawlProgress:
             self._last_rate = (now, done)
         images_per_s = stats.embedded / stats.elapsed if stats.finished else self._rate
         counts = (f"new {stats.new}  changed {stats.changed}  unchanged {stats.unchanged}  "
-                  f"moved {stats.moved}  failed {stats.failed}")
+                  f"moved/copied {stats.moved}  failed {stats.failed}")
         self._progress.update(self._crawl, description="scanning" if stats.scanning else "indexing",
                               total=None if stats.scanning else stats.found, completed=stats.processed,
                               rate=f"{images_per_s:5.1f} img/s", counts=counts)
@@ -154,7 +155,9 @@ def status_view(status: LibraryStatus) -> Table:
     return table
 
 
-def errors_table(rows: Sequence[FileRow]) -> Table:
+def errors_table(rows: Sequence[FileRow]) -> Table | str:
+    if not rows:
+        return "no files failed"
     table = Table(title=f"{len(rows)} files could not be indexed", title_justify="left")
     table.add_column("path", overflow="fold")
     table.add_column("error", overflow="fold")

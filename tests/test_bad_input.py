@@ -46,7 +46,7 @@ def test_bad_files_are_recorded_as_failed_and_the_crawl_goes_on(make_library, ba
     failed = {os.path.basename(row.path): row.error for row in library.errors()}
     assert set(failed) == BAD
     assert "not an image" in failed["notes.jpg"]
-    assert "not an image" in failed["zero.jpg"]
+    assert "empty file" in failed["zero.jpg"]
     assert "truncated" in failed["truncated.jpg"]
     assert "MP limit" in failed["huge.png"] and "max_pixels" in failed["huge.png"]
     assert failed["unreadable.jpg"]

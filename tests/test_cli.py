@@ -39,6 +39,8 @@ def indexed(tmp_path, home):
 
 
 def test_crawl_prints_a_summary_and_search_prints_a_table(indexed, home):
+    log = (home / "clipsearch.log").read_text()
+    assert "crawl done" in log and "12 embedded" in log
     result = run_cli("--home", str(home), "search", "a dog on the beach", "-k", "5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(".jpg") == 5
