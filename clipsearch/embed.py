@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -174,6 +175,45 @@ class OpenClipEmbedder:
             tokens = self._tokenizer(list(texts)).to(self.device)
             features = self._model.encode_text(tokens, normalize=True)
             return features.float().cpu().numpy()
+
+
+class LazyEmbedder:
+    """An Embedder that loads its model on first use: a crawl that finds nothing new, or a
+    command that fails before embedding, never pays the seconds a model load costs."""
+
+    def __init__(self, spec: str, **options):
+        self.spec = canonical(spec)
+        self._options = options
+        self._inner: OpenClipEmbedder | None = None
+        self._failure: Exception | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def load(self) -> OpenClipEmbedder:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure  # a failed load is not retried by every waiting thread
+            if self._inner is None:
+                try:
+                    self._inner = OpenClipEmbedder(self.spec, **self._options)
+                except Exception as exc:
+                    self._failure = exc
+                    raise
+            return self._inner
+
+    dim = property(lambda self: self.load().dim)
+    batch_size = property(lambda self: self.load().batch_size)
+    preprocess = property(lambda self: self.load().preprocess)
+    device = property(lambda self: self.load().device)
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.load().embed_images(pixels)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.load().embed_texts(texts)
 
 
 def _load(spec: ModelSpec, device: str, cache_dir):

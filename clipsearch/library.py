@@ -68,8 +68,9 @@ class Library:
         return current or wanted or embed_mod.canonical("default")
 
     def embedder(self, spec: str) -> embed_mod.Embedder:
+        """The model for spec; loaded on first use, so commands with nothing to embed stay fast."""
         if self._embedder is None or self._embedder.spec != spec:
-            self._embedder = embed_mod.OpenClipEmbedder(
+            self._embedder = embed_mod.LazyEmbedder(
                 spec, device=self.settings.device, batch_size=self.settings.batch_size,
                 cache_dir=self.settings.model_cache)
         return self._embedder
@@ -110,8 +111,7 @@ class Library:
         spec = self._model_for(store)
         embedder = self.embedder(spec)
         if store.get_meta("model") is None:
-            store.set_meta("model", embedder.spec)
-            store.set_meta("dim", str(embedder.dim))
+            store.set_meta("model", embedder.spec)  # the dimension is recorded with the first vector
         return embedder
 
     def _tasks(self, store: Store, paths: list[str], exclude: Sequence[str] | None) -> list[CrawlTask]:
@@ -144,6 +144,8 @@ class Library:
     def _refresh_index(self, store: Store, on_index) -> tuple[Manifest | None, bool]:
         manifest = read_manifest(self.settings.index_dir)
         model = store.get_meta("model")
+        if store.get_meta("dim") is None:
+            return None, False  # nothing embedded yet
         if manifest and manifest.built_seq == store.max_seq() and manifest.model == model:
             return manifest, False
         return self._build(store, on_index), True
@@ -174,10 +176,11 @@ class Library:
             try:
                 if not store.roots():
                     raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
-                embedder = self.embedder(spec)  # load first: a model that fails to load changes nothing
+                embedder = self.embedder(spec)
+                dim = embedder.dim  # loads the model first: one that fails to load changes nothing
                 store.forget_vectors()
                 store.set_meta("model", embedder.spec)
-                store.set_meta("dim", str(embedder.dim))
+                store.set_meta("dim", str(dim))
             finally:
                 store.close()
         return self.crawl(on_progress=on_progress, on_index=on_index)

@@ -28,6 +28,7 @@ from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored,
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
+_WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committed together
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,12 @@ class Pipeline:
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        batch = max(1, embedder.batch_size)
         self._found: queue.Queue = queue.Queue(maxsize=10_000)
         self._to_decode: queue.Queue = queue.Queue(maxsize=self.workers * 8)
-        self._to_embed: queue.Queue = queue.Queue(maxsize=batch * 3)
+        # Made when the model is loaded (its batch size sizes it), on the first file to decode.
+        self._to_embed: queue.Queue | None = None
+        self._model_lock = threading.Lock()
+        self._model_ready = threading.Event()
         self._to_write: queue.Queue = queue.Queue(maxsize=8)
         self._known = [store.known_files(t.root_id, t.folder) for t in tasks]
         self._seen: list[set[int]] = [set() for _ in tasks]
@@ -212,8 +215,16 @@ class Pipeline:
         for _ in range(self.workers):
             self._put(self._to_decode, _END)
 
+    def _load_model(self) -> queue.Queue:
+        """Load the model (once, by the first decoder that needs it); returns the embed queue."""
+        with self._model_lock:
+            if self._to_embed is None:
+                # Decoders keep up to three batches ready for the model.
+                self._to_embed = queue.Queue(maxsize=3 * max(1, self.embedder.batch_size))
+                self._model_ready.set()
+            return self._to_embed
+
     def _decode(self) -> None:
-        size = self.embedder.preprocess
         while (record := self._get(self._to_decode)) is not _END:
             try:
                 digest = file_hash(record.path)
@@ -221,19 +232,25 @@ class Pipeline:
                 self._put(self._to_write, Failed(record, None, _os_error(exc)))
                 continue
             if self._claim(digest):
+                to_embed = self._load_model()
                 try:
-                    pixels, meta = load_image(record.path, size, self.max_pixels)
+                    pixels, meta = load_image(record.path, self.embedder.preprocess, self.max_pixels)
                 except DecodeError as exc:
                     self._put(self._to_write, Failed(record, digest, str(exc)))
                     continue
-                self._put(self._to_embed, (record, digest, meta, pixels))
+                self._put(to_embed, (record, digest, meta, pixels))
             else:
                 self._put(self._to_write, Reused(record, digest))
         with self._decoders_lock:
             self._decoders_left -= 1
             last = self._decoders_left == 0
         if last:
-            self._put(self._to_embed, _END)
+            with self._model_lock:
+                no_model = self._to_embed is None
+            if no_model:
+                self._model_ready.set()  # nothing to embed: the model was never needed
+            else:
+                self._put(self._to_embed, _END)
 
     def _claim(self, digest: str) -> bool:
         """True if this file must be embedded; False if its bytes already have (or will have) a vector."""
@@ -250,6 +267,12 @@ class Pipeline:
             return True
 
     def _embed(self) -> None:
+        while not self._model_ready.wait(0.1):
+            if self._stop.is_set():
+                raise _Stopped
+        if self._to_embed is None:
+            self._put(self._to_write, _END)
+            return
         batch_size = max(1, self.embedder.batch_size)
         finished = False
         while not finished:
@@ -273,7 +296,6 @@ class Pipeline:
         writer = Store(self.store.path)
         pending: list[Write] = []
         waiting: list[Reused] = []
-        batch_size = max(1, self.embedder.batch_size)
         try:
             while True:
                 try:
@@ -286,7 +308,7 @@ class Pipeline:
                     pending.extend(item)
                 elif item is not None:
                     pending.append(item)
-                if pending and (item is None or isinstance(item, list) or len(pending) >= batch_size
+                if pending and (item is None or isinstance(item, list) or len(pending) >= _WRITE_BATCH
                                 or self._stop.is_set()):
                     waiting = self._commit(writer, pending + waiting)
                     pending = []

@@ -134,7 +134,7 @@ def status_view(status: LibraryStatus) -> Table:
     if status.model is None:
         table.add_row("state", "empty: run `clipsearch crawl FOLDER`")
         return table
-    table.add_row("model", f"{status.model} ({status.dim}-d)")
+    table.add_row("model", status.model + (f" ({status.dim}-d)" if status.dim else ""))
     for root, live in status.roots:
         crawled = (_dt.datetime.fromtimestamp(root.crawled_at).strftime("%Y-%m-%d %H:%M")
                    if root.crawled_at else "never finished")

@@ -59,6 +59,22 @@ def test_a_recrawl_of_an_unchanged_tree_embeds_nothing(library, embedder, tmp_pa
     assert not report.rebuilt
 
 
+def test_a_recrawl_with_nothing_new_does_not_even_load_the_model(home, tmp_path):
+    from clipsearch.config import load_settings
+    from clipsearch.library import Library
+
+    from .conftest import TINY_MODEL
+
+    make_photos(tmp_path / "photos", 3)
+    first = Library(load_settings(home, model=TINY_MODEL))
+    first.crawl([tmp_path / "photos"])
+    assert first._embedder.loaded
+    again = Library(load_settings(home))
+    report = again.crawl()
+    assert report.stats.unchanged == 3
+    assert not again._embedder.loaded
+
+
 def test_a_changed_photo_is_embedded_again(library, embedder, home, tmp_path):
     photos = make_photos(tmp_path / "photos", 5)
     library.crawl([tmp_path / "photos"])
