@@ -38,6 +38,7 @@ class CrawlTask:
     root_id: int
     folder: str
     rules: ScanRules
+    whole_root: bool = True
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Pipeline:
         self._to_write: queue.Queue = queue.Queue(maxsize=8)
         self._known = [store.known_files(t.root_id, t.folder) for t in tasks]
         self._seen: list[set[int]] = [set() for _ in tasks]
-        self._hashes: set[str] | None = None
+        self._twins: Store | None = None  # a reader for _claim, guarded by _hash_lock
         self._in_flight: set[str] = set()
         self._hash_lock = threading.Lock()
         self._decoders_left = self.workers
@@ -125,11 +126,15 @@ class Pipeline:
             for t in threads:
                 t.join()
             raise
+        finally:
+            if self._twins is not None:
+                self._twins.close()
         if self._errors:
             raise self._errors[0]
         self.stats.deleted = self._mark_vanished()
-        for root_id in {task.root_id for task in self.tasks}:
-            self.store.mark_crawled(root_id)
+        for task in self.tasks:
+            if task.whole_root:  # a subfolder crawl does not vouch for the rest of the root
+                self.store.mark_crawled(task.root_id)
         self.stats.finished = time.monotonic()
         self._tick()
         return self.stats
@@ -231,16 +236,17 @@ class Pipeline:
             except OSError as exc:
                 self._put(self._to_write, Failed(record, None, _os_error(exc)))
                 continue
-            if self._claim(digest):
-                to_embed = self._load_model()
-                try:
-                    pixels, meta = load_image(record.path, self.embedder.preprocess, self.max_pixels)
-                except DecodeError as exc:
-                    self._put(self._to_write, Failed(record, digest, str(exc)))
-                    continue
-                self._put(to_embed, (record, digest, meta, pixels))
-            else:
-                self._put(self._to_write, Reused(record, digest))
+            claim = self._claim(record, digest)
+            if claim is not None:
+                self._put(self._to_write, claim)
+                continue
+            to_embed = self._load_model()
+            try:
+                pixels, meta = load_image(record.path, self.embedder.preprocess, self.max_pixels)
+            except DecodeError as exc:
+                self._put(self._to_write, Failed(record, digest, str(exc)))
+                continue
+            self._put(to_embed, (record, digest, meta, pixels))
         with self._decoders_lock:
             self._decoders_left -= 1
             last = self._decoders_left == 0
@@ -252,19 +258,21 @@ class Pipeline:
             else:
                 self._put(self._to_embed, _END)
 
-    def _claim(self, digest: str) -> bool:
-        """True if this file must be embedded; False if its bytes already have (or will have) a vector."""
+    def _claim(self, record: FileRecord, digest: str) -> Reused | None:
+        """A Reused item if these bytes already have a vector (or will, from a twin being
+        embedded in this crawl); None if this file is to be embedded."""
         with self._hash_lock:
-            if self._hashes is None:
-                reader = Store(self.store.path, readonly=True)
-                try:
-                    self._hashes = reader.hashes_with_vectors()
-                finally:
-                    reader.close()
-            if digest in self._hashes or digest in self._in_flight:
-                return False
+            if digest in self._in_flight:
+                return Reused(record, digest)
+            if self._twins is None:
+                self._twins = Store(self.store.path, readonly=True)
+            # Read the twin now: later in this crawl its row may be overwritten (two files
+            # swapping names), and then these bytes are simply embedded again.
+            twin = self._twins.twin(digest)
+            if twin is not None:
+                return Reused(record, digest, twin)
             self._in_flight.add(digest)
-            return True
+            return None
 
     def _embed(self) -> None:
         while not self._model_ready.wait(0.1):

@@ -33,6 +33,7 @@ class Root:
     path: str
     exclude: tuple[str, ...]
     crawled_at: float | None
+    options: dict = field(default_factory=dict)  # extensions, include_hidden, follow_symlinks
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,19 @@ class Embedded:
 
 @dataclass
 class Reused:
-    """A file whose bytes the catalog already has a vector for (a move, a rename, a copy)."""
+    """A file whose bytes already have a vector (a move, a rename, a copy): `twin` is that
+    vector and its metadata, read when the file was checked, or None while the twin is still
+    being embedded in this crawl."""
 
     record: FileRecord
     hash: str
+    twin: "Twin | None" = None
+
+
+@dataclass(frozen=True)
+class Twin:
+    vector: bytes
+    meta: dict
 
 
 @dataclass
@@ -115,8 +125,15 @@ class Store:
 
     @classmethod
     def open_existing(cls, path: str | Path) -> "Store | None":
-        """A read-only connection, or None if there is no catalog yet."""
-        return cls(path, readonly=True) if Path(path).is_file() else None
+        """A read-only connection, or None if there is no catalog yet (or not set up yet:
+        the first crawl has only just created the file)."""
+        if not Path(path).is_file():
+            return None
+        store = cls(path, readonly=True)
+        if store.db.execute("PRAGMA user_version").fetchone()[0] < 1:
+            store.close()
+            return None
+        return store
 
     def close(self) -> None:
         self.db.close()
@@ -132,22 +149,23 @@ class Store:
 
     # --- roots ----------------------------------------------------------------------------
     def roots(self) -> list[Root]:
-        rows = self.db.execute("SELECT id, path, exclude, crawled_at FROM roots ORDER BY path").fetchall()
-        return [Root(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3]) for r in rows]
+        rows = self.db.execute("SELECT id, path, exclude, crawled_at, options FROM roots ORDER BY path").fetchall()
+        return [Root(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3], json.loads(r[4] or "{}")) for r in rows]
 
-    def add_root(self, path: str, exclude: Sequence[str]) -> Root:
-        """Add a root (or update its exclude patterns); roots inside it are folded into it."""
+    def add_root(self, path: str) -> None:
+        """Add a root; roots inside it are folded into it (their files move over)."""
         with self.db.atomic():
-            self.db.execute(
-                "INSERT INTO roots(path, exclude, added_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(path) DO UPDATE SET exclude = excluded.exclude",
-                [path, json.dumps(list(exclude)), time.time()])
+            self.db.execute("INSERT INTO roots(path, added_at) VALUES (?, ?) ON CONFLICT(path) DO NOTHING",
+                            [path, time.time()])
             root_id = self.db.execute("SELECT id FROM roots WHERE path = ?", [path]).fetchone()[0]
             inner = [r.id for r in self.roots() if r.id != root_id and _is_under(r.path, path)]
             for inner_id in inner:
                 self.db.execute("UPDATE files SET root_id = ? WHERE root_id = ?", [root_id, inner_id])
                 self.db.execute("DELETE FROM roots WHERE id = ?", [inner_id])
-        return next(r for r in self.roots() if r.id == root_id)
+
+    def set_root_rules(self, root_id: int, exclude: Sequence[str], options: dict) -> None:
+        self.db.execute("UPDATE roots SET exclude = ?, options = ? WHERE id = ?",
+                        [json.dumps(list(exclude)), json.dumps(options), root_id])
 
     def mark_crawled(self, root_id: int) -> None:
         self.db.execute("UPDATE roots SET crawled_at = ? WHERE id = ?", [time.time(), root_id])
@@ -159,9 +177,12 @@ class Store:
         return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows
                 if under is None or _is_under(r[0], under)}
 
-    def hashes_with_vectors(self) -> set[str]:
-        rows = self.db.execute("SELECT DISTINCT hash FROM files WHERE vector IS NOT NULL AND hash IS NOT NULL")
-        return {r[0] for r in rows}
+    def twin(self, hash_: str) -> Twin | None:
+        """The vector and metadata of a catalogued file with these bytes, if any."""
+        row = self.db.execute(
+            f"SELECT vector, {', '.join(_META_COLUMNS)} FROM files WHERE hash = ? AND vector IS NOT NULL "
+            "ORDER BY status = 'live' DESC LIMIT 1", [hash_]).fetchone()
+        return Twin(row[0], dict(zip(_META_COLUMNS, row[1:]))) if row else None
 
     # --- the crawl's writes ---------------------------------------------------------------
     def next_seq(self) -> int:
@@ -183,8 +204,11 @@ class Store:
                     self._upsert(item.record, item.hash, LIVE, None, now, seq,
                                  np.asarray(item.vector, dtype=np.float32).tobytes(), meta)
                 elif isinstance(item, Reused):
-                    if not self._copy_from_twin(item, now, seq):
+                    twin = item.twin or self.twin(item.hash)
+                    if twin is None:
                         waiting.append(item)
+                    else:
+                        self._upsert(item.record, item.hash, LIVE, None, now, seq, twin.vector, twin.meta)
                 elif isinstance(item, Failed):
                     self._upsert(item.record, item.hash, FAILED, item.error, now, seq, None,
                                  dict.fromkeys(_META_COLUMNS))
@@ -203,15 +227,6 @@ class Store:
             f"INSERT INTO files({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
             f"ON CONFLICT(path) DO UPDATE SET {updates}", values)
 
-    def _copy_from_twin(self, item: Reused, now: float, seq: int) -> bool:
-        twin = self.db.execute(
-            f"SELECT vector, {', '.join(_META_COLUMNS)} FROM files WHERE hash = ? AND vector IS NOT NULL "
-            "ORDER BY status = 'live' DESC LIMIT 1", [item.hash]).fetchone()
-        if twin is None:
-            return False
-        self._upsert(item.record, item.hash, LIVE, None, now, seq, twin[0], dict(zip(_META_COLUMNS, twin[1:])))
-        return True
-
     def failure_for_hash(self, hash_: str) -> str | None:
         row = self.db.execute("SELECT error FROM files WHERE hash = ? AND status = ? LIMIT 1",
                               [hash_, FAILED]).fetchone()
@@ -229,11 +244,14 @@ class Store:
                                 [DELETED, seq, *chunk])
         return len(ids)
 
-    def forget_vectors(self) -> None:
-        """Drop every vector (before re-embedding with another model); files stay catalogued."""
+    def switch_model(self, model: str, dim: int) -> None:
+        """Drop every vector and record the new model, in one transaction: files stay
+        catalogued and the next crawl embeds them with the new model."""
         with self.db.atomic():
             seq = self.next_seq()
             self.db.execute("UPDATE files SET vector = NULL, seq = ? WHERE vector IS NOT NULL", [seq])
+            self.set_meta("model", model)
+            self.set_meta("dim", str(dim))
 
     # --- reads for search and status ------------------------------------------------------
     def max_seq(self) -> int:
