@@ -89,14 +89,15 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @cli.command()
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--exclude", multiple=True, metavar="GLOB",
-              help="Skip paths matching this glob (repeatable), e.g. '*/thumbnails/*'. Remembered for the folder.")
+              help="Skip paths matching this glob (repeatable), e.g. '*/thumbnails/*'.")
 @click.option("--ext", "extensions", multiple=True, metavar="EXT",
               help="Image extensions to index (repeatable). Default: jpg jpeg png webp bmp tif tiff gif.")
 @click.option("--hidden/--no-hidden", "include_hidden", default=None, help="Include hidden files and folders.")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None,
-              help="Follow symlinked folders (loops are never followed).")
+              help="Follow symlinked folders (loops are never followed). These four scan flags are "
+                   "remembered for the folder: later crawls walk it the same way.")
 @click.option("--model", help="Model for a new library: default, openai, accurate, ARCH:PRETRAINED, "
-                              "ViT-B/32, or a checkpoint path.")
+                              "ViT-B/32, or a checkpoint path. An existing library keeps its own.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", type=int, help="Images per model call (default: 32 on CPU, 256 on CUDA).")
 @click.option("--workers", type=int, help="Decode threads (default: one per core).")
@@ -104,7 +105,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before even if they did not change.")
 @home_option
 @click.pass_context
-def crawl(ctx, folders, exclude, retry_failed, **flags):
+def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, model, retry_failed, **flags):
     """Index FOLDERS (or every folder already in the library).
 
     New and changed photos are embedded; unchanged ones are skipped without being read;
@@ -117,7 +118,9 @@ def crawl(ctx, folders, exclude, retry_failed, **flags):
     _log_to_home(library)
     console, err_console = _console(), _console(stderr=True)
     with CrawlProgress(err_console, loading="loading the model") as progress:
-        report = library.crawl(folders, exclude=exclude or None, retry_failed=retry_failed,
+        report = library.crawl(folders, model=model, exclude=exclude or None, extensions=extensions or None,
+                               include_hidden=include_hidden, follow_symlinks=follow_symlinks,
+                               retry_failed=retry_failed,
                                on_progress=progress.crawl, on_index=progress.index)
     console.print(crawl_summary(report))
     for problem in report.stats.problems[:10]:

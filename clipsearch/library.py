@@ -55,17 +55,19 @@ class Library:
         self._embedder = embedder
 
     # --- model ----------------------------------------------------------------------------
-    def _model_for(self, store: Store | None) -> str:
-        """The model spec to use: the catalog's, checked against what was asked for."""
+    def _model_for(self, store: Store | None, asked: str | None = None) -> str:
+        """The model spec to use. A library keeps the model its photos were embedded with;
+        the model setting (config.toml, CLIPSEARCH_MODEL) only chooses it for a new library,
+        and only a model asked for explicitly (`asked`, an injected embedder) is refused."""
         current = store.get_meta("model") if store else None
-        asked = self._embedder.spec if self._embedder else self.settings.model
+        asked = asked or (self._embedder.spec if self._embedder else None)
         wanted = embed_mod.canonical(asked) if asked else None
         if current and wanted and wanted != current:
             raise ClipsearchError(
                 f"this library's photos were embedded with model {current}, not {wanted}. "
                 f"Keep one library per model: use another home (--home DIR or CLIPSEARCH_HOME) for {wanted}, "
                 f"or switch this one with `clipsearch reembed --model {asked}` (embeds every photo again)")
-        return current or wanted or embed_mod.canonical("default")
+        return current or wanted or embed_mod.canonical(self.settings.model or "default")
 
     def embedder(self, spec: str) -> embed_mod.Embedder:
         """The model for spec; loaded on first use, so commands with nothing to embed stay fast."""
@@ -83,17 +85,24 @@ class Library:
         return store
 
     # --- crawl ----------------------------------------------------------------------------
-    def crawl(self, folders: Sequence[str | os.PathLike] = (), *, exclude: Sequence[str] | None = None,
+    def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None,
+              exclude: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
+              include_hidden: bool | None = None, follow_symlinks: bool | None = None,
               retry_failed: bool = False, on_progress: Callable[[CrawlStats], None] | None = None,
               on_index: Callable[[int, int], None] | None = None) -> CrawlReport:
-        """Index folders (all known roots if none): new and changed files, moves, deletions;
-        then rebuild the forest if anything changed."""
+        """Index folders (all known folders if none): new and changed files, moves, deletions;
+        then rebuild the forest if anything changed. Scan flags left as None come from what
+        the folder was last crawled with, then from the settings; flags given for a whole
+        folder are remembered for it."""
         paths = [_check_folder(f) for f in folders]
+        given = {name: value for name, value in (("exclude", exclude), ("extensions", extensions),
+                                                 ("include_hidden", include_hidden),
+                                                 ("follow_symlinks", follow_symlinks)) if value is not None}
         with WriteLock(self.settings.home):
             store = Store(self.settings.catalog_path)
             try:
-                embedder = self._prepare_model(store)
-                tasks = self._tasks(store, paths, exclude)
+                embedder = self._prepare_model(store, model)
+                tasks = self._tasks(store, paths, given)
                 pipeline = Pipeline(store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
                                     max_pixels=self.settings.max_pixels, retry_failed=retry_failed,
                                     on_progress=on_progress)
@@ -107,38 +116,48 @@ class Library:
             finally:
                 store.close()
 
-    def _prepare_model(self, store: Store) -> embed_mod.Embedder:
-        spec = self._model_for(store)
+    def _prepare_model(self, store: Store, asked: str | None) -> embed_mod.Embedder:
+        spec = self._model_for(store, asked)
         embedder = self.embedder(spec)
         if store.get_meta("model") is None:
             store.set_meta("model", embedder.spec)  # the dimension is recorded with the first vector
         return embedder
 
-    def _tasks(self, store: Store, paths: list[str], exclude: Sequence[str] | None) -> list[CrawlTask]:
-        roots = store.roots()
-        if not paths:
-            if not roots:
+    def _tasks(self, store: Store, paths: list[str], given: dict) -> list[CrawlTask]:
+        if paths:
+            for path in paths:
+                if not any(_is_under(path, r.path) for r in store.roots()):
+                    store.add_root(path)  # folds known roots inside it into it
+            roots = store.roots()
+            # Each folder belongs to the root that contains it, among the roots as they are now.
+            targets = [(path, max((r for r in roots if _is_under(path, r.path)), key=lambda r: len(r.path)))
+                       for path in paths]
+        else:
+            targets = [(r.path, r) for r in store.roots()]
+            if not targets:
                 raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
-            return [CrawlTask(r.id, r.path, self._rules(r.exclude if exclude is None else exclude)) for r in roots]
-        tasks: list[CrawlTask] = []
-        for path in paths:
-            parent = next((r for r in roots if _is_under(path, r.path) and path != r.path), None)
-            if parent is not None:
-                task = CrawlTask(parent.id, path, self._rules(parent.exclude if exclude is None else exclude))
-            else:
-                existing = next((r for r in roots if r.path == path), None)
-                patterns = tuple(exclude) if exclude is not None else (existing.exclude if existing else ())
-                root = store.add_root(path, patterns)
-                roots = store.roots()
-                task = CrawlTask(root.id, path, self._rules(patterns))
-            tasks.append(task)
-        # A folder inside another folder of the same crawl is walked once, as part of the outer one.
-        return [t for t in tasks if not any(o is not t and o.root_id == t.root_id and _is_under(t.folder, o.folder)
-                                            and o.folder != t.folder for o in tasks)]
+        # A folder inside (or equal to) another folder of the same root is walked once, as part of it.
+        kept: list[tuple[str, Root]] = []
+        for path, root in sorted(targets, key=lambda t: len(t[0])):
+            if not any(k.id == root.id and _is_under(path, k_path) for k_path, k in kept):
+                kept.append((path, root))
+        tasks = []
+        for path, root in kept:
+            whole = path == root.path
+            if whole and given:
+                options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
+                store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
+            tasks.append(CrawlTask(root.id, path, self._rules(root, given), whole_root=whole))
+        return tasks
 
-    def _rules(self, root_exclude: Sequence[str]) -> ScanRules:
-        s = self.settings
-        return ScanRules.make(s.extensions, (*s.exclude, *root_exclude), s.include_hidden, s.follow_symlinks)
+    def _rules(self, root: Root, given: dict) -> ScanRules:
+        """Scan rules for a root: this crawl's flags, else the root's remembered ones, else settings."""
+        def pick(name):
+            return given.get(name, root.options.get(name, getattr(self.settings, name)))
+
+        exclude = given.get("exclude", root.exclude)
+        return ScanRules.make(pick("extensions"), (*self.settings.exclude, *exclude), pick("include_hidden"),
+                              pick("follow_symlinks"))
 
     # --- index ----------------------------------------------------------------------------
     def _refresh_index(self, store: Store, on_index) -> tuple[Manifest | None, bool]:
@@ -178,9 +197,7 @@ class Library:
                     raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
                 embedder = self.embedder(spec)
                 dim = embedder.dim  # loads the model first: one that fails to load changes nothing
-                store.forget_vectors()
-                store.set_meta("model", embedder.spec)
-                store.set_meta("dim", str(dim))
+                store.switch_model(embedder.spec, dim)
             finally:
                 store.close()
         return self.crawl(on_progress=on_progress, on_index=on_index)

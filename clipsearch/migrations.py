@@ -34,7 +34,13 @@ def m001_create_tables(db: sqlite_utils.Database) -> None:
         db["files"].create_index([column])
 
 
-MIGRATIONS = [m001_create_tables]
+def m002_root_options(db: sqlite_utils.Database) -> None:
+    # Scan flags given when a folder was crawled (extensions, hidden files, symlinks), so
+    # that a later plain `clipsearch crawl` walks it the same way.
+    db["roots"].add_column("options", str, not_null_default="{}")
+
+
+MIGRATIONS = [m001_create_tables, m002_root_options]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

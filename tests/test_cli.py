@@ -146,3 +146,14 @@ def test_reembed_switches_the_model_and_embeds_every_photo_again(indexed, home, 
     assert "other-tiny.json:random (24-d)" in status
     search = run_cli("--home", str(home), "search", "--image", str(indexed[2]), "-k", "1", "--paths-only")
     assert search.stdout.strip() == str(indexed[2])
+
+
+def test_the_model_setting_only_chooses_the_model_of_a_new_library(indexed, home, tmp_path):
+    (home / "config.toml").write_text('model = "openai"\n')
+    search = run_cli("--home", str(home), "search", "--image", str(indexed[0]), "-k", "1", "--paths-only")
+    assert search.returncode == 0, search.stderr
+    assert search.stdout.strip() == str(indexed[0])
+    crawl = run_cli("--home", str(home), "crawl")
+    assert crawl.returncode == 0, crawl.stderr
+    refused = run_cli("--home", str(home), "crawl", "--model", "openai")
+    assert refused.returncode == 1 and "clipsearch reembed" in refused.stderr
