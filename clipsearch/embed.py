@@ -227,7 +227,21 @@ def _load(spec: ModelSpec, device: str, cache_dir):
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     try:
-        return _build(spec, device, cache_dir)
+        if not _needs_download(spec):
+            return _build(spec, device, cache_dir, offline=False)
+        from huggingface_hub import constants
+
+        if not constants.HF_HUB_OFFLINE:
+            # Weights in the cache load without a single network request (huggingface_hub
+            # would otherwise ask the hub whether they changed, on every search).
+            constants.HF_HUB_OFFLINE = True
+            try:
+                return _build(spec, device, cache_dir, offline=True)
+            except ClipsearchError:
+                pass  # not cached (yet): download below
+            finally:
+                constants.HF_HUB_OFFLINE = False
+        return _build(spec, device, cache_dir, offline=_go_offline_if_unreachable())
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
@@ -258,13 +272,12 @@ def _go_offline_if_unreachable() -> bool:
         return True
 
 
-def _build(spec: ModelSpec, device: str, cache_dir):
+def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
     import torch
     import open_clip
 
     precision = "fp16" if device.startswith("cuda") else "fp32"
     cache = str(cache_dir) if cache_dir else None
-    offline = _needs_download(spec) and _go_offline_if_unreachable()
     arch = spec.arch
     if arch.lower().endswith(".json"):
         # open_clip registers configs by file stem; the stem becomes the model name.

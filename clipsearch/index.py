@@ -93,7 +93,12 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
     tmp_manifest = index_dir / f"{MANIFEST}.tmp"
     tmp_manifest.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
     os.replace(tmp_manifest, index_dir / MANIFEST)
-    _remove_stale_files(index_dir, keep={forest_name, ids_name, MANIFEST})
+    # The previous generation stays one more build: a search that read the old manifest an
+    # instant ago can still open its files.
+    keep = {MANIFEST, forest_name, ids_name}
+    if previous and previous.forest:
+        keep |= {previous.forest, previous.ids}
+    _remove_stale_files(index_dir, keep)
     return manifest
 
 
@@ -119,10 +124,16 @@ class Forest:
 
     @classmethod
     def open(cls, index_dir: Path) -> "Forest | None":
-        manifest = read_manifest(index_dir)
-        if manifest is None or manifest.forest is None:
-            return None
-        return cls(index_dir, manifest)
+        """The current forest, or None if there is none (the caller then scores exactly)."""
+        for _attempt in range(2):
+            manifest = read_manifest(index_dir)
+            if manifest is None or manifest.forest is None:
+                return None
+            try:
+                return cls(index_dir, manifest)
+            except OSError:
+                continue  # replaced under our feet by a build: read the manifest again
+        return None
 
     def query(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n nearest (file ids, cosine similarities), best first."""

@@ -57,7 +57,8 @@ def test_forest_scores_are_cosine_similarities(tmp_path):
 
 
 def _fill_catalog(store: Store, vectors: np.ndarray, batch: str) -> None:
-    root = store.add_root("/fake", ())
+    store.add_root("/fake")
+    root = store.roots()[0]
     items = [Embedded(FileRecord(f"/fake/{batch}/{i}.jpg", root.id, 1, 1), f"{batch}{i}", ImageMeta(1, 1, "JPEG"), v)
              for i, v in enumerate(vectors)]
     for start in range(0, len(items), 1000):
@@ -134,3 +135,13 @@ def test_an_index_build_that_dies_leaves_the_previous_forest_usable(tmp_path):
     found, scores = forest.query(vectors[5], 1)
     assert found[0] == ids[5] and scores[0] == pytest.approx(1.0, abs=1e-4)
     reader.close()
+
+
+def test_the_previous_forest_stays_openable_for_one_more_build(tmp_path):
+    vectors = clustered_vectors(300, 16, clusters=3, spread=1.0, seed=5)
+    first = build_forest(tmp_path, "m", 16, 0, len(vectors), _chunks(vectors))
+    build_forest(tmp_path, "m", 16, 1, len(vectors), _chunks(vectors))
+    # A reader that read the first manifest just before the second build replaced it:
+    assert Forest(tmp_path, first).query(vectors[0], 1)[0][0] == 0
+    build_forest(tmp_path, "m", 16, 2, len(vectors), _chunks(vectors))
+    assert not (tmp_path / first.forest).exists()  # two builds later it is gone
