@@ -141,6 +141,9 @@ class OpenClipEmbedder:
         self.spec = str(parsed)
         self.device = pick_device(device)
         self.batch_size = batch_size or default_batch_size(self.device)
+        # On a CPU torch keeps its default of one thread per physical core: the model is the
+        # wall there (3/4 of the CPU time per image) and the decode pool fits in beside it;
+        # fewer model threads or decode workers measured slower (docs/benchmarks.md).
         self._model, self._tokenizer = _load(parsed, self.device, cache_dir)
         import torch
 
