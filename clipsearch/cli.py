@@ -185,7 +185,13 @@ def errors(ctx, limit, as_json):
         return
     from .render import errors_table
 
-    _console().print(errors_table(rows))
+    console = _console()
+    console.print(errors_table(rows))
+    if rows:
+        # A fix that leaves the file itself untouched (chmod, remounting a drive) changes
+        # neither its size nor its mtime, so say how to try again.
+        console.print("Failed files are tried again when they change, or now with "
+                      "`clipsearch crawl --retry-failed`.")
 
 
 @cli.command()

@@ -97,3 +97,18 @@ def test_the_cli_says_busy_in_one_line_and_exits_non_zero(home, tmp_path):
     assert "busy" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_mid_crawl_exits_130_keeps_what_was_committed_and_resumes(many_photos, home, make_library,
+                                                                          embedder):
+    child = _start_crawl(home, many_photos)
+    _wait_for_commits(child, home)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    committed = _committed(home)
+    assert 0 < committed < TOTAL, "the interrupt did not land mid-crawl"
+    report = make_library().crawl()
+    assert embedder.images == TOTAL - committed
+    assert report.manifest.count == TOTAL
