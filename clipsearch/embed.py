@@ -195,6 +195,10 @@ class LazyEmbedder:
     def loaded(self) -> bool:
         return self._inner is not None
 
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
     def load(self) -> OpenClipEmbedder:
         with self._lock:
             if self._failure is not None:
@@ -240,8 +244,10 @@ def _load(spec: ModelSpec, device: str, cache_dir):
             constants.HF_HUB_OFFLINE = True
             try:
                 return _build(spec, device, cache_dir, offline=True)
-            except ClipsearchError:
-                pass  # not cached (yet): download below
+            except ClipsearchError as exc:
+                cause = str(exc.__cause__)
+                if "Failed to download" not in cause and "from HF Hub" not in cause:
+                    raise  # not about missing weights: trying again online would not help
             finally:
                 constants.HF_HUB_OFFLINE = False
         return _build(spec, device, cache_dir, offline=_go_offline_if_unreachable())

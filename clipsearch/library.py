@@ -59,7 +59,9 @@ class Library:
         """The model spec to use. A library keeps the model its photos were embedded with;
         the model setting (config.toml, CLIPSEARCH_MODEL) only chooses it for a new library,
         and only a model asked for explicitly (`asked`, an injected embedder) is refused."""
-        current = store.get_meta("model") if store else None
+        # The recorded model binds once a vector exists (the dimension is written with the
+        # first one): a model that failed to load before embedding anything binds nothing.
+        current = store.get_meta("model") if store and store.get_meta("dim") else None
         asked = asked or (self._embedder.spec if self._embedder else None)
         wanted = embed_mod.canonical(asked) if asked else None
         if current and wanted and wanted != current:
@@ -71,7 +73,7 @@ class Library:
 
     def embedder(self, spec: str) -> embed_mod.Embedder:
         """The model for spec; loaded on first use, so commands with nothing to embed stay fast."""
-        if self._embedder is None or self._embedder.spec != spec:
+        if self._embedder is None or self._embedder.spec != spec or getattr(self._embedder, "failed", False):
             self._embedder = embed_mod.LazyEmbedder(
                 spec, device=self.settings.device, batch_size=self.settings.batch_size,
                 cache_dir=self.settings.model_cache)
@@ -119,8 +121,8 @@ class Library:
     def _prepare_model(self, store: Store, asked: str | None) -> embed_mod.Embedder:
         spec = self._model_for(store, asked)
         embedder = self.embedder(spec)
-        if store.get_meta("model") is None:
-            store.set_meta("model", embedder.spec)  # the dimension is recorded with the first vector
+        if store.get_meta("dim") is None:
+            store.set_meta("model", embedder.spec)  # binding once the first vector (and dim) is written
         return embedder
 
     def _tasks(self, store: Store, paths: list[str], given: dict) -> list[CrawlTask]:
@@ -143,11 +145,21 @@ class Library:
                 kept.append((path, root))
         tasks = []
         for path, root in kept:
-            whole = path == root.path
-            if whole and given:
+            if path != root.path:
+                # A part of a root is walked by the root's own rules, so that the next crawl of
+                # the whole root agrees with it about which files exist.
+                if given:
+                    flags = ", ".join("--" + name.replace("include_", "").replace("_", "-") for name in given)
+                    raise ClipsearchError(f"{flags}: scan rules belong to the whole folder {root.path}; "
+                                          f"run `clipsearch crawl {root.path}` with them")
+                rules = self._rules(root, {})
+                _check_not_skipped(path, root.path, rules)
+                tasks.append(CrawlTask(root.id, path, rules, whole_root=False))
+                continue
+            if given:
                 options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
                 store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
-            tasks.append(CrawlTask(root.id, path, self._rules(root, given), whole_root=whole))
+            tasks.append(CrawlTask(root.id, path, self._rules(root, given), whole_root=True))
         return tasks
 
     def _rules(self, root: Root, given: dict) -> ScanRules:
@@ -274,6 +286,19 @@ def _log_crawl(stats: CrawlStats) -> None:
              stats.unchanged, stats.embedded, stats.moved, stats.restored, stats.deleted, stats.failed)
     for problem in stats.problems:
         log.warning("not readable: %s: %s", problem.path, problem.error)
+
+
+def _check_not_skipped(folder: str, root: str, rules: ScanRules) -> None:
+    """Refuse a subfolder that its root's rules skip (excluded or hidden): its files would be
+    indexed now and deleted again by the next crawl of the root."""
+    current = folder
+    while current != root and len(current) > len(root):
+        hidden = os.path.basename(current).startswith(".") and not rules.include_hidden
+        if hidden or rules.excluded(current, is_dir=True):
+            raise ClipsearchError(f"{folder} is skipped by the rules of {root} "
+                                  f"({'hidden' if hidden else 'excluded'}); change them with "
+                                  f"`clipsearch crawl {root} --hidden` or --exclude")
+        current = os.path.dirname(current)
 
 
 def _check_folder(folder: str | os.PathLike) -> str:

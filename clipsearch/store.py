@@ -19,7 +19,7 @@ import numpy as np
 import sqlite_utils
 
 from .decode import ImageMeta
-from .migrations import migrate
+from .migrations import MIGRATIONS, migrate
 from .scan import FileRecord
 
 LIVE, DELETED, FAILED = "live", "deleted", "failed"
@@ -130,9 +130,15 @@ class Store:
         if not Path(path).is_file():
             return None
         store = cls(path, readonly=True)
-        if store.db.execute("PRAGMA user_version").fetchone()[0] < 1:
+        version = store.db.execute("PRAGMA user_version").fetchone()[0]
+        if version < 1:
             store.close()
             return None
+        if version < len(MIGRATIONS):
+            # Made by an older clipsearch: bring the schema up to date before reading.
+            store.close()
+            cls(path).close()
+            store = cls(path, readonly=True)
         return store
 
     def close(self) -> None:
@@ -158,10 +164,19 @@ class Store:
             self.db.execute("INSERT INTO roots(path, added_at) VALUES (?, ?) ON CONFLICT(path) DO NOTHING",
                             [path, time.time()])
             root_id = self.db.execute("SELECT id FROM roots WHERE path = ?", [path]).fetchone()[0]
-            inner = [r.id for r in self.roots() if r.id != root_id and _is_under(r.path, path)]
-            for inner_id in inner:
-                self.db.execute("UPDATE files SET root_id = ? WHERE root_id = ?", [root_id, inner_id])
-                self.db.execute("DELETE FROM roots WHERE id = ?", [inner_id])
+            inner = [r for r in self.roots() if r.id != root_id and _is_under(r.path, path)]
+            if inner:
+                # The inner roots' rules carry over: exclude patterns are whole-path globs and
+                # stay right; of differing options, the first inner root's win.
+                exclude = list(dict.fromkeys(p for r in inner for p in r.exclude))
+                options: dict = {}
+                for r in inner:
+                    for key, value in r.options.items():
+                        options.setdefault(key, value)
+                self.set_root_rules(root_id, exclude, options)
+            for r in inner:
+                self.db.execute("UPDATE files SET root_id = ? WHERE root_id = ?", [root_id, r.id])
+                self.db.execute("DELETE FROM roots WHERE id = ?", [r.id])
 
     def set_root_rules(self, root_id: int, exclude: Sequence[str], options: dict) -> None:
         self.db.execute("UPDATE roots SET exclude = ?, options = ? WHERE id = ?",

@@ -157,3 +157,19 @@ def test_the_model_setting_only_chooses_the_model_of_a_new_library(indexed, home
     assert crawl.returncode == 0, crawl.stderr
     refused = run_cli("--home", str(home), "crawl", "--model", "openai")
     assert refused.returncode == 1 and "clipsearch reembed" in refused.stderr
+
+
+def test_status_reads_a_catalog_made_by_an_older_schema(home, tmp_path):
+    import sqlite_utils
+
+    from clipsearch.migrations import m001_create_tables
+
+    home.mkdir(parents=True)
+    db = sqlite_utils.Database(home / "catalog.db")
+    m001_create_tables(db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO roots(path, exclude) VALUES ('/old/photos', '[]')")
+    db.close()
+    result = run_cli("--home", str(home), "status")
+    assert result.returncode == 0, result.stderr
+    assert "/old/photos" in result.stdout

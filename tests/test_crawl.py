@@ -283,3 +283,35 @@ def test_a_subfolder_crawl_does_not_mark_the_whole_root_crawled(library, tmp_pat
     crawled = library.status().roots[0][0].crawled_at
     library.crawl([tmp_path / "photos" / "2020"])
     assert library.status().roots[0][0].crawled_at == crawled
+
+
+def test_scan_flags_for_a_subfolder_are_refused_and_its_root_rules_apply(library, tmp_path):
+    make_photos(tmp_path / "tree" / "inner", 2)
+    make_photos(tmp_path / "tree" / "inner" / "skip", 2, start_seed=20)
+    library.crawl([tmp_path / "tree"], exclude=["*/skip/*"])
+    with pytest.raises(ClipsearchError, match="belong to the whole folder"):
+        library.crawl([tmp_path / "tree" / "inner"], exclude=["*.gif"])
+    with pytest.raises(ClipsearchError, match="skipped by the rules"):
+        library.crawl([tmp_path / "tree" / "inner" / "skip"])
+    report = library.crawl([tmp_path / "tree" / "inner"])
+    assert report.stats.found == 2 and report.stats.deleted == 0
+
+
+def test_a_new_parent_folder_keeps_the_rules_of_the_folders_it_takes_over(library, tmp_path):
+    make_photos(tmp_path / "tree" / "inner", 2)
+    make_photos(tmp_path / "tree" / "inner" / "skip", 2, start_seed=20)
+    library.crawl([tmp_path / "tree" / "inner"], exclude=["*/skip/*"])
+    report = library.crawl([tmp_path / "tree"])
+    assert report.stats.found == 2
+    assert library.status().roots[0][0].exclude == ("*/skip/*",)
+
+
+def test_a_model_that_failed_to_load_does_not_bind_the_library(make_library, home, tmp_path):
+    from clipsearch.config import load_settings
+    from clipsearch.library import Library
+
+    make_photos(tmp_path / "photos", 2)
+    with pytest.raises(ClipsearchError, match="no pretrained weights called 'opnai'"):
+        Library(load_settings(home)).crawl([tmp_path / "photos"], model="ViT-B-32:opnai")
+    report = make_library().crawl()  # the tiny model, as if the user corrected the typo
+    assert report.stats.embedded == 2
