@@ -117,7 +117,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
     library = _library(ctx, **flags)
     _log_to_home(library)
     console, err_console = _console(), _console(stderr=True)
-    with CrawlProgress(err_console, loading="loading the model") as progress:
+    with CrawlProgress(err_console) as progress:
         report = library.crawl(folders, model=model, exclude=exclude or None, extensions=extensions or None,
                                include_hidden=include_hidden, follow_symlinks=follow_symlinks,
                                retry_failed=retry_failed,

@@ -55,7 +55,9 @@ class CrawlStats:
     batches: int = 0
     problems: list[WalkProblem] = field(default_factory=list)
     scanning: bool = True
+    loading_model: bool = False
     started: float = field(default_factory=time.monotonic)
+    model_ready: float | None = None  # when the model was loaded, if it was needed
     finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -71,6 +73,13 @@ class CrawlStats:
     @property
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def images_per_second(self) -> float:
+        """Files embedded per second since the model was ready (its loading not counted)."""
+        if self.model_ready is None:
+            return 0.0
+        return self.embedded / max((self.finished or time.monotonic()) - self.model_ready, 1e-9)
 
 
 class _Stopped(Exception):
@@ -121,10 +130,13 @@ class Pipeline:
                 writer.join(0.1)
                 self._tick()
         except BaseException:
-            # Ctrl-C: the writer finishes the transaction in hand, everything else stops.
+            # Ctrl-C: the writer finishes the transaction in hand, everything else stops. A
+            # thread busy loading the model is not waited for (daemon threads die with us).
             self._stop.set()
+            writer.join()
+            deadline = time.monotonic() + 2.0
             for t in threads:
-                t.join()
+                t.join(max(0.0, deadline - time.monotonic()))
             raise
         finally:
             if self._twins is not None:
@@ -224,8 +236,14 @@ class Pipeline:
         """Load the model (once, by the first decoder that needs it); returns the embed queue."""
         with self._model_lock:
             if self._to_embed is None:
+                self.stats.loading_model = True
+                try:
+                    batch_size = self.embedder.batch_size  # loads the model
+                finally:
+                    self.stats.loading_model = False
+                self.stats.model_ready = time.monotonic()
                 # Decoders keep up to three batches ready for the model.
-                self._to_embed = queue.Queue(maxsize=3 * max(1, self.embedder.batch_size))
+                self._to_embed = queue.Queue(maxsize=3 * max(1, batch_size))
                 self._model_ready.set()
             return self._to_embed
 

@@ -79,10 +79,11 @@ class CrawlProgress:
         if now - then >= 1.0:
             self._rate = (done - before) / (now - then)
             self._last_rate = (now, done)
-        images_per_s = stats.embedded / stats.elapsed if stats.finished else self._rate
+        images_per_s = stats.images_per_second if stats.finished else self._rate
         counts = (f"new {stats.new}  changed {stats.changed}  unchanged {stats.unchanged}  "
                   f"moved/copied {stats.moved}  failed {stats.failed}")
-        self._progress.update(self._crawl, description="scanning" if stats.scanning else "indexing",
+        stage = "loading the model" if stats.loading_model else "scanning" if stats.scanning else "indexing"
+        self._progress.update(self._crawl, description=stage,
                               total=None if stats.scanning else stats.found, completed=stats.processed,
                               rate=f"{images_per_s:5.1f} img/s", counts=counts)
 
@@ -106,7 +107,7 @@ def crawl_summary(report: CrawlReport) -> Table:
         table.add_row(name, str(value), style=style)
     table.add_row("time", f"{s.elapsed:.1f} s")
     if s.embedded:
-        table.add_row("images per second", f"{s.embedded / max(s.elapsed, 1e-9):.1f}")
+        table.add_row("images per second", f"{s.images_per_second:.1f} (model loading not counted)")
     if report.manifest:
         state = "rebuilt" if report.rebuilt else "up to date"
         table.add_row("index", f"{report.manifest.count} photos, {state}")
@@ -131,10 +132,10 @@ def status_view(status: LibraryStatus) -> Table:
     table = Table(show_header=False, title=f"clipsearch library at {status.home}", title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
-    if status.model is None:
+    if status.model is None and not status.roots:
         table.add_row("state", "empty: run `clipsearch crawl FOLDER`")
         return table
-    table.add_row("model", status.model + (f" ({status.dim}-d)" if status.dim else ""))
+    table.add_row("model", (status.model or "none yet") + (f" ({status.dim}-d)" if status.dim else ""))
     for root, live in status.roots:
         crawled = (_dt.datetime.fromtimestamp(root.crawled_at).strftime("%Y-%m-%d %H:%M")
                    if root.crawled_at else "never finished")

@@ -72,7 +72,7 @@ def bench_crawl(folder: Path, model: str, sample: int, device: str) -> dict:
         report = library.crawl([folder])
         wall = time.perf_counter() - start
     stats = report.stats
-    rate = stats.embedded / max(stats.elapsed, 1e-9)
+    rate = stats.images_per_second
     return {
         "images": stats.found, "embedded": stats.embedded, "failed": stats.failed,
         "decode_cpu_ms_per_image": 1000 * decode_cpu / len(picked),
