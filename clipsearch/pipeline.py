@@ -54,7 +54,8 @@ class CrawlStats:
     deleted: int = 0
     batches: int = 0
     problems: list[WalkProblem] = field(default_factory=list)
-    scanning: bool = True
+    crawlers: int = 0
+    _crawlers_done: int = 0
     loading_model: bool = False
     started: float = field(default_factory=time.monotonic)
     model_ready: float | None = None  # when the model was loaded, if it was needed
@@ -65,6 +66,11 @@ class CrawlStats:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+
+    @property
+    def scanning(self) -> bool:
+        """True until every folder has been walked (until then the total is unknown)."""
+        return self._crawlers_done < self.crawlers
 
     @property
     def processed(self) -> int:
@@ -116,6 +122,7 @@ class Pipeline:
         self._hash_lock = threading.Lock()
         self._decoders_left = self.workers
         self._decoders_lock = threading.Lock()
+        self.stats.crawlers = len(tasks)
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> CrawlStats:
@@ -201,6 +208,7 @@ class Pipeline:
             else:
                 self.stats.add(found=1)
                 self._put(self._found, (index, item))
+        self.stats.add(_crawlers_done=1)
         self._put(self._found, (index, _END))
 
     def _classify(self) -> None:
@@ -228,7 +236,6 @@ class Pipeline:
             else:
                 self.stats.add(changed=1)
                 self._put(self._to_decode, record)
-        self.stats.scanning = False
         for _ in range(self.workers):
             self._put(self._to_decode, _END)
 

@@ -7,7 +7,6 @@ The only module that imports rich. Progress goes to stderr, so stdout stays clea
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from typing import Sequence
 
 from rich.console import Console
@@ -54,8 +53,6 @@ class CrawlProgress:
             disable=not console.is_terminal)
         self._crawl = None
         self._index = None
-        self._last_rate = (time.monotonic(), 0)
-        self._rate = 0.0
 
     def __enter__(self) -> "CrawlProgress":
         self._progress.__enter__()
@@ -74,18 +71,12 @@ class CrawlProgress:
             if self._loading is not None:
                 self._progress.remove_task(self._loading)
             self._crawl = self._progress.add_task("scanning", total=None, rate="", counts="")
-        now, done = time.monotonic(), stats.embedded + stats.moved + stats.failed
-        then, before = self._last_rate
-        if now - then >= 1.0:
-            self._rate = (done - before) / (now - then)
-            self._last_rate = (now, done)
-        images_per_s = stats.images_per_second if stats.finished else self._rate
         counts = (f"new {stats.new}  changed {stats.changed}  unchanged {stats.unchanged}  "
                   f"moved/copied {stats.moved}  failed {stats.failed}")
         stage = "loading the model" if stats.loading_model else "scanning" if stats.scanning else "indexing"
         self._progress.update(self._crawl, description=stage,
                               total=None if stats.scanning else stats.found, completed=stats.processed,
-                              rate=f"{images_per_s:5.1f} img/s", counts=counts)
+                              rate=f"{stats.images_per_second:5.1f} img/s", counts=counts)
 
     def index(self, done: int, total: int) -> None:
         if self._index is None:
