@@ -210,11 +210,13 @@ class Store:
         waiting: list[Reused] = []
         with self.db.atomic():
             seq = self.next_seq()
+            first = next((item for item in items if isinstance(item, Embedded)), None)
+            if first is not None:
+                # The first vector fixes the library's dimension, in the same transaction.
+                self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dim', ?)",
+                                [str(len(first.vector))])
             for item in items:
                 if isinstance(item, Embedded):
-                    # The first vector fixes the library's dimension, in the same transaction.
-                    self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dim', ?)",
-                                    [str(len(item.vector))])
                     meta = {c: getattr(item.meta, c) for c in _META_COLUMNS}
                     self._upsert(item.record, item.hash, LIVE, None, now, seq,
                                  np.asarray(item.vector, dtype=np.float32).tobytes(), meta)
