@@ -55,12 +55,31 @@ class ImageMeta:
 
 
 def file_hash(path: str, chunk: int = 1 << 20) -> str:
-    """Content hash of a whole file (BLAKE2b, 128 bits, hex); equal bytes give equal hashes."""
+    """Content hash of a whole file (BLAKE2b, 128 bits, hex); equal bytes give equal hashes.
+    A file that cannot be read raises DecodeError."""
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    except OSError as exc:
+        raise DecodeError(_os_message(exc)) from None
     return digest.hexdigest()
+
+
+def _os_message(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file vanished before it could be read"
+    return exc.strerror or str(exc)
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def load_image(path: str, prep: Preprocess, max_pixels: int) -> tuple[np.ndarray, ImageMeta]:
@@ -85,13 +104,11 @@ def load_image(path: str, prep: Preprocess, max_pixels: int) -> tuple[np.ndarray
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        if os.path.getsize(path) == 0:
+        if _is_empty(path):
             raise DecodeError("empty file (0 bytes)") from None
         raise DecodeError("not an image that Pillow can read (unknown or unsupported format)") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
-    except FileNotFoundError:
-        raise DecodeError("file vanished before it could be read") from None
+    except (PermissionError, FileNotFoundError) as exc:
+        raise DecodeError(_os_message(exc)) from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(str(exc)) from None
     except OSError as exc:

@@ -52,7 +52,6 @@ class CrawlStats:
     failed: int = 0
     restored: int = 0
     deleted: int = 0
-    batches: int = 0
     problems: list[WalkProblem] = field(default_factory=list)
     crawlers: int = 0
     _crawlers_done: int = 0
@@ -258,8 +257,8 @@ class Pipeline:
         while (record := self._get(self._to_decode)) is not _END:
             try:
                 digest = file_hash(record.path)
-            except OSError as exc:
-                self._put(self._to_write, Failed(record, None, _os_error(exc)))
+            except DecodeError as exc:
+                self._put(self._to_write, Failed(record, None, str(exc)))
                 continue
             claim = self._claim(record, digest)
             if claim is not None:
@@ -319,7 +318,6 @@ class Pipeline:
             if not batch:
                 break
             vectors = self.embedder.embed_images(np.stack([pixels for _, _, _, pixels in batch]))
-            self.stats.add(batches=1)
             writes = [Embedded(record, digest, meta, vector)
                       for (record, digest, meta, _), vector in zip(batch, vectors)]
             self._put(self._to_write, writes)
@@ -384,11 +382,3 @@ class Pipeline:
                         and not any(_is_under(path, folder) for folder in unreadable):
                     gone.append(entry.id)
         return self.store.mark_deleted(gone)
-
-
-def _os_error(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "file vanished before it could be read"
-    return exc.strerror or str(exc)
