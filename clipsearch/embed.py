@@ -307,20 +307,7 @@ def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
                                                pretrained_text=False, cache_dir=cache)
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
         else:
-            if spec.pretrained and not arch.startswith(("hf-hub:", "local-dir:")) \
-                    and not os.path.isfile(spec.pretrained) \
-                    and open_clip.get_pretrained_cfg(arch, spec.pretrained) in (None, {}):
-                if open_clip.get_model_config(arch) is None:
-                    raise ClipsearchError(_unknown_arch(arch))
-                tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-                raise ClipsearchError(f"model {arch} has no pretrained weights called {spec.pretrained!r}; "
-                                      f"known: {tags}")
-            if spec.pretrained is None and not arch.startswith(("hf-hub:", "local-dir:")):
-                tags = open_clip.list_pretrained_tags_by_model(arch)
-                if open_clip.get_model_config(arch) is None:
-                    raise ClipsearchError(_unknown_arch(arch))
-                raise ClipsearchError(f"say which weights to use for {arch}, e.g. --model {arch}:"
-                                      f"{tags[0] if tags else 'random'} (known: {', '.join(tags) or 'none'})")
+            _check_named_weights(open_clip, arch, spec.pretrained)
             model = open_clip.create_model(arch, pretrained=spec.pretrained, precision=precision,
                                            device=device, cache_dir=cache, require_pretrained=True)
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
@@ -330,6 +317,23 @@ def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
         raise ClipsearchError(_load_failure(spec, cache, exc, offline)) from exc
     model.eval()
     return model, tokenizer
+
+
+def _check_named_weights(open_clip, arch: str, pretrained: str | None) -> None:
+    """Refuse an unknown architecture, or weights that are missing or unknown for it, before
+    anything is downloaded; open_clip's schemas and checkpoint files are its own to check."""
+    if arch.startswith(("hf-hub:", "local-dir:")) or (pretrained and os.path.isfile(pretrained)):
+        return
+    if pretrained is not None and open_clip.get_pretrained_cfg(arch, pretrained) not in (None, {}):
+        return
+    if open_clip.get_model_config(arch) is None:
+        raise ClipsearchError(_unknown_arch(arch))
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained is None:
+        raise ClipsearchError(f"say which weights to use for {arch}, e.g. --model {arch}:"
+                              f"{tags[0] if tags else 'random'} (known: {', '.join(tags) or 'none'})")
+    raise ClipsearchError(f"model {arch} has no pretrained weights called {pretrained!r}; "
+                          f"known: {', '.join(tags) or 'none'}")
 
 
 def _unknown_arch(arch: str) -> str:
