@@ -30,15 +30,18 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-def _library(ctx: click.Context, **flags):
+def _library(ctx: click.Context, log: bool = False, **flags):
+    """The Library for this command; `log`: a command that changes it leaves a trace in
+    HOME/clipsearch.log."""
     from .library import Library
 
-    settings = load_settings(ctx.obj["home"], **flags)
-    return Library(settings)
+    library = Library(load_settings(ctx.obj["home"], **flags))
+    if log:
+        _log_to_home(library)
+    return library
 
 
 def _log_to_home(library) -> None:
-    """Commands that change the library leave a trace in HOME/clipsearch.log."""
     import logging
     from logging.handlers import RotatingFileHandler
 
@@ -66,6 +69,11 @@ def _remember_home(ctx: click.Context, _param, value: str | None) -> None:
 # Accepted after the command name too (`clipsearch crawl --home DIR`), as users type it.
 home_option = click.option("--home", type=click.Path(file_okay=False), expose_value=False, is_eager=True,
                            callback=_remember_home, help="Library folder (same as before the command).")
+
+
+device_option = click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+batch_size_option = click.option("--batch-size", type=int,
+                                 help="Images per model call (default: 32 on CPU, 256 on CUDA).")
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -98,8 +106,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
                    "remembered for the folder: later crawls walk it the same way.")
 @click.option("--model", help="Model for a new library: default, openai, accurate, ARCH:PRETRAINED, "
                               "ViT-B/32, or a checkpoint path. An existing library keeps its own.")
-@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", type=int, help="Images per model call (default: 32 on CPU, 256 on CUDA).")
+@device_option
+@batch_size_option
 @click.option("--workers", type=int, help="Decode threads (default: one per core).")
 @click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels (default 200000000).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before even if they did not change.")
@@ -114,8 +122,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
     """
     from .render import CrawlProgress, crawl_summary
 
-    library = _library(ctx, **flags)
-    _log_to_home(library)
+    library = _library(ctx, log=True, **flags)
     console, err_console = _console(), _console(stderr=True)
     with CrawlProgress(err_console) as progress:
         report = library.crawl(folders, model=model, exclude=exclude or None, extensions=extensions or None,
@@ -137,7 +144,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result and line.")
 @click.option("--paths-only", is_flag=True, help="Only the paths, one per line (for piping).")
 @click.option("--exact", is_flag=True, help="Score every photo exactly instead of using the index.")
-@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+@device_option
 @home_option
 @click.pass_context
 def search(ctx, text, image, k, as_json, paths_only, exact, device):
@@ -201,8 +208,7 @@ def rebuild(ctx):
     """Rebuild the search index from the catalog (crawl does this by itself)."""
     from .render import CrawlProgress
 
-    library = _library(ctx)
-    _log_to_home(library)
+    library = _library(ctx, log=True)
     with CrawlProgress(_console(stderr=True)) as progress:
         manifest = library.rebuild_index(on_index=progress.index)
     click.echo(f"index generation {manifest.generation}: {manifest.count} photos")
@@ -210,8 +216,8 @@ def rebuild(ctx):
 
 @cli.command()
 @click.option("--model", required=True, help="The model to switch to (see `crawl --model`).")
-@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", type=int, help="Images per model call.")
+@device_option
+@batch_size_option
 @home_option
 @click.pass_context
 def reembed(ctx, model, **flags):
@@ -222,8 +228,7 @@ def reembed(ctx, model, **flags):
     """
     from .render import CrawlProgress, crawl_summary
 
-    library = _library(ctx, **flags)
-    _log_to_home(library)
+    library = _library(ctx, log=True, **flags)
     with CrawlProgress(_console(stderr=True), loading="loading the model") as progress:
         report = library.reembed(model, on_progress=progress.crawl, on_index=progress.index)
     _console().print(crawl_summary(report))
