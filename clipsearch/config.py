@@ -54,6 +54,10 @@ class Settings:
         return self.home / "index"
 
     @property
+    def text_tower_dir(self) -> Path:
+        return self.home / "text-tower"
+
+    @property
     def config_path(self) -> Path:
         return self.home / "config.toml"
 

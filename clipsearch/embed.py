@@ -18,6 +18,7 @@ benchmarks and tests (same cost as real weights, meaningless results).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -27,8 +28,12 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from . import texttower
 from .decode import Preprocess
 from .errors import ClipsearchError
+from .texttower import TextTower
+
+log = logging.getLogger("clipsearch")
 
 PRESETS = {
     "default": "ViT-B-32-256:datacomp_s34b_b86k",
@@ -155,11 +160,13 @@ class OpenClipEmbedder:
                                      interpolation=cfg.get("interpolation", "bicubic"),
                                      fill_color=int(cfg.get("fill_color", 0)))
         self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self._dtype_name = "fp16" if self.device.startswith("cuda") else "fp32"
         mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
         std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
         # Fold /255 and the normalisation into one multiply-add on the device.
         self._scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1).to(self.device)
         self._shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(self.device)
+        self._text: TextTower | None = None  # the numpy tower, once use_text_tower() swapped it in
         self.dim = int(self.embed_texts(["a photo"]).shape[1])
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
@@ -172,6 +179,8 @@ class OpenClipEmbedder:
             return features.float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self._text is not None:
+            return self._text.embed_texts(texts)
         import torch
 
         with torch.inference_mode():
@@ -179,17 +188,61 @@ class OpenClipEmbedder:
             features = self._model.encode_text(tokens, normalize=True)
             return features.float().cpu().numpy()
 
+    def text_tower(self) -> TextTower | None:
+        """This model's text tower as a numpy TextTower, checked against the torch one on
+        probe texts; None (and the reason logged) if the model's text tower or tokenizer is
+        of a kind texttower.py does not cover."""
+        try:
+            config, weights = _text_tower_parts(self._model, self._tokenizer)
+        except _Unsupported as exc:
+            log.info("no fast text path for %s: %s", self.spec, exc)
+            return None
+        tower = TextTower({**config, "spec": self.spec, "source": source_fingerprint(self.spec),
+                           "dim": self.dim}, weights)
+        wanted = self.embed_texts(_PROBES)
+        got = tower.embed_texts(_PROBES)
+        tokens_match = np.array_equal(tower.tokenize(_PROBES), self._tokenizer(_PROBES).numpy())
+        # fp16 weights on a GPU round to about 1e-3; the numpy tower computes in fp32.
+        tolerance = 1e-4 if self._dtype_name == "fp32" else 5e-3
+        difference = float(np.abs(wanted - got).max())
+        if not tokens_match or difference > tolerance:
+            log.warning("no fast text path for %s: it differs from the torch model (tokens equal: %s, "
+                        "largest difference %.2g)", self.spec, tokens_match, difference)
+            return None
+        return tower
+
+    def use_text_tower(self, tower: TextTower) -> None:
+        """Embed texts with `tower` from now on and free the torch text tower's memory."""
+        import torch
+
+        self._text = tower
+        model = self._model
+        if isinstance(getattr(model, "text", None), torch.nn.Module):
+            model.text = None  # CustomTextCLIP keeps its text tower in one module
+        else:
+            for name in ("transformer", "token_embedding", "ln_final", "positional_embedding", "text_projection"):
+                if getattr(model, name, None) is not None:
+                    setattr(model, name, None)
+
 
 class LazyEmbedder:
     """An Embedder that loads its model on first use: a crawl that finds nothing new, or a
     command that fails before embedding, never pays the seconds a model load costs."""
 
-    def __init__(self, spec: str, **options):
+    def __init__(self, spec: str, text_tower_dir: str | os.PathLike | None = None, **options):
         self.spec = canonical(spec)
         self._options = options
         self._inner: OpenClipEmbedder | None = None
         self._failure: Exception | None = None
         self._lock = threading.Lock()
+        # Texts are embedded by the numpy tower saved in this folder when it is this model's:
+        # a text search then imports neither torch nor open_clip.
+        self._tower_dir = text_tower_dir
+        self._tower: TextTower | None = None
+        if text_tower_dir is not None:
+            tower = TextTower.load(text_tower_dir)
+            if tower is not None and tower.spec == self.spec and tower.config.get("source") == source_fingerprint(self.spec):
+                self._tower = tower
 
     @property
     def loaded(self) -> bool:
@@ -209,7 +262,24 @@ class LazyEmbedder:
                 except Exception as exc:
                     self._failure = exc
                     raise
+                self._swap_text_tower(self._inner)
             return self._inner
+
+    def _swap_text_tower(self, inner: OpenClipEmbedder) -> None:
+        """Save this model's numpy text tower if there is none yet, and let the loaded model use
+        it: its torch text tower (a third of ViT-B-32's weights) is freed for the crawl."""
+        if self._tower_dir is None:
+            return
+        if self._tower is None:
+            tower = inner.text_tower()
+            if tower is None:
+                return
+            try:
+                texttower.save(self._tower_dir, tower.config, tower.weights)
+            except OSError as exc:
+                log.warning("could not save the fast text path in %s: %s", self._tower_dir, exc)
+            self._tower = tower
+        inner.use_text_tower(self._tower)
 
     dim = property(lambda self: self.load().dim)
     batch_size = property(lambda self: self.load().batch_size)
@@ -220,6 +290,8 @@ class LazyEmbedder:
         return self.load().embed_images(pixels)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self._tower is not None and self._inner is None:
+            return self._tower.embed_texts(texts)
         return self.load().embed_texts(texts)
 
 
@@ -354,3 +426,92 @@ def _load_failure(spec: ModelSpec, cache: str | None, exc: Exception, offline: b
             f"into {cache or 'the Hugging Face cache'}: connect and run the command again, or download the "
             f"checkpoint elsewhere and name the file, e.g. --model {spec.arch or 'ViT-B-32'}:"
             f"/path/to/open_clip_model.safetensors (OpenAI's own files: --model /path/to/ViT-B-32.pt)")
+
+
+# Texts the numpy tower must embed like the torch one before it is used: plain, mixed case,
+# punctuation, digits, non-Latin script, HTML entities, and one longer than the context.
+_PROBES = ["a red car in the snow", "A PHOTO of my Dog, at the beach!", "2 cats & 1 dog &amp; more",
+           "東京の夜景", "café crème brûlée", " ".join(["mountains"] * 90)]
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def source_fingerprint(spec: str) -> str:
+    """What identifies a model's weights beyond its spec: size and mtime of the local files it
+    names (a retrained checkpoint under the same name must not reuse a saved text tower)."""
+    parsed = parse_spec(spec)
+    parts = []
+    for path in (parsed.arch, parsed.pretrained):
+        if path and os.path.isfile(path):
+            stat = os.stat(path)
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+    return ",".join(parts)
+
+
+def _text_tower_parts(model, tokenizer) -> tuple[dict, dict[str, np.ndarray]]:
+    """The settings and fp32 weights texttower.TextTower needs; _Unsupported for text towers
+    it does not cover (the check against the torch model in text_tower() catches the rest)."""
+    import torch
+    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
+
+    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None \
+            or tokenizer.vocab_size != 49408 or tokenizer.clean_fn.__name__ != "_clean_lower":
+        raise _Unsupported(f"tokenizer {type(tokenizer).__name__}")
+    text = model.text if isinstance(getattr(model, "text", None), torch.nn.Module) else model
+    if getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False):
+        raise _Unsupported("class token or padding mask")
+    pool = getattr(text, "text_pool_type", getattr(text, "pool_type", None))
+    eos_id = getattr(text, "text_eos_id", getattr(text, "eos_id", None))
+    blocks = list(getattr(getattr(text, "transformer", None), "resblocks", []))
+    if pool not in ("argmax", "eos", "first", "last") or not blocks:
+        raise _Unsupported(f"pooling {pool!r}")
+
+    def array(tensor) -> np.ndarray:
+        return tensor.detach().float().cpu().numpy()
+
+    weights = {"token_embedding": array(text.token_embedding.weight),
+               "positional_embedding": array(text.positional_embedding)}
+    activations = set()
+    for i, block in enumerate(blocks):
+        if type(block) is not ResidualAttentionBlock or set(block._modules) != {"ln_1", "attn", "ls_1", "ln_2",
+                                                                                 "mlp", "ls_2"} \
+                or not isinstance(block.attn, torch.nn.MultiheadAttention) or block.attn.in_proj_weight is None:
+            raise _Unsupported(f"block {type(block).__name__}")
+        act = block.mlp.gelu
+        if isinstance(act, QuickGELU):
+            activations.add("quick_gelu")
+        elif isinstance(act, torch.nn.GELU) and act.approximate == "none":
+            activations.add("gelu")
+        else:
+            raise _Unsupported(f"activation {type(act).__name__}")
+        p = f"block{i}."
+        weights |= {p + "ln_1.weight": array(block.ln_1.weight), p + "ln_1.bias": array(block.ln_1.bias),
+                    p + "in.weight": array(block.attn.in_proj_weight).T, p + "in.bias": array(block.attn.in_proj_bias),
+                    p + "out.weight": array(block.attn.out_proj.weight).T,
+                    p + "out.bias": array(block.attn.out_proj.bias),
+                    p + "ln_2.weight": array(block.ln_2.weight), p + "ln_2.bias": array(block.ln_2.bias),
+                    p + "fc.weight": array(block.mlp.c_fc.weight).T, p + "fc.bias": array(block.mlp.c_fc.bias),
+                    p + "proj.weight": array(block.mlp.c_proj.weight).T, p + "proj.bias": array(block.mlp.c_proj.bias)}
+        for name in ("ls_1", "ls_2"):
+            scale = getattr(block, name)
+            if isinstance(scale, LayerScale):
+                weights[p + name] = array(scale.gamma)
+            elif not isinstance(scale, torch.nn.Identity):
+                raise _Unsupported(f"layer scale {type(scale).__name__}")
+    weights |= {"ln_final.weight": array(text.ln_final.weight), "ln_final.bias": array(text.ln_final.bias)}
+    projection = text.text_projection
+    if isinstance(projection, torch.nn.Linear):
+        weights["projection.weight"] = array(projection.weight).T
+        if projection.bias is not None:
+            weights["projection.bias"] = array(projection.bias)
+    elif projection is not None:
+        weights["projection.weight"] = array(projection)
+    if len(activations) != 1:
+        raise _Unsupported("mixed activations")
+    config = {"layers": len(blocks), "heads": blocks[0].attn.num_heads, "eps": float(text.ln_final.eps),
+              "context_length": int(tokenizer.context_length), "causal": getattr(text, "attn_mask", None) is not None,
+              "pool": pool, "eos_id": eos_id, "activation": activations.pop()}
+    return config, weights

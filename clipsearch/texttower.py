@@ -1,0 +1,168 @@
+"""A CLIP text tower in numpy: text search without importing torch.
+
+Importing torch and open_clip and building a model takes seconds; a search for
+"a red car in the snow" needs only the text tower. When a library's model is first
+loaded, embed.py copies the text tower's weights into HOME/text-tower/ (one flat
+float32 file and a JSON description) and checks that this module gives the same vectors
+as the torch model; later searches memory-map the file and run the tower here.
+
+Covered: open_clip's standard text transformer (pre-norm residual blocks, multi-head
+attention, GELU or QuickGELU MLP, optional layer scale, causal or bidirectional
+attention, argmax/eos/first/last pooling, a projection matrix or linear layer). Any other
+text tower fails the check at export and keeps the torch path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .tokenizer import clip_tokenizer
+
+FORMAT = 1
+DESCRIPTION = "text-tower.json"
+
+
+class TextTower:
+    """The numpy text tower of one model; see `export` for where its weights come from."""
+
+    def __init__(self, config: dict, weights: dict[str, np.ndarray]):
+        self.config = config
+        self.spec: str = config["spec"]
+        self.dim: int = int(config["dim"])
+        self._w = weights
+        self._heads = int(config["heads"])
+        self._layers = int(config["layers"])
+        self._eps = float(config["eps"])
+        self._tokenizer = clip_tokenizer(int(config["context_length"]))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "TextTower | None":
+        """The tower saved in `folder`, or None if there is none (or it is incomplete)."""
+        folder = Path(folder)
+        try:
+            config = json.loads((folder / DESCRIPTION).read_text(encoding="utf-8"))
+            if config.get("format") != FORMAT:
+                return None
+            blob = np.memmap(folder / config["file"], dtype=np.float32, mode="r")
+        except (OSError, ValueError, KeyError):
+            return None
+        if blob.size != config["floats"]:
+            return None
+        weights = {name: blob[start:start + math.prod(shape)].reshape(shape)
+                   for name, (start, shape) in config["tensors"].items()}
+        return cls(config, weights)
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        return self._w
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        return self._tokenizer(list(texts))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, dim) float32, rows L2-normalised; the same as the torch tower."""
+        tokens = self._tokenizer(list(texts))
+        out = np.stack([self._one(row) for row in tokens]) if len(tokens) else np.zeros((0, self.dim), np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def _one(self, tokens: np.ndarray) -> np.ndarray:
+        w, cfg = self._w, self.config
+        pool = cfg["pool"]
+        if pool in ("argmax", "eos"):
+            at = int(tokens.argmax()) if pool == "argmax" else int(np.flatnonzero(tokens == cfg["eos_id"])[0])
+        else:
+            at = 0 if pool == "first" else len(tokens) - 1
+        # With causal attention nothing after the pooled position can reach it: skip it.
+        length = at + 1 if cfg["causal"] else len(tokens)
+        x = w["token_embedding"][tokens[:length]] + w["positional_embedding"][:length]
+        mask = np.triu(np.full((length, length), -np.inf, np.float32), 1) if cfg["causal"] else None
+        for i in range(self._layers):
+            p = f"block{i}."
+            x = x + self._scaled(p + "ls_1", self._attention(_layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"],
+                                                                         self._eps), p, mask))
+            h = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], self._eps) @ w[p + "fc.weight"] + w[p + "fc.bias"]
+            h = _quick_gelu(h) if cfg["activation"] == "quick_gelu" else _gelu(h)
+            x = x + self._scaled(p + "ls_2", h @ w[p + "proj.weight"] + w[p + "proj.bias"])
+        x = _layer_norm(x[at], w["ln_final.weight"], w["ln_final.bias"], self._eps)
+        if "projection.weight" in w:
+            x = x @ w["projection.weight"]
+            if "projection.bias" in w:
+                x = x + w["projection.bias"]
+        return x.astype(np.float32)
+
+    def _attention(self, x: np.ndarray, p: str, mask: np.ndarray | None) -> np.ndarray:
+        w = self._w
+        length, width = x.shape
+        head = width // self._heads
+        qkv = (x @ w[p + "in.weight"] + w[p + "in.bias"]).reshape(length, 3, self._heads, head).transpose(1, 2, 0, 3)
+        q, k, v = qkv[0] / math.sqrt(head), qkv[1], qkv[2]
+        scores = q @ k.transpose(0, 2, 1)  # heads x length x length
+        if mask is not None:
+            scores = scores + mask
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        out = (scores @ v).transpose(1, 0, 2).reshape(length, width)
+        return out @ w[p + "out.weight"] + w[p + "out.bias"]
+
+    def _scaled(self, name: str, x: np.ndarray) -> np.ndarray:
+        gamma = self._w.get(name)
+        return x if gamma is None else x * gamma
+
+
+def save(folder: str | os.PathLike, config: dict, weights: dict[str, np.ndarray]) -> None:
+    """Write a tower: the float file under a new name first, the description last (it is
+    what `load` reads), then the files of any older tower are removed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"text-tower-{uuid.uuid4().hex[:12]}.f32"
+    tensors, start = {}, 0
+    with open(folder / name, "wb") as f:
+        for key, array in weights.items():
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            f.write(array.tobytes())
+            tensors[key] = (start, list(array.shape))
+            start += array.size
+        f.flush()
+        os.fsync(f.fileno())
+    description = {**config, "format": FORMAT, "file": name, "floats": start, "tensors": tensors}
+    temporary = folder / f"{DESCRIPTION}.{name}.tmp"
+    temporary.write_text(json.dumps(description, indent=1), encoding="utf-8")
+    os.replace(temporary, folder / DESCRIPTION)
+    for old in folder.glob("text-tower-*.f32"):
+        if old.name != name:
+            try:
+                old.unlink()
+            except OSError:
+                pass  # open elsewhere (Windows): the next save removes it
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def _quick_gelu(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.exp(-1.702 * x))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf to within 1.2e-7 (Numerical Recipes' erfc by Chebyshev fitting); numpy has none."""
+    z = np.abs(x).astype(np.float64)
+    t = 1 / (1 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    erfc = t * np.exp(poly)
+    return (np.sign(x) * (1 - erfc)).astype(x.dtype)

@@ -1,0 +1,127 @@
+"""The fast text path: CLIP's tokenizer and text tower in numpy give the torch model's vectors,
+and a text search in a fresh process uses them without importing torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import subprocess
+import sys
+
+import numpy as np
+import open_clip
+import pytest
+
+from clipsearch.config import load_settings
+from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
+from clipsearch.library import Library
+from clipsearch.texttower import TextTower
+from clipsearch.tokenizer import ClipTokenizer
+
+from .conftest import FIXTURES, TINY_MODEL, make_photos
+
+
+def _texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = string.printable + "éüßñ日本語🐶½²ﬁ’“”&;Ⅻ٣"
+    words = ["a", "red", "car", "in", "the", "snow", "Photo", "DOG", "beach", "2024", "don't", "&amp;",
+             "café", "naïve", "東京", "x²", "snake_case", "<b>", "   "]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 50))) for _ in range(count)]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(count)]
+    return texts + ["", "word " * 100, "\x1b[31mred\x1b[0m", "ﬁne Ｆｕｌｌwidth", "&amp;amp;amp;"]
+
+
+def test_the_tokenizer_gives_open_clips_token_ids():
+    ours, theirs = ClipTokenizer(context_length=77), open_clip.get_tokenizer("ViT-B-32")
+    texts = _texts(600, seed=1)
+    mismatched = [t for t in texts if not np.array_equal(ours([t]), theirs([t]).numpy())]
+    assert mismatched == []
+    assert ours(texts[:3]).shape == (3, 77)
+
+
+def _variant(tmp_path, name: str, custom_text: bool = False, quick_gelu: bool = False, **text_cfg) -> str:
+    config = json.loads(FIXTURES.joinpath("tiny-clip.json").read_text())
+    config["text_cfg"].update(text_cfg)
+    config["custom_text"], config["quick_gelu"] = custom_text, quick_gelu
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return f"{path}:random"
+
+
+@pytest.mark.parametrize("variant", [
+    {},  # the CLIP class: causal attention, argmax pooling, GELU, projection matrix
+    {"custom_text": True, "quick_gelu": True, "no_causal_mask": True, "ls_init_value": 0.5, "proj_bias": True,
+     "pool_type": "last"},
+    {"custom_text": True, "pool_type": "first"},
+    {"custom_text": True, "pool_type": "eos", "eos_id": 49407, "proj_type": "none", "width": 32},
+])
+def test_the_numpy_tower_gives_the_torch_vectors(tmp_path, variant):
+    embedder = OpenClipEmbedder(_variant(tmp_path, "variant", **variant), device="cpu")
+    tower = embedder.text_tower()
+    assert tower is not None
+    texts = _texts(20, seed=2)
+    np.testing.assert_allclose(tower.embed_texts(texts), embedder.embed_texts(texts), atol=2e-5)
+    embedder.use_text_tower(tower)  # the torch tower is gone, texts still embed the same
+    np.testing.assert_allclose(embedder.embed_texts(texts[:3]), tower.embed_texts(texts[:3]), atol=0)
+    assert not any("text" in name or name.startswith(("transformer.", "token_embedding"))
+                   for name, _ in embedder._model.named_parameters())
+
+
+def test_a_text_tower_it_does_not_cover_keeps_the_torch_path(tmp_path):
+    spec = _variant(tmp_path, "with-cls", custom_text=True, embed_cls=True)
+    assert OpenClipEmbedder(spec, device="cpu").text_tower() is None
+    lazy = LazyEmbedder(spec, text_tower_dir=tmp_path / "tower", device="cpu")
+    vector = lazy.embed_texts(["a red circle"])
+    assert not (tmp_path / "tower").exists()
+    np.testing.assert_allclose(vector, OpenClipEmbedder(spec, device="cpu").embed_texts(["a red circle"]), atol=1e-6)
+
+
+def _search_without_torch(home, *args) -> tuple[list, list]:
+    """`clipsearch search` in a fresh process; also which heavy modules that process imported."""
+    code = ("import sys, json\nfrom clipsearch.cli import cli\ntry:\n    cli(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    code = e.code\nprint(json.dumps(sorted(m for m in ('torch', 'open_clip') if m in sys.modules)), "
+            "file=sys.stderr)\nsys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, "--home", str(home), "search", *args, "--json"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], json.loads(done.stderr.splitlines()[-1])
+
+
+def test_a_text_search_after_a_crawl_needs_no_torch_and_finds_the_same(tmp_path, tiny_embedder):
+    make_photos(tmp_path / "photos", 24)
+    home = tmp_path / "home"
+    library = Library(load_settings(home, model=TINY_MODEL, device="cpu"))
+    library.crawl([tmp_path / "photos"])
+    assert TextTower.load(home / "text-tower").spec == tiny_embedder.spec
+
+    fast, imported = _search_without_torch(home, "a red car in the snow", "-k", "5", "--exact")
+    assert imported == []
+    expected = Library(load_settings(home), embedder=tiny_embedder).search("a red car in the snow", k=5, exact=True)
+    assert [r["path"] for r in fast] == [r.path for r in expected]
+    np.testing.assert_allclose([r["score"] for r in fast], [r.score for r in expected], atol=1e-5)
+
+    _, imported = _search_without_torch(home, "--image", str(tmp_path / "photos" / "photo_0003.jpg"), "-k", "1")
+    assert imported == ["open_clip", "torch"]  # an image query needs the image tower
+
+
+def test_a_changed_checkpoint_file_is_not_served_by_an_old_tower(tmp_path):
+    import torch
+
+    config = tmp_path / "mine.json"
+    config.write_text(FIXTURES.joinpath("tiny-clip.json").read_text())
+    checkpoint = tmp_path / "mine.pt"
+    open_clip.add_model_config(str(config))
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model("mine").state_dict(), checkpoint)
+        os.utime(checkpoint, ns=(seed * 10**9, seed * 10**9))
+        spec = f"{config}:{checkpoint}"
+        lazy = LazyEmbedder(spec, text_tower_dir=tmp_path / "tower", device="cpu")
+        lazy.load()  # writes (or rewrites) the tower
+        fresh = LazyEmbedder(spec, text_tower_dir=tmp_path / "tower", device="cpu")
+        from_tower = fresh.embed_texts(["a dog"])
+        assert not fresh.loaded  # served by the tower, not by the torch model
+        np.testing.assert_allclose(from_tower, OpenClipEmbedder(spec, device="cpu").embed_texts(["a dog"]), atol=2e-5)
+    assert len(list((tmp_path / "tower").glob("*.f32"))) == 1
