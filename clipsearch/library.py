@@ -10,20 +10,21 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from . import embed as embed_mod
 from ._lock import WriteLock
 from .config import Settings
-from .decode import DecodeError, load_image
 from .errors import ClipsearchError
 from .index import Forest, Manifest, build_forest, read_manifest
-from .pipeline import CrawlStats, CrawlTask, Pipeline
 from .scan import ScanRules
 from .search import SearchResult, rank
 from .store import FileRow, Root, Store, _is_under
+
+if TYPE_CHECKING:
+    from .pipeline import CrawlStats, CrawlTask
 
 log = logging.getLogger("clipsearch")
 
@@ -96,6 +97,8 @@ class Library:
         then rebuild the forest if anything changed. Scan flags left as None come from what
         the folder was last crawled with, then from the settings; flags given for a whole
         folder are remembered for it."""
+        from .pipeline import Pipeline  # imported here: status and search do without the crawl's modules
+
         paths = [_check_folder(f) for f in folders]
         given = {name: value for name, value in (("exclude", exclude), ("extensions", extensions),
                                                  ("include_hidden", include_hidden),
@@ -126,6 +129,8 @@ class Library:
         return embedder
 
     def _tasks(self, store: Store, paths: list[str], given: dict) -> list[CrawlTask]:
+        from .pipeline import CrawlTask
+
         if paths:
             for path in paths:
                 if not any(_is_under(path, r.path) for r in store.roots()):
@@ -242,6 +247,8 @@ class Library:
         if text and text.strip():
             parts.append(embedder.embed_texts([text.strip()])[0])
         if image is not None:
+            from .decode import DecodeError, load_image
+
             path = str(image)
             if not os.path.isfile(path):
                 raise ClipsearchError(f"--image {path}: no such file")

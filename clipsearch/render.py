@@ -7,17 +7,18 @@ The only module that imports rich. Progress goes to stderr, so stdout stays clea
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .errors import ClipsearchError
-from .library import CrawlReport, LibraryStatus
-from .pipeline import CrawlStats
-from .search import SearchResult
-from .store import FileRow
+
+if TYPE_CHECKING:  # `status` and `search` should not pay for importing the crawl's modules
+    from .library import CrawlReport, LibraryStatus
+    from .pipeline import CrawlStats
+    from .search import SearchResult
+    from .store import FileRow
 
 
 def human_size(size: int | None) -> str:
@@ -43,6 +44,9 @@ class CrawlProgress:
     """A live progress bar for a crawl and the index build after it; use as a context manager."""
 
     def __init__(self, console: Console, loading: str | None = None):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                   TimeRemainingColumn)
+
         self.console = console
         self._loading_text = loading
         self._progress = Progress(
