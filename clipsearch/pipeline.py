@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from .decode import DecodeError, file_hash, load_image
+from ._memory import map_large_blocks
+from .decode import DecodeError, MemoryBudget, file_hash, load_image
 from .embed import Embedder
 from .scan import FileRecord, ScanRules, WalkProblem, walk
 from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
@@ -29,6 +30,9 @@ from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored,
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
 _WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committed together
+# What decodes running side by side may hold: a 12 MP WebP or PNG (about 150 MB) runs beside
+# reduced-size JPEGs, not beside another one (docs/benchmarks.md, "Where the memory goes").
+_DECODE_BUDGET = 160 << 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,12 @@ class CrawlStats:
     started: float = field(default_factory=time.monotonic)
     model_ready: float | None = None  # when the model was loaded, if it was needed
     finished: float | None = None
+    # Where the time went for the embedded files, summed over the crawl (scripts/bench.py
+    # reports it per image): CPU time of hashing and decoding, wall time of model calls, and
+    # wall time of catalog commits (of every kind of write).
+    decode_cpu_s: float = 0.0
+    embed_wall_s: float = 0.0
+    write_wall_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -109,6 +119,7 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._found: queue.Queue = queue.Queue(maxsize=10_000)
         self._to_decode: queue.Queue = queue.Queue(maxsize=self.workers * 8)
+        self._decode_budget = MemoryBudget(_DECODE_BUDGET)
         # Made when the model is loaded (its batch size sizes it), on the first file to decode.
         self._to_embed: queue.Queue | None = None
         self._model_lock = threading.Lock()
@@ -125,6 +136,7 @@ class Pipeline:
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> CrawlStats:
+        map_large_blocks()  # decode buffers go back to the system when freed (see _memory.py)
         threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
         threads.append(self._thread(self._classify))
         threads += [self._thread(self._decode) for _ in range(self.workers)]
@@ -255,6 +267,7 @@ class Pipeline:
 
     def _decode(self) -> None:
         while (record := self._get(self._to_decode)) is not _END:
+            cpu = time.thread_time()
             try:
                 digest = file_hash(record.path)
             except DecodeError as exc:
@@ -264,12 +277,16 @@ class Pipeline:
             if claim is not None:
                 self._put(self._to_write, claim)
                 continue
-            to_embed = self._load_model()
+            hashing = time.thread_time() - cpu
+            to_embed = self._load_model()  # the first file waits here while the model loads
+            cpu = time.thread_time()
             try:
-                pixels, meta = load_image(record.path, self.embedder.preprocess, self.max_pixels)
+                pixels, meta = load_image(record.path, self.embedder.preprocess, self.max_pixels,
+                                          self._decode_budget)
             except DecodeError as exc:
                 self._put(self._to_write, Failed(record, digest, str(exc)))
                 continue
+            self.stats.add(decode_cpu_s=hashing + time.thread_time() - cpu)
             self._put(to_embed, (record, digest, meta, pixels))
         with self._decoders_lock:
             self._decoders_left -= 1
@@ -317,7 +334,9 @@ class Pipeline:
                 batch.append(item)
             if not batch:
                 break
+            start = time.perf_counter()
             vectors = self.embedder.embed_images(np.stack([pixels for _, _, _, pixels in batch]))
+            self.stats.add(embed_wall_s=time.perf_counter() - start)
             writes = [Embedded(record, digest, meta, vector)
                       for (record, digest, meta, _), vector in zip(batch, vectors)]
             self._put(self._to_write, writes)
@@ -356,7 +375,9 @@ class Pipeline:
     def _commit(self, writer: Store, items: list[Write]) -> list[Reused]:
         if not items:
             return []
+        start = time.perf_counter()
         waiting = writer.write(items)
+        self.stats.add(write_wall_s=time.perf_counter() - start)
         still_waiting = {id(item) for item in waiting}
         counts = {"embedded": 0, "moved": 0, "failed": 0}
         for item in items:

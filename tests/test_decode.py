@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from clipsearch.decode import DecodeError, Preprocess, file_hash, load_image
+from clipsearch.decode import DecodeError, MemoryBudget, Preprocess, file_hash, load_image
 
 from .conftest import make_photo
 
@@ -85,3 +87,34 @@ def test_equal_bytes_give_equal_hashes_and_different_bytes_do_not(tmp_path):
     b.write_bytes(a.read_bytes())
     c = make_photo(tmp_path / "c.jpg", 2)
     assert file_hash(str(a)) == file_hash(str(b)) != file_hash(str(c))
+
+
+def test_the_decode_budget_keeps_large_decodes_apart_and_lets_small_ones_by():
+    budget = MemoryBudget(100)
+    events: list[str] = []
+    a_in, release_a = threading.Event(), threading.Event()
+
+    def decode(name: str, size: int, entered: threading.Event | None = None, release: threading.Event | None = None):
+        with budget.hold(size):
+            events.append(f"{name} in")
+            if entered:
+                entered.set()
+            if release:
+                release.wait(5)
+            events.append(f"{name} out")
+
+    a = threading.Thread(target=decode, args=("a", 60, a_in, release_a))
+    a.start()
+    assert a_in.wait(5)
+    b = threading.Thread(target=decode, args=("b", 60))  # 60 + 60 > 100: waits for a
+    b.start()
+    b.join(0.3)
+    assert b.is_alive()
+    decode("small", 30)  # fits beside a
+    assert events == ["a in", "small in", "small out"]
+    release_a.set()
+    a.join(5)
+    b.join(5)
+    assert events[3:] == ["a out", "b in", "b out"]
+    decode("huge", 150)  # over the limit alone: it runs, since nothing else holds anything
+    assert events[-2:] == ["huge in", "huge out"]
