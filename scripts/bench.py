@@ -1,26 +1,43 @@
-"""Measure crawl speed against what this machine allows.
+"""Measure clipsearch on this machine: crawl, queries, the index, re-crawls, memory.
 
-    python scripts/bench.py crawl FOLDER [--model ViT-B-32-256:random] [--sample 48]
-    python scripts/bench.py index [--count 20000] [--dim 512] [--queries 200] [--hard]
+    python scripts/bench.py                      # everything below, with generated data
+    python scripts/bench.py crawl [FOLDER]       # crawl throughput against the machine's limit
+    python scripts/bench.py query                # warm and cold query latency at 100k vectors
+    python scripts/bench.py index [--count N]    # forest recall@10, query time, build, size
+    python scripts/bench.py recrawl              # unchanged re-crawl of a 100k-file tree
+    python scripts/bench.py photos               # only generate the default photos
 
-Prints, for a folder of photos:
-  - decode CPU-seconds per image (load_image in one thread, the crawl's own code path)
-  - model CPU-seconds per image (embed_images on already-decoded batches)
-  - the limit: cores / (decode + model CPU-s per image), in images per second
-  - the crawl: images per second end to end (a fresh library in a temporary folder),
-    the achieved / limit ratio, and the peak RSS of the process
-Random weights of the real architecture cost exactly what the real weights cost.
+Common options: --model (default ViT-B-32-256:random: the default preset's architecture
+with random weights, which cost exactly what the real weights cost), --device, --data DIR
+(where generated data is kept between runs; default: the user cache folder), --json FILE.
 
-`index` builds the forest over clustered unit vectors (like CLIP embeddings of a photo
-collection) and prints build time, file size, recall@10 against exact search and the
-time per query.
+crawl: decode CPU-seconds per image (load_image in one thread, the crawl's own code) and
+model CPU-seconds per image (embed_images on decoded batches), each measured on its own;
+the limit, cores / (decode + model CPU-s per image); then a crawl of the folder into a
+fresh library in a fresh process: images/s, achieved / limit, the crawl's own split per
+image (decode CPU, model wall, catalog write wall) and its peak RSS. Without FOLDER it uses
+generated photos: 12 MP JPEGs at camera quality (4:2:0, quality 92, sensor noise, EXIF
+dates), 6 MP PNGs and 12 MP WebPs, 80/10/10.
+
+query: a library of 100k vectors of the model's dimension; the text tower's own time
+(torch, and the numpy tower that searches use), warm Library.search p50/p95 (the code path
+of the interactive prompt), and cold `clipsearch search` in a fresh process (warm disk
+cache), next to `clipsearch --help` and `clipsearch status`.
+
+index: Annoy forest over clustered unit vectors; recall@10 against exact search.
+
+recrawl: a tree of 100k small image files, crawled once with the tiny test model, then
+`clipsearch crawl` again with nothing changed, in a fresh process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +45,96 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch.config import load_settings
-from clipsearch.decode import DecodeError, load_image
-from clipsearch.embed import OpenClipEmbedder
-from clipsearch.library import Library
-from clipsearch.scan import ScanRules, walk
-from clipsearch.config import DEFAULT_EXTENSIONS
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clipsearch.config import DEFAULT_EXTENSIONS, load_settings  # noqa: E402
+from clipsearch.decode import DecodeError, ImageMeta, load_image  # noqa: E402
+from clipsearch.library import Library  # noqa: E402
+from clipsearch.scan import FileRecord, ScanRules, walk  # noqa: E402
+from clipsearch.store import Embedded, Store  # noqa: E402
+
+TINY_MODEL = f"{ROOT / 'tests' / 'fixtures' / 'tiny-clip.json'}:random"
+QUERIES = ["a red car in the snow", "two dogs playing on a beach", "birthday cake with candles",
+           "mountain lake at sunset", "a cat sleeping on a sofa", "city street at night in the rain",
+           "children on a playground", "a plate of pasta", "old church with a tower", "fireworks over a river"]
 
 
+# --- data -----------------------------------------------------------------------------------
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("clipsearch")) / "bench"
+
+
+def _photo(job: tuple[int, str, Path]) -> str:
+    """One camera-like photo: smooth scene, textured detail at several scales, sensor noise."""
+    from PIL import Image
+
+    index, kind, folder = job
+    rng = np.random.default_rng(index)
+    width, height = (3000, 2000) if kind == "png" else (4000, 3000)
+    image = np.zeros((height, width, 3), np.float32)
+    for cells, strength in ((3, 90.0), (12, 40.0), (60, 18.0), (300, 10.0)):
+        small = rng.uniform(-1, 1, (cells * height // width + 2, cells + 2, 3)).astype(np.float32)
+        layer = Image.fromarray(((small + 1) * 127.5).astype(np.uint8)).resize((width, height),
+                                                                             Image.Resampling.BICUBIC)
+        image += (np.asarray(layer, np.float32) - 127.5) / 127.5 * strength
+    image += rng.uniform(60, 190, 3).astype(np.float32)
+    image += rng.normal(0, 4.0, (height, width, 1)).astype(np.float32)  # luminance noise
+    picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    path = folder / f"photo_{index:04d}.{kind}"
+    if kind == "jpg":
+        exif = Image.Exif()
+        taken = f"{2015 + index % 10}:{1 + index % 12:02d}:{1 + index % 28:02d} 12:{index % 60:02d}:00"
+        exif.get_ifd(0x8769)[0x9003] = taken
+        picture.save(path, "JPEG", quality=92, subsampling="4:2:0", exif=exif.tobytes())
+    elif kind == "png":
+        picture.save(path, "PNG", compress_level=6)
+    else:
+        picture.save(path, "WEBP", quality=90)
+    return str(path)
+
+
+def generated_photos(data: Path, count: int) -> Path:
+    folder = data / f"photos-{count}"
+    if (folder / ".complete").exists():
+        return folder
+    from multiprocessing import Pool
+
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = ["png" if i % 10 == 3 else "webp" if i % 10 == 7 else "jpg" for i in range(count)]
+    print(f"generating {count} photos in {folder} (once) ...", file=sys.stderr)
+    with Pool(os.cpu_count()) as pool:
+        for done, _ in enumerate(pool.imap_unordered(_photo, [(i, k, folder) for i, k in enumerate(kinds)]), 1):
+            if done % 20 == 0:
+                print(f"  {done}/{count}", file=sys.stderr)
+    (folder / ".complete").touch()
+    return folder
+
+
+def clustered(n: int, dim: int, clusters: int, seed: int, hard: bool = False) -> np.ndarray:
+    """Unit vectors in clusters. By default they vary in a 32-d subspace plus a little noise,
+    as CLIP embeddings of photos do (their intrinsic dimension is a few dozen); `hard` adds
+    isotropic noise in every dimension instead, the worst case for any tree index."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float32)
+    basis = np.random.default_rng(9).standard_normal((32, dim)).astype(np.float32)
+    centres_low = 2.0 * np.random.default_rng(0).standard_normal((clusters, 32)).astype(np.float32)
+    centres_full = np.random.default_rng(0).standard_normal((clusters, dim)).astype(np.float32)
+    for start in range(0, n, 100_000):  # in slices: a million at once would need 10 GB of temporaries
+        size = min(100_000, n - start)
+        pick = rng.integers(0, clusters, size)
+        if hard:
+            points = centres_full[pick] + 2.0 * rng.standard_normal((size, dim), np.float32)
+        else:
+            latent = centres_low[pick] + rng.standard_normal((size, 32), np.float32)
+            points = latent @ basis + 0.3 * np.sqrt(32) * rng.standard_normal((size, dim), np.float32)
+        out[start:start + size] = points / np.linalg.norm(points, axis=1, keepdims=True)
+    return out
+
+
+# --- crawl ----------------------------------------------------------------------------------
 def _cpu_seconds(fn) -> tuple[float, float]:
     """(CPU seconds of the whole process, wall seconds) spent in fn()."""
     cpu, wall = time.process_time(), time.perf_counter()
@@ -44,12 +143,13 @@ def _cpu_seconds(fn) -> tuple[float, float]:
 
 
 def bench_crawl(folder: Path, model: str, sample: int, device: str) -> dict:
+    from clipsearch.embed import OpenClipEmbedder
+
     files = [r.path for r in walk(str(folder), 0, ScanRules.make(DEFAULT_EXTENSIONS)) if hasattr(r, "size")]
     if not files:
         sys.exit(f"no images under {folder}")
     embedder = OpenClipEmbedder(model, device=device)
     picked = files[:: max(1, len(files) // sample)][:sample]
-
     decoded = []
 
     def decode_all():
@@ -61,50 +161,125 @@ def bench_crawl(folder: Path, model: str, sample: int, device: str) -> dict:
 
     decode_cpu, _ = _cpu_seconds(decode_all)
     batch = np.stack(decoded)
-    embedder.embed_images(batch[:2])  # warm-up
+    embedder.embed_images(batch)  # warm-up
     embed_cpu, embed_wall = _cpu_seconds(lambda: embedder.embed_images(batch))
     cores = os.cpu_count() or 1
     per_image = decode_cpu / len(picked) + embed_cpu / len(batch)
-
-    with tempfile.TemporaryDirectory() as home:
-        library = Library(load_settings(home), embedder=embedder)
-        start = time.perf_counter()
-        report = library.crawl([folder])
-        wall = time.perf_counter() - start
-    stats = report.stats
-    rate = stats.images_per_second
+    limit = cores / per_image
+    embedder = None  # freed before the crawl's own process starts
+    # The crawl itself in a fresh process: its peak RSS is the crawl's alone.
+    child = subprocess.run([sys.executable, __file__, "--model", model, "--device", device, "_crawl", str(folder)],
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.exit(child.stderr)
+    crawl = json.loads(child.stdout)
     return {
-        "images": stats.found, "embedded": stats.embedded, "failed": stats.failed,
+        "photos": len(files), "cores": cores, "model": model, "device": crawl["device"],
         "decode_cpu_ms_per_image": 1000 * decode_cpu / len(picked),
         "model_cpu_ms_per_image": 1000 * embed_cpu / len(batch),
         "model_wall_ms_per_image": 1000 * embed_wall / len(batch),
-        "limit_images_per_s": cores / per_image,
-        "crawl_images_per_s": rate,
-        "achieved_over_limit": rate / (cores / per_image),
-        "crawl_wall_s_with_index": wall,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cores": cores, "device": embedder.device, "model": embedder.spec,
-        "batch_size": embedder.batch_size,
+        "limit_images_per_s": limit,
+        **crawl, "achieved_over_limit": crawl["crawl_images_per_s"] / limit,
     }
 
 
-def clustered(n: int, dim: int, clusters: int, seed: int, hard: bool = False) -> np.ndarray:
-    """Unit vectors in clusters. By default they vary in a 32-d subspace plus a little noise,
-    as CLIP embeddings of photos do (their intrinsic dimension is a few dozen); `hard` adds
-    isotropic noise in every dimension instead, the worst case for any tree index."""
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, clusters, n)
-    if hard:
-        centres = np.random.default_rng(0).standard_normal((clusters, dim)).astype(np.float32)
-        points = centres[pick] + 2.0 * rng.standard_normal((n, dim)).astype(np.float32)
-    else:
-        basis = np.random.default_rng(9).standard_normal((32, dim)).astype(np.float32)
-        centres = 2.0 * np.random.default_rng(0).standard_normal((clusters, 32)).astype(np.float32)
-        latent = centres[pick] + rng.standard_normal((n, 32)).astype(np.float32)
-        points = latent @ basis + 0.3 * np.sqrt(32) * rng.standard_normal((n, dim)).astype(np.float32)
-    return points / np.linalg.norm(points, axis=1, keepdims=True)
+def _crawl_child(folder: Path, model: str, device: str) -> None:
+    with tempfile.TemporaryDirectory() as home:
+        library = Library(load_settings(home, model=model, device=device))
+        start = time.perf_counter()
+        report = library.crawl([folder])
+        wall = time.perf_counter() - start
+        stats = report.stats
+        done = max(stats.embedded, 1)
+        print(json.dumps({
+            "device": library.embedder(library.status().model).device,
+            "embedded": stats.embedded, "failed": stats.failed,
+            "crawl_images_per_s": stats.images_per_second,
+            "crawl_wall_s_with_model_load_and_index": wall,
+            "crawl_decode_cpu_ms_per_image": 1000 * stats.decode_cpu_s / done,
+            "crawl_model_wall_ms_per_image": 1000 * stats.embed_wall_s / done,
+            "crawl_write_ms_per_image": 1000 * stats.write_wall_s / done,
+            "crawl_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }))
 
 
+# --- queries --------------------------------------------------------------------------------
+def _fill_library(home: Path, model: str, dim: int, count: int) -> None:
+    """A catalog of `count` photos with clustered vectors, and its forest (built once)."""
+    if (home / ".complete").exists():
+        return
+    print(f"building a {count:,}-vector library in {home} (once) ...", file=sys.stderr)
+    home.mkdir(parents=True, exist_ok=True)
+    store = Store(home / "catalog.db")
+    store.add_root("/bench/photos")
+    root = store.roots()[0].id
+    vectors = clustered(count, dim, max(10, count // 100), seed=1)
+    meta = ImageMeta(4000, 3000, "JPEG")
+    for start in range(0, count, 5000):
+        store.write([Embedded(FileRecord(f"/bench/photos/{i // 1000:03d}/IMG_{i:07d}.jpg", root, 4_000_000, i),
+                              f"{i:032x}", meta, vectors[i]) for i in range(start, min(count, start + 5000))])
+    store.set_meta("model", model)
+    store.close()
+    Library(load_settings(home)).rebuild_index()
+    (home / ".complete").touch()
+
+
+def _timed_runs(args: list[str], runs: int) -> float:
+    """Median wall seconds of a command in a fresh process."""
+    times = []
+    for _ in range(runs + 1):  # the first run only warms the disk cache
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def bench_query(data: Path, model: str, count: int, device: str) -> dict:
+    from clipsearch.embed import OpenClipEmbedder, canonical
+
+    spec = canonical(model)
+    torch_model = OpenClipEmbedder(spec, device=device)
+    home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
+    _fill_library(home, spec, torch_model.dim, count)
+    library = Library(load_settings(home, device=device))
+    library.embedder(spec).load()  # saves the numpy text tower the first time
+
+    def p50_ms(fn, runs=30) -> float:
+        times = []
+        for i in range(runs):
+            start = time.perf_counter()
+            fn(QUERIES[i % len(QUERIES)])
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+
+    torch_text = p50_ms(lambda q: torch_model.embed_texts([q]))
+    torch_model = None
+    from clipsearch.texttower import TextTower
+
+    tower = TextTower.load(home / "text-tower")
+    numpy_text = p50_ms(lambda q: tower.embed_texts([q])) if tower else float("nan")
+    warm = Library(load_settings(home, device=device))
+    warm.search(QUERIES[0], k=10)
+    times = []
+    for i in range(100):
+        start = time.perf_counter()
+        warm.search(QUERIES[i % len(QUERIES)] + f" {i}", k=10)
+        times.append(time.perf_counter() - start)
+    cli = [sys.executable, "-m", "clipsearch.cli", "--home", str(home)]
+    return {
+        "vectors": count, "model": spec,
+        "text_tower_torch_ms_p50": torch_text, "text_tower_numpy_ms_p50": numpy_text,
+        "warm_search_ms_p50": 1000 * statistics.median(times),
+        "warm_search_ms_p95": 1000 * float(np.percentile(times, 95)),
+        "warm_search_over_torch_text_tower": statistics.median(times) * 1000 / torch_text,
+        "cold_search_s": _timed_runs(cli + ["search", QUERIES[0]], 5),
+        "cold_search_json_s": _timed_runs(cli + ["search", QUERIES[1], "--json"], 5),
+        "status_s": _timed_runs(cli + ["status"], 5),
+        "help_s": _timed_runs(cli + ["--help"], 5),
+    }
+
+
+# --- index ----------------------------------------------------------------------------------
 def bench_index(count: int, dim: int, queries: int, hard: bool = False) -> dict:
     from clipsearch.index import Forest, build_forest, exact_top
 
@@ -118,40 +293,110 @@ def bench_index(count: int, dim: int, queries: int, hard: bool = False) -> dict:
         size = (Path(folder) / manifest.forest).stat().st_size
         forest = Forest(Path(folder), manifest)
         ids = np.arange(count)
-        recall, elapsed = [], 0.0
+        recall, elapsed = [], []
+        forest.query(probes[0], 10)
         for probe in probes:
             start = time.perf_counter()
             found, _ = forest.query(probe, 10)
-            elapsed += time.perf_counter() - start
+            elapsed.append(time.perf_counter() - start)
             truth, _ = exact_top(ids, vectors, probe, 10)
             recall.append(len(set(found.tolist()) & set(truth.tolist())) / 10)
-    return {"vectors": count, "dim": dim, "data": "hard (isotropic)" if hard else "clip-like (low rank)",
-            "trees": manifest.trees, "build_s": build,
-            "file_mb": size / 2**20, "recall_at_10": float(np.mean(recall)),
-            "query_ms": 1000 * elapsed / queries}
+    return {"vectors": count, "dim": dim, "data": "hard (isotropic)" if hard else "clustered (low rank)",
+            "trees": manifest.trees, "build_s": build, "file_mb": size / 2**20,
+            "recall_at_10": float(np.mean(recall)), "query_ms_p50": 1000 * statistics.median(elapsed),
+            "query_ms_mean": 1000 * float(np.mean(elapsed))}
 
 
+# --- re-crawl -------------------------------------------------------------------------------
+def _tree(data: Path, count: int) -> Path:
+    """`count` small, distinct JPEG files in folders of 500 (made once)."""
+    folder = data / f"tree-{count}"
+    if (folder / ".complete").exists():
+        return folder
+    from io import BytesIO
+
+    from PIL import Image
+
+    print(f"writing {count:,} small photos in {folder} (once) ...", file=sys.stderr)
+    buffer = BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    base = buffer.getvalue()
+    for i in range(count):
+        sub = folder / f"{i // 500:04d}"
+        if i % 500 == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        # Bytes after the end-of-image marker are ignored by decoders: distinct files, same picture.
+        (sub / f"IMG_{i:07d}.jpg").write_bytes(base + i.to_bytes(8, "little"))
+    (folder / ".complete").touch()
+    return folder
+
+
+def bench_recrawl(data: Path, count: int) -> dict:
+    tree = _tree(data, count)
+    home = data / f"recrawl-home-{count}"
+    cli = [sys.executable, "-m", "clipsearch.cli", "--home", str(home), "crawl", str(tree)]
+    first = None
+    if not (home / ".complete").exists():
+        print(f"first crawl of {count:,} files with the tiny model (once) ...", file=sys.stderr)
+        start = time.perf_counter()
+        subprocess.run(cli + ["--model", TINY_MODEL], check=True, capture_output=True)
+        first = time.perf_counter() - start
+        (home / ".complete").touch()
+    return {"files": count, "first_crawl_s": first, "unchanged_recrawl_s": _timed_runs(cli, 3)}
+
+
+# --- main -----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
+    parser.add_argument("--model", default="ViT-B-32-256:random", help="model spec (default: %(default)s)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data", type=Path, default=None, help="generated data folder (default: user cache)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    sub = parser.add_subparsers(dest="what")
     crawl = sub.add_parser("crawl", help="crawl throughput against the machine's limit")
-    crawl.add_argument("folder", type=Path)
-    crawl.add_argument("--model", default="ViT-B-32-256:random")
+    crawl.add_argument("folder", type=Path, nargs="?", help="photos (default: generated)")
+    crawl.add_argument("--photos", type=int, default=200, help="generated photos (default: %(default)s)")
     crawl.add_argument("--sample", type=int, default=48, help="images used to time decode and model alone")
-    crawl.add_argument("--device", default="auto")
+    child = sub.add_parser("_crawl")
+    child.add_argument("folder", type=Path)
+    query = sub.add_parser("query", help="warm and cold query latency")
+    query.add_argument("--count", type=int, default=100_000)
     index = sub.add_parser("index", help="forest build time, size, recall@10 and query time")
-    index.add_argument("--count", type=int, default=20_000)
+    index.add_argument("--count", type=int, nargs="+", default=[100_000, 1_000_000])
     index.add_argument("--dim", type=int, default=512)
     index.add_argument("--queries", type=int, default=200)
     index.add_argument("--hard", action="store_true", help="isotropic noise: the worst case for trees")
+    recrawl = sub.add_parser("recrawl", help="unchanged re-crawl of a large tree")
+    recrawl.add_argument("--count", type=int, default=100_000)
+    photos = sub.add_parser("photos", help="generate the default photos only")
+    photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
-    if args.what == "index":
-        result = bench_index(args.count, args.dim, args.queries, args.hard)
-    else:
-        result = bench_crawl(args.folder, args.model, args.sample, args.device)
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value:.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    data = args.data or default_data_dir()
+
+    if args.what == "_crawl":
+        return _crawl_child(args.folder, args.model, args.device)
+    results: dict[str, dict] = {}
+    if args.what == "photos":
+        print(generated_photos(data, args.photos))
+        return
+    if args.what in (None, "crawl"):
+        folder = getattr(args, "folder", None) or generated_photos(data, getattr(args, "photos", 200))
+        results["crawl"] = bench_crawl(folder, args.model, getattr(args, "sample", 48), args.device)
+    if args.what in (None, "query"):
+        results["query"] = bench_query(data, args.model, getattr(args, "count", 100_000), args.device)
+    if args.what in (None, "index"):
+        for count in getattr(args, "count", None) or [100_000, 1_000_000]:
+            results[f"index-{count}"] = bench_index(count, getattr(args, "dim", 512), getattr(args, "queries", 200),
+                                                    getattr(args, "hard", False))
+    if args.what in (None, "recrawl"):
+        results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
+    for name, figures in results.items():
+        print(f"[{name}]")
+        width = max(map(len, figures))
+        for key, value in figures.items():
+            print(f"  {key:<{width}}  {value:.3f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
