@@ -30,6 +30,7 @@ from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored,
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
 _WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committed together
+_HANDOFF = 256  # records passed from a crawler to the classifier at a time (queues cost ~10 us a hand-off)
 # What decodes running side by side may hold: a 12 MP WebP or PNG (about 150 MB) runs beside
 # reduced-size JPEGs, not beside another one (docs/benchmarks.md, "Where the memory goes").
 _DECODE_BUDGET = 160 << 20
@@ -117,7 +118,7 @@ class Pipeline:
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self._found: queue.Queue = queue.Queue(maxsize=10_000)
+        self._found: queue.Queue = queue.Queue(maxsize=64)
         self._to_decode: queue.Queue = queue.Queue(maxsize=self.workers * 8)
         self._decode_budget = MemoryBudget(_DECODE_BUDGET)
         # Made when the model is loaded (its batch size sizes it), on the first file to decode.
@@ -125,7 +126,7 @@ class Pipeline:
         self._model_lock = threading.Lock()
         self._model_ready = threading.Event()
         self._to_write: queue.Queue = queue.Queue(maxsize=8)
-        self._known = [store.known_files(t.root_id, t.folder) for t in tasks]
+        self._known = [store.known_files(t.root_id, None if t.whole_root else t.folder) for t in tasks]
         self._seen: list[set[int]] = [set() for _ in tasks]
         self._twins: Store | None = None  # a reader for _claim, guarded by _hash_lock
         self._in_flight: set[str] = set()
@@ -212,41 +213,54 @@ class Pipeline:
     # --- stages ---------------------------------------------------------------------------
     def _crawl(self, index: int) -> None:
         task = self.tasks[index]
+        records: list[FileRecord] = []
         for item in walk(task.folder, task.root_id, task.rules):
             if isinstance(item, WalkProblem):
                 with self.stats._lock:
                     self.stats.problems.append(item)
-            else:
-                self.stats.add(found=1)
-                self._put(self._found, (index, item))
+                continue
+            records.append(item)
+            if len(records) == _HANDOFF:
+                self._hand_over(index, records)
+                records = []
+        self._hand_over(index, records)
         self.stats.add(_crawlers_done=1)
         self._put(self._found, (index, _END))
+
+    def _hand_over(self, index: int, records: list[FileRecord]) -> None:
+        if records:
+            self.stats.add(found=len(records))
+            self._put(self._found, (index, records))
 
     def _classify(self) -> None:
         crawling = len(self.tasks)
         while crawling:
-            index, record = self._get(self._found)
-            if record is _END:
+            index, records = self._get(self._found)
+            if records is _END:
                 crawling -= 1
                 continue
-            known: KnownFile | None = self._known[index].get(record.path)
-            if known is None:
-                self.stats.add(new=1)
-                self._put(self._to_decode, record)
-                continue
-            self._seen[index].add(known.id)
-            same = known.size == record.size and known.mtime_ns == record.mtime_ns
-            if same and known.has_vector and known.status in (LIVE, DELETED):
-                if known.status == DELETED:
-                    self.stats.add(restored=1)
-                    self._put(self._to_write, Restored(known.id))
+            known_files, seen = self._known[index], self._seen[index]
+            counts = {"new": 0, "changed": 0, "unchanged": 0, "restored": 0}
+            for record in records:
+                known: KnownFile | None = known_files.get(record.path)
+                if known is None:
+                    counts["new"] += 1
+                    self._put(self._to_decode, record)
+                    continue
+                seen.add(known.id)
+                same = known.size == record.size and known.mtime_ns == record.mtime_ns
+                if same and known.has_vector and known.status in (LIVE, DELETED):
+                    if known.status == DELETED:
+                        counts["restored"] += 1
+                        self._put(self._to_write, Restored(known.id))
+                    else:
+                        counts["unchanged"] += 1
+                elif same and known.status == FAILED and not self.retry_failed:
+                    counts["unchanged"] += 1
                 else:
-                    self.stats.add(unchanged=1)
-            elif same and known.status == FAILED and not self.retry_failed:
-                self.stats.add(unchanged=1)
-            else:
-                self.stats.add(changed=1)
-                self._put(self._to_decode, record)
+                    counts["changed"] += 1
+                    self._put(self._to_decode, record)
+            self.stats.add(**counts)
         for _ in range(self.workers):
             self._put(self._to_decode, _END)
 
