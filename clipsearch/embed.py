@@ -278,7 +278,11 @@ class LazyEmbedder:
         if self._tower_dir is None:
             return
         if self._tower is None:
-            tower = inner.text_tower()
+            try:
+                tower = inner.text_tower()
+            except Exception as exc:  # noqa: BLE001 - an optimisation: never fail a crawl for it
+                log.warning("no fast text path for %s: %s: %s", self.spec, type(exc).__name__, exc)
+                return
             if tower is None:
                 return
             from . import texttower
