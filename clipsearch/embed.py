@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 import numpy as np
 
 from ._memory import return_freed_memory
-from .decode import Preprocess
 from .errors import ClipsearchError
 
 if TYPE_CHECKING:
+    from .decode import Preprocess
     from .texttower import TextTower
 
 log = logging.getLogger("clipsearch")
@@ -158,6 +158,8 @@ class OpenClipEmbedder:
         size = cfg.get("size", getattr(self._model.visual, "image_size", 224))
         if isinstance(size, (tuple, list)):
             size = int(size[0])
+        from .decode import Preprocess
+
         self.preprocess = Preprocess(size=int(size), resize_mode=cfg.get("resize_mode", "shortest"),
                                      interpolation=cfg.get("interpolation", "bicubic"),
                                      fill_color=int(cfg.get("fill_color", 0)))

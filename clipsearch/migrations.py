@@ -7,7 +7,10 @@ schema; never edit one that has shipped.
 
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def m001_create_tables(db: sqlite_utils.Database) -> None:
@@ -40,7 +43,15 @@ def m002_root_options(db: sqlite_utils.Database) -> None:
     db["roots"].add_column("options", str, not_null_default="{}")
 
 
-MIGRATIONS = [m001_create_tables, m002_root_options]
+def m003_status_indexes(db: sqlite_utils.Database) -> None:
+    # `status` counts photos per folder and files not embedded yet. With vectors inline, rows
+    # span pages, and visiting 100k of them took 0.3 s; these indexes answer both alone.
+    db.execute("DROP INDEX IF EXISTS idx_files_status")
+    db.execute("CREATE INDEX idx_files_status_root ON files(status, root_id)")
+    db.execute("CREATE INDEX idx_files_unembedded ON files(status) WHERE vector IS NULL")
+
+
+MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

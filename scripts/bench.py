@@ -43,11 +43,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import clipsearch  # noqa: E402,F401 - first, as in the command: it sets numpy's BLAS threads before numpy loads
+import numpy as np  # noqa: E402
 from clipsearch.config import DEFAULT_EXTENSIONS, load_settings  # noqa: E402
 from clipsearch.decode import DecodeError, ImageMeta, load_image  # noqa: E402
 from clipsearch.library import Library  # noqa: E402
