@@ -158,11 +158,14 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    """erf to within 1.2e-7 (Numerical Recipes' erfc by Chebyshev fitting); numpy has none."""
-    z = np.abs(x).astype(np.float64)
+    """erf to within 4e-7 in float32 (Numerical Recipes' erfc by Chebyshev fitting); numpy has none."""
+    z = np.abs(x)
     t = 1 / (1 + 0.5 * z)
-    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
+    poly = t * 0.17087277 - 0.82215223
+    for c in (1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196, 1.00002368):
+        poly *= t
+        poly += c
+    poly *= t
+    poly -= z * z + 1.26551223
     erfc = t * np.exp(poly)
-    return (np.sign(x) * (1 - erfc)).astype(x.dtype)
+    return np.copysign(1 - erfc, x)
