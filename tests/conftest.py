@@ -3,6 +3,10 @@
 The model is the one thing that is small: an open_clip model built from
 tests/fixtures/tiny-clip.json with seeded random weights, loaded through the same code
 path users take (`--model path/to/config.json:random`).
+
+Tests of what search finds use SHAPES_MODEL instead: a tiny CLIP trained by
+scripts/train_tiny_clip.py on labelled shape photos (tests/shapes.py), loaded as a user's
+local checkpoint, with `shape_photos` / `shape_library` (photos of a seed it never saw).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +24,14 @@ from PIL import Image
 from clipsearch.config import load_settings
 from clipsearch.library import Library
 
+from .shapes import TEST_SEED, ShapePhoto, make_shape_folder
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_MODEL = f"{FIXTURES / 'tiny-clip.json'}:random"
+# Trained to tell 5 colours and 4 shapes apart (scripts/train_tiny_clip.py retrains it).
+SHAPES_CONFIG, SHAPES_CHECKPOINT = FIXTURES / "shapes-clip.json", FIXTURES / "shapes-clip.pt"
+SHAPES_MODEL = f"{SHAPES_CONFIG}:{SHAPES_CHECKPOINT}"
+SHAPES_PER_COMBO = 10
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +120,34 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, **kwargs)
     full_env = {**os.environ, "COLUMNS": "250", **(env or {})}  # wide enough that rich does not wrap
     return subprocess.run([sys.executable, "-m", "clipsearch.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def shape_photos(tmp_path_factory) -> list[ShapePhoto]:
+    """SHAPES_PER_COMBO labelled photos (JPEG and PNG, red-circle-0007.jpg ...) of every colour
+    and shape in tests/shapes.py, drawn with a seed the shapes model was not trained on.
+    Shared by the session: do not change the files."""
+    return make_shape_folder(tmp_path_factory.mktemp("shapes"), SHAPES_PER_COMBO, TEST_SEED)
+
+
+@dataclass(frozen=True)
+class ShapeLibrary:
+    home: Path
+    folder: Path
+    photos: list[ShapePhoto]
+
+
+@pytest.fixture(scope="session")
+def shape_library(tmp_path_factory, shape_photos) -> ShapeLibrary:
+    """A library home in which `clipsearch crawl --model SHAPES_MODEL` indexed shape_photos.
+    Shared by the session: search it, do not crawl or change it."""
+    home = tmp_path_factory.mktemp("shapes-home")
+    folder = shape_photos[0].path.parent
+    with pytest.MonkeyPatch.context() as env:  # a session fixture runs outside _clean_environment
+        for name in list(os.environ):
+            if name.startswith("CLIPSEARCH_"):
+                env.delenv(name)
+        env.setenv("HF_HUB_OFFLINE", "1")
+        result = run_cli("--home", str(home), "crawl", str(folder), "--model", SHAPES_MODEL, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    return ShapeLibrary(home, folder, shape_photos)
