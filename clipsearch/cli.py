@@ -73,7 +73,7 @@ home_option = click.option("--home", type=click.Path(file_okay=False), expose_va
 
 device_option = click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 batch_size_option = click.option("--batch-size", type=int,
-                                 help="Images per model call (default: 32 on CPU, 256 on CUDA).")
+                                 help="Images per model call (default: 16 on CPU, 256 on CUDA).")
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

@@ -31,9 +31,9 @@ _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
 _WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committed together
 _HANDOFF = 256  # records passed from a crawler to the classifier at a time (queues cost ~10 us a hand-off)
-# What decodes running side by side may hold: a 12 MP WebP or PNG (about 150 MB) runs beside
-# reduced-size JPEGs, not beside another one (docs/benchmarks.md, "Where the memory goes").
-_DECODE_BUDGET = 160 << 20
+# What decodes running side by side may hold (estimated at 12 bytes a pixel): a 6 MP PNG runs
+# beside reduced-size JPEGs, a 12 MP WebP or PNG (about 150 MB) alone (docs/benchmarks.md).
+_DECODE_BUDGET = 128 << 20
 
 
 @dataclass(frozen=True)

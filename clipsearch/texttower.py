@@ -126,7 +126,7 @@ def save(folder: str | os.PathLike, config: dict, weights: dict[str, np.ndarray]
     with open(folder / name, "wb") as f:
         for key, array in weights.items():
             array = np.ascontiguousarray(array, dtype=np.float32)
-            f.write(array.tobytes())
+            f.write(memoryview(array).cast("B"))  # no copy: the token embedding alone is 100 MB
             tensors[key] = (start, list(array.shape))
             start += array.size
         f.flush()
