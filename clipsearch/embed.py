@@ -402,8 +402,10 @@ def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
         else:
             _check_named_weights(open_clip, arch, spec.pretrained)
+            local = spec.pretrained is not None and os.path.isfile(spec.pretrained)
             model = open_clip.create_model(arch, pretrained=spec.pretrained, precision=precision,
-                                           device=device, cache_dir=cache, require_pretrained=True)
+                                           device=device, cache_dir=cache, require_pretrained=True,
+                                           force_preprocess_cfg=_published_preprocess(open_clip, arch) if local else None)
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
     except ClipsearchError:
         raise
@@ -428,6 +430,17 @@ def _check_named_weights(open_clip, arch: str, pretrained: str | None) -> None:
                               f"{tags[0] if tags else 'random'} (known: {', '.join(tags) or 'none'})")
     raise ClipsearchError(f"model {arch} has no pretrained weights called {pretrained!r}; "
                           f"known: {', '.join(tags) or 'none'}")
+
+
+def _published_preprocess(open_clip, arch: str) -> dict:
+    """The preprocessing (mean, std, interpolation, resize) that all of arch's published
+    weights share, or {} if they differ. open_clip applies it to weights named by their tag
+    but not to a local file of the same weights: MobileCLIP-S2 would get OpenAI's mean and
+    std instead of its own 0 and 1."""
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    known = {tuple((key, open_clip.get_pretrained_cfg(arch, tag).get(key)) for key in keys)
+             for tag in open_clip.list_pretrained_tags_by_model(arch)}
+    return {key: value for key, value in known.pop() if value is not None} if len(known) == 1 else {}
 
 
 def _unknown_arch(arch: str) -> str:

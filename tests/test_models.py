@@ -63,3 +63,15 @@ def test_an_openai_style_checkpoint_file_alone_is_enough(tmp_path):
     assert library.search(image=photos[1], k=1)[0].path == str(photos[1])
     np.testing.assert_allclose(library.embedder(str(checkpoint)).embed_texts(["a dog"])[0],
                                _text_vector(model, "a dog"), atol=1e-3)
+
+
+def test_a_local_file_of_published_weights_gets_their_preprocessing(tmp_path):
+    # MobileCLIP-S2's weights want mean 0, std 1 and bilinear resizing; open_clip gives a local
+    # file OpenAI's defaults unless told.
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "mobileclip_s2.pt"
+    torch.save(open_clip.create_model("MobileCLIP-S2").state_dict(), checkpoint)
+    embedder = OpenClipEmbedder(f"MobileCLIP-S2:{checkpoint}", device="cpu")
+    assert embedder.preprocess.interpolation == "bilinear"
+    np.testing.assert_allclose(embedder._shift.flatten().numpy(), [0, 0, 0])
+    np.testing.assert_allclose(embedder._scale.flatten().numpy(), [1 / 255] * 3, rtol=1e-6)
