@@ -1,11 +1,14 @@
-"""Keeping a long crawl's resident memory close to what it uses (glibc only; a no-op elsewhere).
+"""Giving memory that a crawl freed back to the system (glibc only; a no-op elsewhere).
 
-glibc serves blocks above a threshold with their own mappings, returned to the system when
-freed; but each time such a block is freed it raises the threshold, up to 32 MB. A crawl
-decodes photos of 8-40 MB in several threads, so after the first few, their buffers come
-from the threads' heaps and stay there: 0.2-0.3 GB of a ViT-B-32 crawl's peak on 2 cores
-(docs/benchmarks.md). Fixing the threshold at 1 MB keeps decode buffers and torch's large
-tensors in mappings of their own.
+glibc keeps freed blocks in its heaps for reuse. After the torch text tower is dropped
+(embed.py), `malloc_trim` hands 150 of its 250 MB back at once.
+
+What this module does not do: fix glibc's mmap threshold for the whole crawl. With
+`MALLOC_MMAP_THRESHOLD_=1048576` in the environment, decode buffers and torch's larger
+tensors get mappings of their own and go back to the system when freed: peak RSS of a
+ViT-B-32-256 crawl falls from about 1.7 to 1.4 GiB, but every model call then page-faults
+its activations in afresh and the crawl is 15-20% slower (docs/benchmarks.md). Users short
+of memory can set it; the default keeps the speed.
 """
 
 from __future__ import annotations
@@ -14,28 +17,13 @@ import ctypes
 import gc
 import sys
 
-_M_MMAP_THRESHOLD = -3
-
-
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None  # musl and others: nothing to tune
-
-
-def map_large_blocks(threshold: int = 1 << 20) -> None:
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
-
 
 def return_freed_memory() -> None:
     """Give memory freed inside the heaps back to the system (glibc otherwise keeps it)."""
     gc.collect()
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # musl and others: nothing to do

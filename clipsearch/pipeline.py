@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 
-from ._memory import map_large_blocks
 from .decode import DecodeError, MemoryBudget, file_hash, load_image
 from .embed import Embedder
 from .scan import FileRecord, ScanRules, WalkProblem, walk
@@ -137,7 +136,6 @@ class Pipeline:
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> CrawlStats:
-        map_large_blocks()  # decode buffers go back to the system when freed (see _memory.py)
         threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
         threads.append(self._thread(self._classify))
         threads += [self._thread(self._decode) for _ in range(self.workers)]
