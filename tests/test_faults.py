@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -101,10 +102,17 @@ def test_the_cli_says_busy_in_one_line_and_exits_non_zero(home, tmp_path):
 
 def test_ctrl_c_mid_crawl_exits_130_keeps_what_was_committed_and_resumes(many_photos, home, make_library,
                                                                           embedder):
-    child = _start_crawl(home, many_photos)
-    _wait_for_commits(child, home)
-    child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=60)
+    # The tiny model crawls 240 photos in a fraction of a second: on a fast run the crawl can
+    # end between the first commit being seen and the signal. Such a run proves nothing
+    # either way, so it is started again (at most three times).
+    for _attempt in range(3):
+        shutil.rmtree(home, ignore_errors=True)
+        child = _start_crawl(home, many_photos)
+        _wait_for_commits(child, home)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+        if child.returncode != 0 or _committed(home) < TOTAL:
+            break
     assert child.returncode == 130
     assert "interrupted" in stderr and "Traceback" not in stderr
     committed = _committed(home)
