@@ -118,18 +118,7 @@ class _Connection:
 
     @contextmanager
     def atomic(self):
-        """One transaction; a nested block becomes a savepoint inside it."""
-        if self.conn.in_transaction:
-            self.conn.execute("SAVEPOINT nested")
-            try:
-                yield self
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK TO SAVEPOINT nested")
-                    self.conn.execute("RELEASE SAVEPOINT nested")
-                raise
-            self.conn.execute("RELEASE SAVEPOINT nested")
-            return
+        """One transaction (not nested: no caller needs it, and BEGIN inside one fails loudly)."""
         self.conn.execute("BEGIN")
         try:
             yield self
