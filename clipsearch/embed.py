@@ -165,7 +165,6 @@ class OpenClipEmbedder:
                                      interpolation=cfg.get("interpolation", "bicubic"),
                                      fill_color=int(cfg.get("fill_color", 0)))
         self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        self._dtype_name = "fp16" if self.device.startswith("cuda") else "fp32"
         mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
         std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
         # Fold /255 and the normalisation into one multiply-add on the device.
@@ -209,8 +208,10 @@ class OpenClipEmbedder:
         wanted = self.embed_texts(_PROBES)
         got = tower.embed_texts(_PROBES)
         tokens_match = np.array_equal(tower.tokenize(_PROBES), self._tokenizer(_PROBES).numpy())
+        import torch
+
         # fp16 weights on a GPU round to about 1e-3; the numpy tower computes in fp32.
-        tolerance = 1e-4 if self._dtype_name == "fp32" else 5e-3
+        tolerance = 1e-4 if self._dtype == torch.float32 else 5e-3
         difference = float(np.abs(wanted - got).max())
         if not tokens_match or difference > tolerance:
             log.warning("no fast text path for %s: it differs from the torch model (tokens equal: %s, "
