@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from . import embed as embed_mod
-from ._lock import WriteLock
+from .catalog.lock import WriteLock
 from .config import Settings
 from .errors import ClipsearchError
 from .index import Forest, Manifest, build_forest, read_manifest
 from .scan import ScanRules
 from .search import SearchResult, rank
-from .store import FileRow, Root, Store, _is_under
+from .catalog.store import FileRow, Root, Store, _is_under
 
 if TYPE_CHECKING:
     from .pipeline import CrawlStats, CrawlTask

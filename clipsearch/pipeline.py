@@ -24,7 +24,7 @@ import numpy as np
 from .decode import DecodeError, MemoryBudget, file_hash, load_image
 from .embed import Embedder
 from .scan import FileRecord, ScanRules, WalkProblem, walk
-from .store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
+from .catalog.store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
     from .library import CrawlReport, LibraryStatus
     from .pipeline import CrawlStats
     from .search import SearchResult
-    from .store import FileRow
+    from .catalog.store import FileRow
 
 
 def human_size(size: int | None) -> str:

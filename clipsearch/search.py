@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .index import Forest, exact_top
-from .store import Store
+from .catalog.store import Store
 
 
 @dataclass(frozen=True)

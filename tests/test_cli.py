@@ -162,7 +162,7 @@ def test_the_model_setting_only_chooses_the_model_of_a_new_library(indexed, home
 def test_status_reads_a_catalog_made_by_an_older_schema(home, tmp_path):
     import sqlite_utils
 
-    from clipsearch.migrations import m001_create_tables
+    from clipsearch.catalog.migrations import m001_create_tables
 
     home.mkdir(parents=True)
     db = sqlite_utils.Database(home / "catalog.db")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.store import Store
+from clipsearch.catalog.store import Store
 
 from .conftest import make_photo, make_photos
 

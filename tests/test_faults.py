@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from clipsearch._lock import WriteLock
+from clipsearch.catalog.lock import WriteLock
 from clipsearch.errors import LibraryBusy
 
 from .conftest import TINY_MODEL, make_photo, run_cli

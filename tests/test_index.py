@@ -14,7 +14,7 @@ import pytest
 
 from clipsearch.index import Forest, build_forest, exact_top, read_manifest
 from clipsearch.scan import FileRecord
-from clipsearch.store import Embedded, Store
+from clipsearch.catalog.store import Embedded, Store
 from clipsearch.decode import ImageMeta
 
 from .conftest import make_photos

@@ -58,7 +58,7 @@ def migrate(db: sqlite_utils.Database) -> int:
     """Apply every migration the catalog has not had yet; returns the schema version."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        from .errors import ClipsearchError
+        from ..errors import ClipsearchError
 
         raise ClipsearchError(
             f"this catalog has schema version {version}, newer than this clipsearch "

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..scan import FileRecord
 from .migrations import MIGRATIONS, migrate
-from .scan import FileRecord
 
 if TYPE_CHECKING:
-    from .decode import ImageMeta  # Pillow: not imported for status and text searches
+    from ..decode import ImageMeta  # Pillow: not imported for status and text searches
 
 LIVE, DELETED, FAILED = "live", "deleted", "failed"
 _META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model", "gps_lat", "gps_lon")
