@@ -31,28 +31,36 @@ class _Group(click.Group):
 
 
 def _library(ctx: click.Context, log: bool = False, **flags):
-    """The Library for this command; `log`: a command that changes it leaves a trace in
-    HOME/clipsearch.log."""
+    """The Library for this command, which leaves a trace in HOME/clipsearch.log: of what it
+    changes if `log`, of problems always."""
     from .library import Library
 
     library = Library(load_settings(ctx.obj["home"], **flags))
-    if log:
-        _log_to_home(library)
+    _log_to_home(library, "INFO" if log else "WARNING")
     return library
 
 
-def _log_to_home(library) -> None:
+def _log_to_home(library, level: str) -> None:
     import logging
     from logging.handlers import RotatingFileHandler
 
+    class QuietHandler(RotatingFileHandler):
+        def handleError(self, record):  # noqa: N802 - a read-only or full library folder: no log, no noise
+            pass
+
     # delay: the file is created on the first message, so a refused command writes nothing.
-    handler = RotatingFileHandler(library.settings.home / "clipsearch.log", maxBytes=2_000_000, backupCount=2,
-                                  encoding="utf-8", delay=True)
+    handler = QuietHandler(library.settings.home / "clipsearch.log", maxBytes=2_000_000, backupCount=2,
+                           encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("clipsearch")
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
     logger.propagate = False
+
+
+def _notices(library) -> None:
+    for notice in library.take_notices():
+        click.secho(f"note: {notice}", fg="yellow", err=True)
 
 
 def _console(stderr: bool = False):
@@ -166,6 +174,7 @@ def search(ctx, text, image, k, as_json, paths_only, exact, device):
         from .render import results_table
 
         _console().print(results_table(results))
+    _notices(library)
 
 
 @cli.command()
@@ -232,6 +241,25 @@ def reembed(ctx, model, **flags):
     with CrawlProgress(_console(stderr=True), loading="loading the model") as progress:
         report = library.reembed(model, on_progress=progress.crawl, on_index=progress.index)
     _console().print(crawl_summary(report))
+
+
+@cli.command()
+@home_option
+@click.pass_context
+def repair(ctx):
+    """Check the catalog and recover a damaged one.
+
+    A sound catalog only gets its search index checked (and rebuilt if need be). A damaged
+    one is set aside as catalog.damaged-TIME.db and what can be read of it (folders, the
+    model, photos and their vectors) goes into a new catalog; `clipsearch crawl` then
+    embeds the photos that were lost.
+    """
+    from .render import CrawlProgress, repair_summary
+
+    library = _library(ctx, log=True)
+    with CrawlProgress(_console(stderr=True)) as progress:
+        report = library.repair(on_index=progress.index)
+    _console().print(repair_summary(report))
 
 
 def main() -> None:

@@ -144,9 +144,9 @@ def load_image(path: str, prep: Preprocess, max_pixels: int,
         text = str(exc)
         if "truncated" in text or "broken data stream" in text or "image file is" in text:
             raise DecodeError(f"truncated or corrupt image data ({text})") from None
-        raise DecodeError(f"could not decode: {text}") from None
+        raise DecodeError(f"corrupt or unsupported image data ({text})") from None
     except Exception as exc:  # noqa: BLE001 - bad bytes raise all sorts (SyntaxError, struct.error, ...)
-        raise DecodeError(f"could not decode: {type(exc).__name__}: {exc}") from None
+        raise DecodeError(f"corrupt or unsupported image data ({type(exc).__name__}: {exc})") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -6,20 +6,34 @@ A build writes `forest-<generation>.ann` and `ids-<generation>.npy` under tempor
 renames them into place, and then replaces `manifest.json`, which names the generation in
 use. A build that dies part-way leaves the previous manifest, and so the previous forest,
 in charge.
+
+Annoy trusts its file: garbage in it aborts or crashes the process. So the manifest records
+each file's size and SHA-256, and the size, mtime, inode and ctime it had when the build
+finished. A file whose stat still matches has not been written since (any write or
+replacement changes its ctime) and is loaded at once; any other is hashed first, and one
+that does not match is never loaded (ForestDamaged).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from .errors import ClipsearchError
+
 MANIFEST = "manifest.json"
+
+
+class ForestDamaged(ClipsearchError):
+    """The index folder's files cannot be trusted; searches score exactly until a rebuild."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,12 @@ class Manifest:
     forest: str | None  # file names inside the index folder; None for an empty library
     ids: str | None
     built_at: float
+    # What the forest is tied to: the catalog's id and the token of its write `built_seq`
+    # (None in manifests written before they were recorded: such a forest is rebuilt).
+    catalog_id: str | None = None
+    built_token: str | None = None
+    # file name -> {"size", "sha256", "stat": [mtime_ns, inode, ctime_ns]} when the build ended
+    files: dict = field(default_factory=dict)
 
 
 def trees_for(count: int) -> int:
@@ -48,23 +68,45 @@ def search_k_for(n: int, trees: int) -> int:
 
 
 def read_manifest(index_dir: Path) -> Manifest | None:
+    """The manifest, or None if there is none; ForestDamaged if it cannot be read."""
+    path = index_dir / MANIFEST
     try:
-        data = json.loads((index_dir / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
         return Manifest(**data)
-    except (OSError, ValueError, TypeError):
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ForestDamaged(f"{path} cannot be read ({type(exc).__name__})") from None
+
+
+def forest_bytes(count: int, dim: int, trees: int) -> int:
+    """About what a build of count vectors needs on disk at its peak (Annoy grows its file by
+    1.3x steps; a node is 12 + 4*dim bytes; trees add about 4/(dim+2) nodes per item each)."""
+    nodes = count * (1 + 4 * trees / (dim + 2)) + 2 * trees
+    return int(1.3 * nodes * (12 + 4 * dim)) + 8 * count + (1 << 20)
 
 
 def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: int,
                  chunks: Iterable[tuple[np.ndarray, np.ndarray]],
-                 progress: Callable[[int, int], None] | None = None) -> Manifest:
-    """Build a forest over `chunks` of (ids, vectors) holding `count` rows and make it current."""
+                 progress: Callable[[int, int], None] | None = None,
+                 catalog_id: str | None = None, built_token: str | None = None) -> Manifest:
+    """Build a forest over `chunks` of (ids, vectors) holding `count` rows and make it current.
+    `catalog_id` and `built_token` tie it to the catalog state it is built from."""
     from annoy import AnnoyIndex
 
     index_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_manifest(index_dir)
-    generation = (previous.generation if previous else 0) + 1
+    try:
+        previous = read_manifest(index_dir)
+    except ForestDamaged:
+        previous = None
     trees = trees_for(count)
+    needed, free = forest_bytes(count, dim, trees), shutil.disk_usage(index_dir).free
+    if needed > free:
+        # Annoy writes its file through a memory map: running out of space there kills the
+        # process with SIGBUS instead of raising. Refuse up front.
+        raise OSError(28, f"the index needs about {needed >> 20} MB and {free >> 20} MB are free",
+                      str(index_dir))
+    generation = (previous.generation if previous else 0) + 1
     forest_name, ids_name = f"forest-{generation}.ann", f"ids-{generation}.npy"
     tmp_forest = index_dir / f"{forest_name}.tmp"
     ids: list[np.ndarray] = []
@@ -84,14 +126,17 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
                 progress(added, count)
         forest.build(trees, n_jobs=-1)
         forest.unload()
+        os.chmod(tmp_forest, 0o666 & ~_umask())  # Annoy creates it 0600 whatever the umask
         os.replace(tmp_forest, index_dir / forest_name)
         id_array = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         tmp_ids = index_dir / f"{ids_name}.tmp"
         with open(tmp_ids, "wb") as handle:
             np.save(handle, id_array)
         os.replace(tmp_ids, index_dir / ids_name)
+    files = {name: _describe(index_dir / name) for name in (forest_name, ids_name) if added}
     manifest = Manifest(generation, model, dim, added, built_seq, trees,
-                        forest_name if added else None, ids_name if added else None, time.time())
+                        forest_name if added else None, ids_name if added else None, time.time(),
+                        catalog_id, built_token, files)
     tmp_manifest = index_dir / f"{MANIFEST}.tmp"
     tmp_manifest.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
     os.replace(tmp_manifest, index_dir / MANIFEST)
@@ -102,6 +147,56 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
         keep |= {previous.forest, previous.ids}
     _remove_stale_files(index_dir, keep)
     return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "sha256": _sha256(path), "stat": _stat_key(st)}
+
+
+def verify_files(index_dir: Path, manifest: Manifest, may_hash: bool = True) -> None:
+    """Raise ForestDamaged unless the manifest's files are those its build wrote: same stat
+    (cheap), or else, if may_hash, the same size and SHA-256 (a copied or restored index)."""
+    for name in (manifest.forest, manifest.ids):
+        expected = manifest.files.get(name) if name else None
+        if name is None or not expected:
+            raise ForestDamaged("the manifest does not describe its files")
+        path = index_dir / name
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise ForestDamaged(f"{name} is {'missing' if isinstance(exc, FileNotFoundError) else 'unreadable'}") \
+                from None
+        if st.st_size != expected["size"]:
+            raise ForestDamaged(f"{name} has {st.st_size} bytes, not {expected['size']}")
+        if _stat_key(st) == expected["stat"]:
+            continue
+        if not may_hash:
+            raise ForestDamaged(f"{name} was changed after its build")
+        try:
+            matches = _sha256(path) == expected["sha256"]
+        except OSError:
+            matches = False
+        if not matches:
+            raise ForestDamaged(f"{name} does not match its checksum")
 
 
 def _remove_stale_files(index_dir: Path, keep: set[str]) -> None:
@@ -117,25 +212,26 @@ class Forest:
     """A loaded (memory-mapped) forest; maps Annoy items back to catalog file ids."""
 
     def __init__(self, index_dir: Path, manifest: Manifest):
+        """Load the files `manifest` names, checked first (verify_files); ForestDamaged if they
+        are not what the build wrote, OSError if they vanish meanwhile."""
         from annoy import AnnoyIndex
 
+        verify_files(index_dir, manifest)
         self.manifest = manifest
+        try:
+            ids = np.load(index_dir / manifest.ids, allow_pickle=False)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - bad bytes raise ValueError, EOFError, ...
+            raise ForestDamaged(f"{manifest.ids} is not an id array ({type(exc).__name__})") from None
+        if ids.dtype != np.int64 or ids.shape != (manifest.count,):
+            raise ForestDamaged(f"{manifest.ids} holds {ids.dtype} {ids.shape}, not {manifest.count} ids")
+        self._ids = ids
         self._index = AnnoyIndex(manifest.dim, "angular")
         self._index.load(str(index_dir / manifest.forest))
-        self._ids = np.load(index_dir / manifest.ids)
-
-    @classmethod
-    def open(cls, index_dir: Path) -> "Forest | None":
-        """The current forest, or None if there is none (the caller then scores exactly)."""
-        for _attempt in range(2):
-            manifest = read_manifest(index_dir)
-            if manifest is None or manifest.forest is None:
-                return None
-            try:
-                return cls(index_dir, manifest)
-            except OSError:
-                continue  # replaced under our feet by a build: read the manifest again
-        return None
+        if self._index.get_n_items() != manifest.count:
+            raise ForestDamaged(f"{manifest.forest} holds {self._index.get_n_items()} items, "
+                                f"not {manifest.count}")
 
     def query(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n nearest (file ids, cosine similarities), best first."""

@@ -6,8 +6,10 @@ and return plain values and dataclasses; nothing here prints.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -15,10 +17,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from . import embed as embed_mod
+from .catalog.faults import storage_error
 from .catalog.lock import WriteLock
+from .catalog.repair import Recovery
 from .config import Settings
 from .errors import ClipsearchError
-from .index import Forest, Manifest, build_forest, read_manifest
+from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .scan import ScanRules
 from .search import SearchResult, rank
 from .catalog.store import FileRow, Root, Store, _is_under
@@ -37,6 +41,16 @@ class CrawlReport:
 
 
 @dataclass
+class RepairReport:
+    problems: list[str]  # what the integrity check found ([] for a sound catalog)
+    kept: Path | None  # where the damaged catalog was set aside
+    recovery: Recovery | None  # what was brought over from it
+    photos_before: int | None  # searchable photos the old index held, if it could be read
+    manifest: Manifest | None
+    rebuilt: bool
+
+
+@dataclass
 class LibraryStatus:
     home: Path
     model: str | None
@@ -46,6 +60,25 @@ class LibraryStatus:
     manifest: Manifest | None
     pending: int  # rows written since the forest was built (scored exactly until the next build)
     catalog_bytes: int
+    index_problem: str | None = None  # why the forest is not used, if it is not
+
+
+def _storage_guard(method):
+    """Storage failures (a damaged catalog, a read-only folder, a full disk) leave a Library
+    method as one ClipsearchError with a message to act on; the log keeps the detail."""
+
+    @functools.wraps(method)
+    def guarded(self: "Library", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            error = storage_error(exc, self.settings.home)
+            if error is None:
+                raise
+            log.error("%s", error, exc_info=exc)
+            raise error from exc
+
+    return guarded
 
 
 class Library:
@@ -55,6 +88,8 @@ class Library:
         self.settings = settings
         self._embedder = embedder
         self._forest: Forest | None = None  # kept between searches while its generation is current
+        self._notices: list[str] = []  # for the faces to show: each said once per Library
+        self._said: set[str] = set()
 
     # --- model ----------------------------------------------------------------------------
     def _model_for(self, store: Store | None, asked: str | None = None) -> str:
@@ -89,6 +124,7 @@ class Library:
         return store
 
     # --- crawl ----------------------------------------------------------------------------
+    @_storage_guard
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None,
               exclude: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
               include_hidden: bool | None = None, follow_symlinks: bool | None = None,
@@ -179,21 +215,43 @@ class Library:
 
     # --- index ----------------------------------------------------------------------------
     def _refresh_index(self, store: Store, on_index) -> tuple[Manifest | None, bool]:
-        manifest = read_manifest(self.settings.index_dir)
-        model = store.get_meta("model")
+        """Build the forest unless the current one is sound and built from this catalog as it
+        is now."""
         if store.get_meta("dim") is None:
             return None, False  # nothing embedded yet
-        if manifest and manifest.built_seq == store.max_seq() and manifest.model == model:
-            return manifest, False
+        try:
+            manifest = read_manifest(self.settings.index_dir)
+            if manifest and manifest.built_seq == store.max_seq() and self._forest_problem(store, manifest) is None:
+                # A writer does not hash: a file changed since its build is rebuilt instead.
+                verify_files(self.settings.index_dir, manifest, may_hash=False)
+                return manifest, False
+        except ForestDamaged as exc:
+            log.warning("index not usable (%s): rebuilding it", exc)
         return self._build(store, on_index), True
 
     def _build(self, store: Store, on_index) -> Manifest:
         dim = int(store.get_meta("dim"))
-        built_seq = store.max_seq()  # read first: rows written during the build count as fresh
+        # Read first: rows written during the build count as fresh.
+        catalog_id, built_seq, token = store.identity()
         count = store.live_count()
         return build_forest(self.settings.index_dir, store.get_meta("model"), dim, built_seq, count,
-                            store.iter_live_vectors(dim), on_index)
+                            store.iter_live_vectors(dim), on_index, catalog_id=catalog_id, built_token=token)
 
+    def _forest_problem(self, store: Store, manifest: Manifest) -> str | None:
+        """Why this forest must not answer for this catalog, or None if it may. Rows are
+        named by id: a forest of another catalog, or of another history of this one (a
+        backup restored), would name the wrong photos."""
+        if manifest.catalog_id is None or manifest.built_token is None:
+            return "it was built by an older clipsearch"
+        if manifest.catalog_id != store.get_meta("catalog_id"):
+            return "it was built from another catalog"
+        if store.write_token(manifest.built_seq) != manifest.built_token:
+            return "the catalog has changed in a way the index does not know (replaced or restored)"
+        if manifest.model != store.get_meta("model") or str(manifest.dim) != store.get_meta("dim"):
+            return "it was built for another model"
+        return None
+
+    @_storage_guard
     def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> Manifest:
         """Build the forest again from the catalog's live vectors."""
         with WriteLock(self.settings.home):
@@ -205,6 +263,7 @@ class Library:
             finally:
                 store.close()
 
+    @_storage_guard
     def reembed(self, model: str, on_progress=None, on_index=None) -> CrawlReport:
         """Switch the library to another model: forget every vector and embed every photo again."""
         spec = embed_mod.canonical(model)
@@ -220,7 +279,45 @@ class Library:
                 store.close()
         return self.crawl(on_progress=on_progress, on_index=on_index)
 
+    @_storage_guard
+    def repair(self, on_index: Callable[[int, int], None] | None = None) -> RepairReport:
+        """Check the catalog; if it is damaged, set it aside and recover what can be read into a
+        new one (the same model, folders and vectors, less what was lost), then make the index
+        match. A sound catalog only gets its index checked (and rebuilt if need be)."""
+        from .catalog import repair as repair_mod
+
+        catalog = self.settings.catalog_path
+        if not catalog.is_file():
+            raise ClipsearchError(f"there is no catalog at {catalog} to repair")
+        with WriteLock(self.settings.home):
+            problems = repair_mod.check(catalog)
+            kept = recovery = old = None
+            if problems:
+                log.warning("catalog damaged: %s", "; ".join(problems))
+                try:
+                    old = read_manifest(self.settings.index_dir)
+                except ForestDamaged:
+                    pass
+                kept = repair_mod.set_aside(catalog)
+                store = Store(catalog)
+                try:
+                    recovery = repair_mod.recover(kept, store, (old.model, old.dim) if old else None)
+                except BaseException:
+                    store.close()
+                    raise
+                log.info("repair: %d photos recovered with vectors, %d rows lost, damaged copy at %s",
+                         recovery.with_vector, recovery.unreadable, kept)
+            else:
+                store = Store(catalog)
+            try:
+                manifest, rebuilt = self._refresh_index(store, on_index)
+            finally:
+                store.close()
+        self._forest = None
+        return RepairReport(problems, kept, recovery, old.count if old else None, manifest, rebuilt)
+
     # --- queries --------------------------------------------------------------------------
+    @_storage_guard
     def search(self, text: str | None = None, image: str | os.PathLike | None = None, k: int = 10,
                exact: bool = False) -> list[SearchResult]:
         """The k best live photos for a text, an example image, or both (their vectors averaged)."""
@@ -236,23 +333,45 @@ class Library:
                 raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
             embedder = self.embedder(spec)
             query = self._query_vector(embedder, text, image)
-            forest = self._current_forest()
-            if forest and (forest.manifest.model != spec or forest.manifest.dim != dim):
-                forest = None  # built for another model: everything is scored exactly until a rebuild
-            return rank(store, forest, query, k, dim, exact=exact)
+            return rank(store, None if exact else self._current_forest(store), query, k, dim, exact=exact)
         finally:
             store.close()
 
-    def _current_forest(self) -> Forest | None:
-        """The forest the manifest names, reused from the last search when it still is: a
-        fresh memory map pays a page fault for every node a query touches (18 ms instead of
-        4.5 ms per query at 100k photos)."""
-        manifest = read_manifest(self.settings.index_dir)
-        if manifest is None or manifest.forest is None:
-            self._forest = None
-        elif self._forest is None or self._forest.manifest != manifest:
-            self._forest = Forest.open(self.settings.index_dir)
-        return self._forest
+    def _current_forest(self, store: Store, retry: bool = True) -> Forest | None:
+        """The forest the manifest names if it may answer for this catalog, else None (every
+        photo is then scored exactly, and a notice says why). It is reused from the last
+        search while it is current: a fresh memory map pays a page fault for every node a
+        query touches (18 ms instead of 4.5 ms per query at 100k photos)."""
+        manifest = None
+        try:
+            manifest = read_manifest(self.settings.index_dir)
+            if manifest is None or manifest.forest is None:
+                self._forest = None
+                return None
+            problem = self._forest_problem(store, manifest)
+            if problem:
+                raise ForestDamaged(problem)
+            if self._forest is None or self._forest.manifest != manifest:
+                self._forest = None
+                self._forest = Forest(self.settings.index_dir, manifest)
+            return self._forest
+        except (ForestDamaged, OSError) as exc:
+            if retry and self._forest is None and _quietly(read_manifest, self.settings.index_dir) != manifest:
+                return self._current_forest(store, retry=False)  # replaced under our feet by a build
+            self._notice(f"the search index is not used ({exc}): every photo is scored exactly until "
+                         "the next crawl or `clipsearch rebuild` replaces it")
+            log.warning("index not used: %s", exc)
+            return None
+
+    def _notice(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self._notices.append(text)
+
+    def take_notices(self) -> list[str]:
+        """Things worth telling the user (an index not used, and why), each once."""
+        notices, self._notices = self._notices, []
+        return notices
 
     def _query_vector(self, embedder: embed_mod.Embedder, text: str | None, image) -> np.ndarray:
         parts = []
@@ -272,23 +391,36 @@ class Library:
         vector = np.sum(parts, axis=0)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
+    @_storage_guard
     def status(self) -> LibraryStatus:
         store = Store.open_existing(self.settings.catalog_path)
-        manifest = read_manifest(self.settings.index_dir)
-        if store is None:
-            return LibraryStatus(self.settings.home, None, None, [], {}, manifest, 0, 0)
+        problem = None
         try:
+            manifest = read_manifest(self.settings.index_dir)
+        except ForestDamaged as exc:
+            manifest, problem = None, str(exc)
+        if store is None:
+            return LibraryStatus(self.settings.home, None, None, [], {}, manifest, 0, 0, problem)
+        try:
+            if manifest and manifest.forest:
+                try:
+                    problem = self._forest_problem(store, manifest)
+                    if problem is None:
+                        verify_files(self.settings.index_dir, manifest)
+                except ForestDamaged as exc:
+                    problem = str(exc)
             per_root = store.root_counts()
             roots = [(r, per_root.get(r.id, 0)) for r in store.roots()]
             dim = store.get_meta("dim")
-            built = manifest.built_seq if manifest else 0
+            built = manifest.built_seq if manifest and not problem else 0
             pending = store.count_changed_since(built)
             size = sum(p.stat().st_size for p in self.settings.home.glob("catalog.db*"))
             return LibraryStatus(self.settings.home, store.get_meta("model"), int(dim) if dim else None, roots,
-                                 store.counts_by_status(), manifest, pending, size)
+                                 store.counts_by_status(), manifest, pending, size, problem)
         finally:
             store.close()
 
+    @_storage_guard
     def errors(self, limit: int | None = None) -> list[FileRow]:
         store = Store.open_existing(self.settings.catalog_path)
         if store is None:
@@ -297,6 +429,14 @@ class Library:
             return store.failed_files(limit)
         finally:
             store.close()
+
+
+def _quietly(read, *args):
+    """read(*args), or None if it raises ForestDamaged."""
+    try:
+        return read(*args)
+    except ForestDamaged:
+        return None
 
 
 def _log_crawl(stats: CrawlStats) -> None:

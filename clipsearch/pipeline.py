@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._quiet import decoder_chatter_to_log
 from .decode import DecodeError, MemoryBudget, file_hash, load_image
 from .embed import Embedder
 from .scan import FileRecord, ScanRules, WalkProblem, walk
@@ -57,6 +58,7 @@ class CrawlStats:
     restored: int = 0
     deleted: int = 0
     problems: list[WalkProblem] = field(default_factory=list)
+    decoder_messages: int = 0  # warnings and errors of image libraries, sent to the log
     crawlers: int = 0
     _crawlers_done: int = 0
     loading_model: bool = False
@@ -143,9 +145,11 @@ class Pipeline:
         writer = self._thread(self._write)
         threads.append(writer)
         try:
-            while any(t.is_alive() for t in threads):
-                writer.join(0.1)
-                self._tick()
+            with decoder_chatter_to_log() as chatter:
+                while any(t.is_alive() for t in threads):
+                    writer.join(0.1)
+                    self._tick()
+                self.stats.decoder_messages = chatter.count
         except BaseException:
             # Ctrl-C: the writer finishes the transaction in hand, everything else stops. A
             # thread busy loading the model is not waited for (daemon threads die with us).

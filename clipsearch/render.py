@@ -15,7 +15,7 @@ from rich.table import Table
 from .errors import ClipsearchError
 
 if TYPE_CHECKING:  # `status` and `search` should not pay for importing the crawl's modules
-    from .library import CrawlReport, LibraryStatus
+    from .library import CrawlReport, LibraryStatus, RepairReport
     from .pipeline import CrawlStats
     from .search import SearchResult
     from .catalog.store import FileRow
@@ -108,7 +108,28 @@ def crawl_summary(report: CrawlReport) -> Table:
         table.add_row("index", f"{report.manifest.count} photos, {state}")
     if s.problems:
         table.add_row("folders or files not readable", str(len(s.problems)), style="yellow")
+    if s.decoder_messages:
+        table.add_row("image decoder warnings (in clipsearch.log)", str(s.decoder_messages))
     return table
+
+
+def repair_summary(report: RepairReport) -> str:
+    index = (f"index: {report.manifest.count} photos, {'rebuilt' if report.rebuilt else 'sound'}"
+             if report.manifest else "index: nothing to index yet")
+    r = report.recovery
+    if r is None:
+        return f"the catalog is sound (integrity check: ok); {index}"
+    lines = [f"the catalog was damaged ({report.problems[0]}); it is kept as {report.kept}",
+             f"recovered: {r.files} files ({r.with_vector} searchable photos with their vectors) "
+             f"in {r.roots} folders, model {r.model or 'unknown'}"]
+    lost = max(r.unreadable, (report.photos_before or 0) - r.with_vector) + r.vectors_dropped
+    if lost:
+        before = f" of the {report.photos_before} the old index held" if report.photos_before else ""
+        lines.append(f"lost: about {lost} photos{before}: run `clipsearch crawl` to index them again")
+    if not r.roots:
+        lines.append("the list of folders was lost: run `clipsearch crawl FOLDER` for each of your folders")
+    lines.append(index)
+    return "\n".join(lines)
 
 
 def results_table(results: Sequence[SearchResult]) -> Table:
@@ -140,7 +161,10 @@ def status_view(status: LibraryStatus) -> Table:
     table.add_row("photos", f"{c.get('live', 0)} live, {c.get('failed', 0)} failed, {c.get('deleted', 0)} deleted"
                   + (f", {c['unembedded']} waiting to be embedded" if c.get("unembedded") else ""))
     m = status.manifest
-    if m is None:
+    if status.index_problem:
+        table.add_row("index", f"not used: {status.index_problem} (searches score every photo exactly; "
+                               "the next crawl or `clipsearch rebuild` replaces it)", style="yellow")
+    elif m is None:
         table.add_row("index", "not built yet (searches score every photo exactly)")
     else:
         built = _dt.datetime.fromtimestamp(m.built_at).strftime("%Y-%m-%d %H:%M")

@@ -14,9 +14,11 @@ text tower fails the check at export and keeps the torch path.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -121,16 +123,24 @@ def save(folder: str | os.PathLike, config: dict, weights: dict[str, np.ndarray]
     what `load` reads), then the files of any older tower are removed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    needed = sum(np.asarray(array).size * 4 for array in weights.values())
+    if shutil.disk_usage(folder).free < 2 * needed:
+        # An optimisation must not take the space the catalog needs for the crawl.
+        raise OSError(errno.ENOSPC, f"{needed >> 20} MB needed, keeping the free space for the catalog", str(folder))
     name = f"text-tower-{uuid.uuid4().hex[:12]}.f32"
     tensors, start = {}, 0
-    with open(folder / name, "wb") as f:
-        for key, array in weights.items():
-            array = np.ascontiguousarray(array, dtype=np.float32)
-            f.write(memoryview(array).cast("B"))  # no copy: the token embedding alone is 100 MB
-            tensors[key] = (start, list(array.shape))
-            start += array.size
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(folder / name, "wb") as f:
+            for key, array in weights.items():
+                array = np.ascontiguousarray(array, dtype=np.float32)
+                f.write(memoryview(array).cast("B"))  # no copy: the token embedding alone is 100 MB
+                tensors[key] = (start, list(array.shape))
+                start += array.size
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        (folder / name).unlink(missing_ok=True)
+        raise
     description = {**config, "format": FORMAT, "file": name, "floats": start, "tensors": tensors}
     temporary = folder / f"{DESCRIPTION}.{name}.tmp"
     temporary.write_text(json.dumps(description, indent=1), encoding="utf-8")

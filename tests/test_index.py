@@ -129,7 +129,7 @@ def test_an_index_build_that_dies_leaves_the_previous_forest_usable(tmp_path):
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert read_manifest(home / "index") == first
-    forest = Forest.open(home / "index")
+    forest = Forest(home / "index", first)
     reader = Store(home / "catalog.db", readonly=True)
     ids, vectors = next(reader.iter_live_vectors(dim))
     found, scores = forest.query(vectors[5], 1)

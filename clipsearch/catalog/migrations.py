@@ -51,7 +51,19 @@ def m003_status_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_files_unembedded ON files(status) WHERE vector IS NULL")
 
 
-MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes]
+def m004_catalog_identity(db: sqlite_utils.Database) -> None:
+    # A forest is served only against the catalog, and the write, it was built from: the
+    # catalog gets an id of its own, and every write sequence number a random token (a
+    # catalog made anew, or restored from a backup, reuses numbers but not tokens).
+    import secrets
+
+    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('catalog_id', ?)", [secrets.token_hex(16)])
+    db.execute("CREATE TABLE writes (seq INTEGER PRIMARY KEY, token TEXT NOT NULL)")
+    db.execute("INSERT INTO writes(seq, token) SELECT coalesce(max(seq), 0), ? FROM files",
+               [secrets.token_hex(8)])
+
+
+MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

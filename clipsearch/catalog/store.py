@@ -9,6 +9,7 @@ at, so a search knows which rows changed after the build.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..scan import FileRecord
+from .faults import LibraryReadOnly, is_writable, no_space_left
 from .migrations import MIGRATIONS, migrate
 
 if TYPE_CHECKING:
@@ -135,11 +137,13 @@ class _Connection:
 class Store:
     """One connection to the catalog. Not shared between threads: each thread opens its own."""
 
-    def __init__(self, path: str | Path, readonly: bool = False):
+    def __init__(self, path: str | Path, readonly: bool = False, immutable: bool = False):
         self.path = Path(path)
         if readonly:
-            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False,
-                                   isolation_level=None)
+            # immutable: no locks and no -shm file, for a folder that cannot be written (a
+            # read-only mount, another user's folder, a full disk) where no writer can run.
+            uri = f"{self.path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -161,14 +165,25 @@ class Store:
         the first crawl has only just created the file)."""
         if not Path(path).is_file():
             return None
-        store = cls(path, readonly=True)
-        version = store.db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            store = cls(path, readonly=True)
+            version = store.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError:
+            # A WAL database needs its -shm file, which a reader cannot create in a folder it
+            # cannot write to, or on a full disk: read the file as it is instead.
+            if is_writable(Path(path).parent) and not no_space_left(Path(path).parent):
+                raise
+            store = cls(path, readonly=True, immutable=True)
+            version = store.db.execute("PRAGMA user_version").fetchone()[0]
         if version < 1:
             store.close()
             return None
         if version < len(MIGRATIONS):
             # Made by an older clipsearch: bring the schema up to date before reading.
             store.close()
+            if not is_writable(Path(path).parent):
+                raise LibraryReadOnly(f"the catalog at {path} was made by an older clipsearch and must be "
+                                      "upgraded once where its folder can be written (run `clipsearch status` there)")
             cls(path).close()
             store = cls(path, readonly=True)
         return store
@@ -233,7 +248,10 @@ class Store:
 
     # --- the crawl's writes ---------------------------------------------------------------
     def next_seq(self) -> int:
-        return (self.db.execute("SELECT max(seq) FROM files").fetchone()[0] or 0) + 1
+        """The sequence number of the write transaction in progress, with a token of its own."""
+        seq = max(self.max_seq(), self.db.execute("SELECT coalesce(max(seq), 0) FROM writes").fetchone()[0]) + 1
+        self.db.execute("INSERT OR REPLACE INTO writes(seq, token) VALUES (?, ?)", [seq, secrets.token_hex(8)])
+        return seq
 
     def write(self, items: Sequence[Write]) -> list[Reused]:
         """Write one batch in one transaction; returns the Reused items whose vector is not
@@ -305,6 +323,16 @@ class Store:
     # --- reads for search and status ------------------------------------------------------
     def max_seq(self) -> int:
         return self.db.execute("SELECT coalesce(max(seq), 0) FROM files").fetchone()[0]
+
+    def identity(self) -> tuple[str | None, int, str | None]:
+        """(catalog id, last write sequence, that write's token): what a forest built now is
+        tied to."""
+        seq = self.max_seq()
+        return self.get_meta("catalog_id"), seq, self.write_token(seq)
+
+    def write_token(self, seq: int) -> str | None:
+        row = self.db.execute("SELECT token FROM writes WHERE seq = ?", [seq]).fetchone()
+        return row[0] if row else None
 
     def live_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE status = ? AND vector IS NOT NULL",
