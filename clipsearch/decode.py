@@ -126,9 +126,10 @@ def load_image(path: str, prep: Preprocess, max_pixels: int,
             # Pillow holds 4 bytes a pixel; decoders and conversions add about two copies.
             with budget.hold(img.width * img.height * 4 * 3) if budget else nullcontext():
                 img.load()
+                upright: Image.Image = img
                 if _orientation(img) not in (None, 1):
-                    img = ImageOps.exif_transpose(img)
-                pixels = _to_model_input(_to_rgb(img), prep)
+                    upright = ImageOps.exif_transpose(img)
+                pixels = _to_model_input(_to_rgb(upright), prep)
             return pixels, meta
     except DecodeError:
         raise

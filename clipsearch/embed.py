@@ -252,7 +252,8 @@ class LazyEmbedder:
             from .texttower import TextTower
 
             tower = TextTower.load(text_tower_dir)
-            if tower is not None and tower.spec == self.spec and tower.config.get("source") == source_fingerprint(self.spec):
+            if (tower is not None and tower.spec == self.spec
+                    and tower.config.get("source") == source_fingerprint(self.spec)):
                 self._tower = tower
 
     @property
@@ -377,8 +378,8 @@ def _go_offline_if_unreachable() -> bool:
 
 
 def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
-    import torch
     import open_clip
+    import torch
 
     precision = "fp16" if device.startswith("cuda") else "fp32"
     cache = str(cache_dir) if cache_dir else None
@@ -404,9 +405,10 @@ def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
         else:
             _check_named_weights(open_clip, arch, spec.pretrained)
             local = spec.pretrained is not None and os.path.isfile(spec.pretrained)
+            published = _published_preprocess(open_clip, arch) if local else None
             model = open_clip.create_model(arch, pretrained=spec.pretrained, precision=precision,
                                            device=device, cache_dir=cache, require_pretrained=True,
-                                           force_preprocess_cfg=_published_preprocess(open_clip, arch) if local else None)
+                                           force_preprocess_cfg=published)
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
     except ClipsearchError:
         raise

@@ -143,7 +143,7 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
     # The previous generation stays one more build: a search that read the old manifest an
     # instant ago can still open its files.
     keep = {MANIFEST, forest_name, ids_name}
-    if previous and previous.forest:
+    if previous and previous.forest and previous.ids:
         keep |= {previous.forest, previous.ids}
     _remove_stale_files(index_dir, keep)
     return manifest
@@ -217,6 +217,7 @@ class Forest:
         from annoy import AnnoyIndex
 
         verify_files(index_dir, manifest)
+        assert manifest.forest and manifest.ids  # verify_files refuses a manifest without them
         self.manifest = manifest
         try:
             ids = np.load(index_dir / manifest.ids, allow_pickle=False)

@@ -20,12 +20,12 @@ from . import embed as embed_mod
 from .catalog.faults import storage_error
 from .catalog.lock import WriteLock
 from .catalog.repair import Recovery
+from .catalog.store import FileRow, Root, Store, _is_under
 from .config import Settings
 from .errors import ClipsearchError
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .scan import ScanRules
 from .search import SearchResult, rank
-from .catalog.store import FileRow, Root, Store, _is_under
 
 if TYPE_CHECKING:
     from .pipeline import CrawlStats, CrawlTask
@@ -230,11 +230,12 @@ class Library:
         return self._build(store, on_index), True
 
     def _build(self, store: Store, on_index) -> Manifest:
-        dim = int(store.get_meta("dim"))
+        dim = int(store.get_meta("dim") or 0)
+        model = store.get_meta("model") or ""
         # Read first: rows written during the build count as fresh.
         catalog_id, built_seq, token = store.identity()
         count = store.live_count()
-        return build_forest(self.settings.index_dir, store.get_meta("model"), dim, built_seq, count,
+        return build_forest(self.settings.index_dir, model, dim, built_seq, count,
                             store.iter_live_vectors(dim), on_index, catalog_id=catalog_id, built_token=token)
 
     def _forest_problem(self, store: Store, manifest: Manifest) -> str | None:
@@ -294,22 +295,14 @@ class Library:
             kept = recovery = old = None
             if problems:
                 log.warning("catalog damaged: %s", "; ".join(problems))
-                try:
-                    old = read_manifest(self.settings.index_dir)
-                except ForestDamaged:
-                    pass
+                old = _quietly(read_manifest, self.settings.index_dir)
                 kept = repair_mod.set_aside(catalog)
-                store = Store(catalog)
-                try:
-                    recovery = repair_mod.recover(kept, store, (old.model, old.dim) if old else None)
-                except BaseException:
-                    store.close()
-                    raise
-                log.info("repair: %d photos recovered with vectors, %d rows lost, damaged copy at %s",
-                         recovery.with_vector, recovery.unreadable, kept)
-            else:
-                store = Store(catalog)
+            store = Store(catalog)  # a new, empty one if the old was set aside
             try:
+                if kept:
+                    recovery = repair_mod.recover(kept, store, (old.model, old.dim) if old else None)
+                    log.info("repair: %d photos recovered with vectors, %d rows lost, damaged copy at %s",
+                             recovery.with_vector, recovery.unreadable, kept)
                 manifest, rebuilt = self._refresh_index(store, on_index)
             finally:
                 store.close()

@@ -17,15 +17,15 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ._quiet import decoder_chatter_to_log
+from .catalog.store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
 from .decode import DecodeError, MemoryBudget, file_hash, load_image
 from .embed import Embedder
 from .scan import FileRecord, ScanRules, WalkProblem, walk
-from .catalog.store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
@@ -73,7 +73,7 @@ class CrawlStats:
     write_wall_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, **counts: int) -> None:
+    def add(self, **counts: float) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
@@ -309,11 +309,11 @@ class Pipeline:
             last = self._decoders_left == 0
         if last:
             with self._model_lock:
-                no_model = self._to_embed is None
-            if no_model:
+                embed_queue = self._to_embed
+            if embed_queue is None:
                 self._model_ready.set()  # nothing to embed: the model was never needed
             else:
-                self._put(self._to_embed, _END)
+                self._put(embed_queue, _END)
 
     def _claim(self, record: FileRecord, digest: str) -> Reused | None:
         """A Reused item if these bytes already have a vector (or will, from a twin being
@@ -338,12 +338,13 @@ class Pipeline:
         if self._to_embed is None:
             self._put(self._to_write, _END)
             return
+        to_embed = self._to_embed
         batch_size = max(1, self.embedder.batch_size)
         finished = False
         while not finished:
-            batch = []
+            batch: list[tuple] = []
             while len(batch) < batch_size:
-                item = self._get(self._to_embed)
+                item = self._get(to_embed)
                 if item is _END:
                     finished = True
                     break
@@ -376,11 +377,11 @@ class Pipeline:
                     pending.append(item)
                 if pending and (item is None or isinstance(item, list) or len(pending) >= _WRITE_BATCH
                                 or self._stop.is_set()):
-                    waiting = self._commit(writer, pending + waiting)
+                    waiting = self._commit(writer, [*pending, *waiting])
                     pending = []
                 if self._stop.is_set() and self._to_write.empty():
                     return
-            waiting = self._commit(writer, pending + waiting)
+            waiting = self._commit(writer, [*pending, *waiting])
             # Twins that never got a vector: their original failed (or was lost); fail alike.
             leftovers = [Failed(r.record, r.hash, writer.failure_for_hash(r.hash)
                                 or "identical to another file that could not be indexed") for r in waiting]
@@ -388,7 +389,7 @@ class Pipeline:
         finally:
             writer.close()
 
-    def _commit(self, writer: Store, items: list[Write]) -> list[Reused]:
+    def _commit(self, writer: Store, items: Sequence[Write]) -> list[Reused]:
         if not items:
             return []
         start = time.perf_counter()

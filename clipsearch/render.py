@@ -15,10 +15,12 @@ from rich.table import Table
 from .errors import ClipsearchError
 
 if TYPE_CHECKING:  # `status` and `search` should not pay for importing the crawl's modules
+    from rich.progress import TaskID
+
+    from .catalog.store import FileRow
     from .library import CrawlReport, LibraryStatus, RepairReport
     from .pipeline import CrawlStats
     from .search import SearchResult
-    from .catalog.store import FileRow
 
 
 def human_size(size: int | None) -> str:
@@ -44,8 +46,14 @@ class CrawlProgress:
     """A live progress bar for a crawl and the index build after it; use as a context manager."""
 
     def __init__(self, console: Console, loading: str | None = None):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = console
         self._loading_text = loading
@@ -55,8 +63,8 @@ class CrawlProgress:
             console=console, transient=False, refresh_per_second=8,
             # Piped or redirected: no bar (it would print truncated frames); the summary says it all.
             disable=not console.is_terminal)
-        self._crawl = None
-        self._index = None
+        self._crawl: TaskID | None = None
+        self._index: TaskID | None = None
 
     def __enter__(self) -> "CrawlProgress":
         self._progress.__enter__()

@@ -81,8 +81,8 @@ def walk(root: str, root_id: int, rules: ScanRules) -> Iterator[FileRecord | Wal
     while stack:
         folder = stack.pop()
         try:
-            with os.scandir(folder) as entries:
-                entries = list(entries)
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError as exc:
             yield WalkProblem(folder, exc.strerror or str(exc))
             continue

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .index import Forest, exact_top
 from .catalog.store import Store
+from .index import Forest, exact_top
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: in
         if len(ids) < k and store.live_count() > len(ids):
             ids, scores = _exact_all(store, query, k, dim)
     rows = store.rows(ids.tolist())
-    results = []
+    results: list[SearchResult] = []
     for file_id, score in zip(ids.tolist(), scores.tolist()):
         row = rows.get(file_id)
         if row is None or row.status != "live":

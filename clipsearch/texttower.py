@@ -89,7 +89,8 @@ class TextTower:
             p = f"block{i}."
             x = x + self._scaled(p + "ls_1", self._attention(_layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"],
                                                                          self._eps), p, mask))
-            h = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], self._eps) @ w[p + "fc.weight"] + w[p + "fc.bias"]
+            h = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], self._eps)
+            h = h @ w[p + "fc.weight"] + w[p + "fc.bias"]
             h = _quick_gelu(h) if cfg["activation"] == "quick_gelu" else _gelu(h)
             x = x + self._scaled(p + "ls_2", h @ w[p + "proj.weight"] + w[p + "proj.bias"])
         x = _layer_norm(x[at], w["ln_final.weight"], w["ln_final.bias"], self._eps)
@@ -133,7 +134,7 @@ def save(folder: str | os.PathLike, config: dict, weights: dict[str, np.ndarray]
         with open(folder / name, "wb") as f:
             for key, array in weights.items():
                 array = np.ascontiguousarray(array, dtype=np.float32)
-                f.write(memoryview(array).cast("B"))  # no copy: the token embedding alone is 100 MB
+                f.write(array.data.cast("B"))  # no copy: the token embedding alone is 100 MB
                 tensors[key] = (start, list(array.shape))
                 start += array.size
             f.flush()

@@ -31,7 +31,7 @@ def merges_file() -> str:
     return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
 
 
-def _byte_symbols() -> list[str]:
+def _byte_symbols() -> tuple[list[str], list[str]]:
     """One printable character per byte value, in vocabulary order, as CLIP's BPE spells
     bytes: printable Latin-1 bytes stand for themselves and come first; the others follow,
     mapped to code points from 256 up."""

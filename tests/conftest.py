@@ -49,7 +49,8 @@ class CountingEmbedder:
 
     def __init__(self, inner):
         self.inner = inner
-        self.spec, self.dim, self.batch_size, self.preprocess = inner.spec, inner.dim, inner.batch_size, inner.preprocess
+        self.spec, self.dim, self.batch_size = inner.spec, inner.dim, inner.batch_size
+        self.preprocess = inner.preprocess
         self.batches = 0
         self.images = 0
 

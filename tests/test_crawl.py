@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from clipsearch.errors import ClipsearchError
 from clipsearch.catalog.store import Store
+from clipsearch.errors import ClipsearchError
 
 from .conftest import make_photo, make_photos
 

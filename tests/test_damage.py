@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.catalog.store import Store
 from clipsearch.index import read_manifest
 
 from .conftest import TINY_MODEL, make_photo, make_photos, run_cli

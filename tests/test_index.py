@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from clipsearch.index import Forest, build_forest, exact_top, read_manifest
-from clipsearch.scan import FileRecord
 from clipsearch.catalog.store import Embedded, Store
 from clipsearch.decode import ImageMeta
+from clipsearch.index import Forest, build_forest, exact_top, read_manifest
+from clipsearch.scan import FileRecord
 
 from .conftest import make_photos
 

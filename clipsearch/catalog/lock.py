@@ -7,11 +7,12 @@ the library locked.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..errors import LibraryBusy
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _try_lock(fd: int) -> bool:

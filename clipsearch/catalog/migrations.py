@@ -14,13 +14,13 @@ if TYPE_CHECKING:
 
 
 def m001_create_tables(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key", not_null={"value"})
-    db["roots"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
+    db.table("roots").create(
         {"id": int, "path": str, "exclude": str, "added_at": float, "crawled_at": float},
         pk="id", not_null={"path"}, defaults={"exclude": "[]"},
     )
-    db["roots"].create_index(["path"], unique=True)
-    db["files"].create(
+    db.table("roots").create_index(["path"], unique=True)
+    db.table("files").create(
         {
             "id": int, "path": str, "root_id": int, "size": int, "mtime_ns": int, "hash": str,
             "width": int, "height": int, "format": str, "taken_at": str,
@@ -32,15 +32,15 @@ def m001_create_tables(db: sqlite_utils.Database) -> None:
         },
         pk="id", not_null={"path", "status", "seq"}, foreign_keys=[("root_id", "roots", "id")],
     )
-    db["files"].create_index(["path"], unique=True)
+    db.table("files").create_index(["path"], unique=True)
     for column in ("hash", "seq", "root_id", "status"):
-        db["files"].create_index([column])
+        db.table("files").create_index([column])
 
 
 def m002_root_options(db: sqlite_utils.Database) -> None:
     # Scan flags given when a folder was crawled (extensions, hidden files, symlinks), so
     # that a later plain `clipsearch crawl` walks it the same way.
-    db["roots"].add_column("options", str, not_null_default="{}")
+    db.table("roots").add_column("options", str, not_null_default="{}")
 
 
 def m003_status_indexes(db: sqlite_utils.Database) -> None:

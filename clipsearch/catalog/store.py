@@ -3,7 +3,9 @@
 SQLite in WAL mode, so readers (search, status) never wait for the crawl's writer. The
 truth is here: file metadata, status and vectors (float32 blobs). Each write batch takes
 the next number of a write sequence (`seq`); the forest records the sequence it was built
-at, so a search knows which rows changed after the build.
+at, so a search knows which rows changed after the build. Each number also gets a random
+token (table `writes`) and the catalog an id (`meta.catalog_id`): a forest records both, so
+it is never served against another catalog, or another history of this one.
 """
 
 from __future__ import annotations
@@ -377,7 +379,7 @@ class Store:
             for r in cursor:
                 extra = {k: v for k, v in zip(("camera_make", "camera_model", "gps_lat", "gps_lon"), r[10:])
                          if v is not None}
-                found[r[0]] = FileRow(*r[:10], extra=extra)
+                found[r[0]] = FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], extra=extra)
         return found
 
     def counts_by_status(self) -> dict[str, int]:
