@@ -54,6 +54,10 @@ class Settings:
         return self.home / "index"
 
     @property
+    def image_tower_dir(self) -> Path:
+        return self.home / "image-tower"
+
+    @property
     def text_tower_dir(self) -> Path:
         return self.home / "text-tower"
 

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import re
+import shutil
+import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
@@ -33,6 +37,7 @@ from .errors import ClipsearchError
 
 if TYPE_CHECKING:
     from .decode import Preprocess
+    from .imagetower import ImageTower
     from .texttower import TextTower
 
 log = logging.getLogger("clipsearch")
@@ -53,9 +58,15 @@ class Embedder(Protocol):
     """What the pipeline and search need from a model."""
 
     spec: str  # canonical model spec, recorded in the catalog
-    dim: int
-    batch_size: int
-    preprocess: Preprocess
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def preprocess(self) -> Preprocess: ...
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 model input -> (N, dim) float32, rows L2-normalised."""
@@ -233,14 +244,55 @@ class OpenClipEmbedder:
                     setattr(model, name, None)
         return_freed_memory()  # glibc would keep 150 MB of the 250 MB ViT-B-32's text tower held
 
+    def export_image_tower(self, path: Path) -> None:
+        """Write the image tower to path as ONNX: (N, H, W, 3) uint8 in, (N, dim) L2-normalised
+        float32 out; the computation of embed_images (fp32 models only)."""
+        import torch
+
+        if self._dtype != torch.float32:
+            raise _Unsupported("only fp32 models are exported")
+        model, scale, shift = self._model, self._scale, self._shift
+
+        class ImageInput(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixels):
+                batch = pixels.permute(0, 3, 1, 2).float() * scale + shift
+                return self.model.encode_image(batch, normalize=True)
+
+        size = self.preprocess.size
+        example = torch.zeros((2, size, size, 3), dtype=torch.uint8, device=self.device)
+        # With gradients on, attention takes its plain path: the fused one (taken under
+        # no_grad) has no ONNX form.
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
+            warnings.simplefilter("ignore")  # tracer warnings speak to torch developers
+            torch.onnx.export(ImageInput().eval(), (example,), str(path), input_names=["pixels"],
+                              output_names=["vectors"], opset_version=17, dynamo=False,
+                              dynamic_axes={"pixels": {0: "batch"}, "vectors": {0: "batch"}})
+
+    def drop_image_tower(self) -> None:
+        """Free the torch image tower (images are embedded by an exported one from now on)."""
+        if getattr(self._model, "visual", None) is not None:
+            self._model.visual = None
+        return_freed_memory()
+
 
 class LazyEmbedder:
     """An Embedder that loads its model on first use: a crawl that finds nothing new, or a
     command that fails before embedding, never pays the seconds a model load costs."""
 
-    def __init__(self, spec: str, text_tower_dir: str | os.PathLike | None = None, **options):
+    def __init__(self, spec: str, text_tower_dir: str | os.PathLike | None = None,
+                 image_tower_dir: str | os.PathLike | None = None, **options):
         self.spec = canonical(spec)
         self._options = options
+        # Images are embedded by the ONNX tower saved in this folder when the model runs on
+        # the CPU and the tower is this model's: crawls and image queries then skip torch.
+        self._image_dir = image_tower_dir
+        self._image: ImageTower | None = None
+        self._image_checked = False
+        self._image_lock = threading.Lock()
         self._inner: OpenClipEmbedder | None = None
         self._failure: Exception | None = None
         self._lock = threading.Lock()
@@ -275,7 +327,54 @@ class LazyEmbedder:
                     self._failure = exc
                     raise
                 self._swap_text_tower(self._inner)
+                self._export_image_tower(self._inner)
             return self._inner
+
+    def _image_tower(self) -> ImageTower | None:
+        """The exported image tower, if images are embedded on the CPU and there is one (known
+        without importing torch)."""
+        with self._image_lock:
+            if not self._image_checked:
+                self._image_checked = True
+                if self._image_dir is not None and _cpu_only(self._options.get("device") or "auto"):
+                    from .imagetower import ImageTower
+
+                    self._image = ImageTower.load(self._image_dir, self.spec, source_fingerprint(self.spec))
+            return self._image
+
+    def _export_image_tower(self, inner: OpenClipEmbedder) -> None:
+        """Export the image tower of a model loaded on the CPU, check it against torch, and embed
+        images with it from now on (the torch image tower is freed)."""
+        if self._image_dir is None or inner.device != "cpu" or self._image_tower() is not None:
+            return
+        from . import imagetower
+
+        saved = imagetower.ImageTower.load(self._image_dir, self.spec, source_fingerprint(self.spec))
+        if saved is not None:  # "auto" guessed a GPU that torch did not find: use the export anyway
+            with self._image_lock:
+                self._image = saved
+            inner.drop_image_tower()
+            return
+        path = imagetower.new_file(self._image_dir)
+        try:
+            if shutil.disk_usage(path.parent).free < 2 * _parameter_bytes(inner._model.visual):
+                raise _Unsupported("too little free space in the library folder")
+            inner.export_image_tower(path)
+            tower = imagetower.describe(path, self.spec, source_fingerprint(self.spec), inner.dim, inner.preprocess)
+            probes = _probe_images(inner.preprocess.size)
+            cosine = imagetower.agreement(tower, inner.embed_images(probes), probes)
+            if not cosine >= imagetower.MIN_COSINE:
+                raise _Unsupported(f"its vectors differ from torch's (cosine {cosine:.6f})")
+            imagetower.publish(tower)
+        except Exception as exc:  # noqa: BLE001 - an optimisation: never fail a crawl for it
+            path.unlink(missing_ok=True)
+            log.warning("images of %s are embedded with torch: no ONNX image tower (%s: %s)",
+                        self.spec, type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc) else "")
+            return
+        log.info("ONNX image tower for %s saved in %s (cosine to torch >= %.6f)", self.spec, path, cosine)
+        with self._image_lock:
+            self._image = tower
+        inner.drop_image_tower()
 
     def _swap_text_tower(self, inner: OpenClipEmbedder) -> None:
         """Save this model's numpy text tower if there is none yet, and let the loaded model use
@@ -305,13 +404,29 @@ class LazyEmbedder:
                 return
         inner.use_text_tower(self._tower)
 
-    dim = property(lambda self: self.load().dim)
-    batch_size = property(lambda self: self.load().batch_size)
-    preprocess = property(lambda self: self.load().preprocess)
-    device = property(lambda self: self.load().device)
+    @property
+    def dim(self) -> int:
+        tower = self._image_tower()
+        return tower.dim if tower is not None else self.load().dim
+
+    @property
+    def batch_size(self) -> int:
+        if self._image_tower() is not None:
+            return self._options.get("batch_size") or default_batch_size("cpu")
+        return self.load().batch_size
+
+    @property
+    def preprocess(self) -> Preprocess:
+        tower = self._image_tower()
+        return tower.preprocess if tower is not None else self.load().preprocess
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self._image_tower() is not None else self.load().device
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        return self.load().embed_images(pixels)
+        tower = self._image_tower()
+        return tower.embed_images(pixels) if tower is not None else self.load().embed_images(pixels)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._tower is not None and self._inner is None:
@@ -474,6 +589,34 @@ _PROBES = ["a red car in the snow", "A PHOTO of my Dog, at the beach!", "2 cats 
 
 class _Unsupported(Exception):
     pass
+
+
+def _cpu_only(requested: str) -> bool:
+    """True if a model asked for on `requested` runs on the CPU, known without importing torch:
+    "cpu", or "auto" on a machine without an NVIDIA driver or an Apple GPU."""
+    if requested == "cpu":
+        return True
+    if requested != "auto":
+        return False
+    if sys.platform == "darwin":
+        return platform.machine() != "arm64"
+    return not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"))
+
+
+def _parameter_bytes(module) -> int:
+    return sum(p.numel() * 4 for p in module.parameters()) if module is not None else 0
+
+
+def _probe_images(size: int, count: int = 8) -> np.ndarray:
+    """Model inputs to compare an export with torch: noise, gradients and flat colours."""
+    rng = np.random.default_rng(0)
+    probes = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    probes[1] = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, -ramp) / 2 + 128,
+                          np.full((size, size), 200.0)], axis=-1).astype(np.uint8)
+    probes[2] = 0
+    probes[3] = 255
+    return probes
 
 
 def source_fingerprint(spec: str) -> str:

@@ -112,7 +112,8 @@ class Library:
         """The model for spec; loaded on first use, so commands with nothing to embed stay fast."""
         if self._embedder is None or self._embedder.spec != spec or getattr(self._embedder, "failed", False):
             self._embedder = embed_mod.LazyEmbedder(
-                spec, text_tower_dir=self.settings.text_tower_dir, device=self.settings.device,
+                spec, text_tower_dir=self.settings.text_tower_dir, image_tower_dir=self.settings.image_tower_dir,
+                device=self.settings.device,
                 batch_size=self.settings.batch_size, cache_dir=self.settings.model_cache)
         return self._embedder
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import string
 import subprocess
 import sys
@@ -102,8 +103,14 @@ def test_a_text_search_after_a_crawl_needs_no_torch_and_finds_the_same(tmp_path,
     assert [r["path"] for r in fast] == [r.path for r in expected]
     np.testing.assert_allclose([r["score"] for r in fast], [r.score for r in expected], atol=1e-5)
 
-    _, imported = _search_without_torch(home, "--image", str(tmp_path / "photos" / "photo_0003.jpg"), "-k", "1")
-    assert imported == ["open_clip", "torch"]  # an image query needs the image tower
+    # The crawl exported the image tower too: an image query needs no torch either ...
+    photo = str(tmp_path / "photos" / "photo_0003.jpg")
+    hits, imported = _search_without_torch(home, "--image", photo, "-k", "1")
+    assert imported == [] and hits[0]["path"] == photo
+    # ... and without that export it loads the model, and finds the same.
+    shutil.rmtree(home / "image-tower")
+    hits, imported = _search_without_torch(home, "--image", photo, "-k", "1")
+    assert imported == ["open_clip", "torch"] and hits[0]["path"] == photo
 
 
 def test_a_changed_checkpoint_file_is_not_served_by_an_old_tower(tmp_path):

@@ -1,0 +1,116 @@
+"""The image tower on ONNX Runtime: the same vectors as torch, no torch in a crawl or an
+image query once it exists, and torch kept whenever an export cannot be trusted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from clipsearch import imagetower
+from clipsearch.decode import load_image
+from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
+
+from .conftest import SHAPES_CONFIG, SHAPES_MODEL, TINY_MODEL, make_photo, make_photos, run_cli
+
+
+def _pixels(folder, preprocess, count=12) -> np.ndarray:
+    photos = make_photos(folder, count)
+    return np.stack([load_image(str(p), preprocess, 10**9)[0] for p in photos])
+
+
+@pytest.mark.parametrize("spec", [TINY_MODEL, SHAPES_MODEL], ids=["tiny ViT", "trained ResNet"])
+def test_the_onnx_tower_gives_the_vectors_torch_gives(tmp_path, spec):
+    torch_model = OpenClipEmbedder(spec, device="cpu")
+    lazy = LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")
+    lazy.load()  # exports, checks and switches to the export
+    assert lazy._image is not None and list((tmp_path / "tower").glob("*.onnx"))
+    pixels = _pixels(tmp_path / "photos", torch_model.preprocess)
+    expected = torch_model.embed_images(pixels)
+    got = lazy.embed_images(pixels)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
+    # A new process's view: the tower alone, without loading the model.
+    fresh = LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")
+    assert fresh.dim == torch_model.dim and fresh.preprocess == torch_model.preprocess
+    assert np.allclose(fresh.embed_images(pixels), got, atol=1e-6)
+    assert not fresh.loaded
+
+
+def test_a_crawl_and_an_image_query_in_a_fresh_process_import_no_torch(tmp_path):
+    home, photos = tmp_path / "home", tmp_path / "photos"
+    make_photos(photos, 12)
+    first = run_cli("--home", str(home), "crawl", str(photos), "--model", TINY_MODEL)
+    assert first.returncode == 0, first.stderr
+    assert (home / "image-tower" / imagetower.DESCRIPTION).is_file()
+    added = [make_photo(photos / f"new_{i}.png", 500 + i) for i in range(3)]
+    code = f"""
+import json, sys
+from clipsearch.config import load_settings
+from clipsearch.library import Library
+library = Library(load_settings({str(home)!r}))
+report = library.crawl()
+hits = library.search(image={str(added[1])!r}, k=3)
+print(json.dumps({{"embedded": report.stats.embedded, "top": hits[0].path, "score": hits[0].score,
+                  "torch": "torch" in sys.modules, "open_clip": "open_clip" in sys.modules}}))
+"""
+    result = run_cli_python(code)
+    assert result["embedded"] == 3
+    assert result["top"] == str(added[1]) and result["score"] == pytest.approx(1.0, abs=1e-4)
+    assert not result["torch"] and not result["open_clip"]
+
+
+def run_cli_python(code: str) -> dict:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_changed_checkpoint_is_not_served_by_an_old_export(tmp_path):
+    config = tmp_path / "shapes-clip.json"
+    checkpoint = tmp_path / "shapes-clip.pt"
+    shutil.copy(SHAPES_CONFIG, config)
+    shutil.copy(SHAPES_MODEL.split(":")[-1], checkpoint)
+    spec = f"{config}:{checkpoint}"
+    LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu").load()
+    old = list((tmp_path / "tower").glob("*.onnx"))
+    assert LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")._image_tower() is not None
+
+    st = checkpoint.stat()
+    os.utime(checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained under the same name
+    lazy = LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")
+    assert lazy._image_tower() is None
+    lazy.load()  # exports again, for these weights
+    new = list((tmp_path / "tower").glob("*.onnx"))
+    assert len(new) == 1 and new != old
+    assert LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")._image_tower() is not None
+
+
+@pytest.mark.parametrize("failure", ["export fails", "vectors differ"])
+def test_a_model_without_a_trustworthy_export_keeps_torch_with_one_log_line(tmp_path, monkeypatch, caplog,
+                                                                             failure):
+    if failure == "export fails":
+        def refuse(self, path):
+            raise RuntimeError("Exporting the operator 'aten::something' to ONNX is not supported")
+
+        monkeypatch.setattr(OpenClipEmbedder, "export_image_tower", refuse)
+    else:
+        monkeypatch.setattr(imagetower, "MIN_COSINE", 1.5)  # no export can reach it
+    lazy = LazyEmbedder(TINY_MODEL, image_tower_dir=tmp_path / "tower", device="cpu")
+    with caplog.at_level(logging.WARNING, logger="clipsearch"):
+        lazy.load()
+    lines = [r.getMessage() for r in caplog.records if "ONNX" in r.getMessage()]
+    assert len(lines) == 1 and "embedded with torch" in lines[0], lines
+    assert "\n" not in lines[0]
+    assert not list((tmp_path / "tower").glob("*.onnx")) and lazy._image is None
+    pixels = _pixels(tmp_path / "photos", lazy.preprocess, 4)
+    assert np.allclose(lazy.embed_images(pixels), OpenClipEmbedder(TINY_MODEL, device="cpu").embed_images(pixels),
+                       atol=1e-6)
