@@ -337,9 +337,16 @@ class LazyEmbedder:
             if not self._image_checked:
                 self._image_checked = True
                 if self._image_dir is not None and _cpu_only(self._options.get("device") or "auto"):
-                    from .imagetower import ImageTower
+                    from . import imagetower
 
-                    self._image = ImageTower.load(self._image_dir, self.spec, source_fingerprint(self.spec))
+                    source = source_fingerprint(self.spec)
+                    self._image = imagetower.ImageTower.load(self._image_dir, self.spec, source)
+                    cache = self._options.get("cache_dir")
+                    if self._image is None and cache is not None:
+                        try:
+                            self._image = imagetower.adopt(Path(cache), Path(self._image_dir), self.spec, source)
+                        except OSError as exc:
+                            log.warning("could not use the image tower in %s: %s", cache, exc)
             return self._image
 
     def _export_image_tower(self, inner: OpenClipEmbedder) -> None:
@@ -359,15 +366,26 @@ class LazyEmbedder:
         try:
             if shutil.disk_usage(path.parent).free < 2 * _parameter_bytes(inner._model.visual):
                 raise _Unsupported("too little free space in the library folder")
-            inner.export_image_tower(path)
+            exported = path.with_suffix(".raw")
+            try:
+                inner.export_image_tower(exported)
+                imagetower.optimize(exported, path)
+            finally:
+                exported.unlink(missing_ok=True)
             tower = imagetower.describe(path, self.spec, source_fingerprint(self.spec), inner.dim, inner.preprocess)
             probes = _probe_images(inner.preprocess.size)
             cosine = imagetower.agreement(tower, inner.embed_images(probes), probes)
             if not cosine >= imagetower.MIN_COSINE:
                 raise _Unsupported(f"its vectors differ from torch's (cosine {cosine:.6f})")
             imagetower.publish(tower)
+            if self._options.get("cache_dir") is not None:
+                try:
+                    imagetower.share(tower, Path(self._options["cache_dir"]))
+                except OSError as exc:
+                    log.warning("could not keep the image tower in %s: %s", self._options["cache_dir"], exc)
         except Exception as exc:  # noqa: BLE001 - an optimisation: never fail a crawl for it
             path.unlink(missing_ok=True)
+            imagetower.weights_of(path).unlink(missing_ok=True)
             log.warning("images of %s are embedded with torch: no ONNX image tower (%s: %s)",
                         self.spec, type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc) else "")
             return

@@ -13,8 +13,10 @@ description (what `load` reads) replaced last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -24,7 +26,7 @@ import numpy as np
 
 from .decode import Preprocess
 
-FORMAT = 1
+FORMAT = 2  # 2: weights in a file of their own
 DESCRIPTION = "image-tower.json"
 MIN_COSINE = 0.9999  # against torch in fp32 on probe images
 
@@ -47,8 +49,10 @@ class ImageTower:
         """The tower saved in folder if it is the one of this model and weights, else None."""
         try:
             description = json.loads((Path(folder) / DESCRIPTION).read_text(encoding="utf-8"))
+            model = Path(folder) / description["file"]
             if (description.get("format") != FORMAT or description.get("spec") != spec
-                    or description.get("source") != source or not (Path(folder) / description["file"]).is_file()):
+                    or description.get("source") != source or not model.is_file()
+                    or not weights_of(model).is_file()):
                 return None
             return cls(Path(folder), description)
         except (OSError, ValueError, KeyError, TypeError):
@@ -81,6 +85,27 @@ def new_file(folder: str | os.PathLike) -> Path:
     return Path(folder) / f"image-tower-{uuid.uuid4().hex[:12]}.onnx"
 
 
+def weights_of(path: Path) -> Path:
+    return path.with_suffix(".weights")
+
+
+def optimize(exported: Path, path: Path) -> None:
+    """Save onnxruntime's graph optimisations of `exported` to path (the portable level, not
+    the ones for this very CPU), with the weights in a file of their own beside it: a new
+    process then starts a session in 0.6 s instead of 1.2 s for ViT-B-32 (the weights are
+    memory-mapped, not parsed), which every image query pays."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(path)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                     weights_of(path).name)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    onnxruntime.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
+
+
 def describe(path: Path, spec: str, source: str, dim: int, preprocess: Preprocess) -> ImageTower:
     """The tower exported to path, not yet published (check it, then `publish`)."""
     description = {"format": FORMAT, "spec": spec, "source": source, "dim": dim, "file": path.name,
@@ -95,12 +120,47 @@ def publish(tower: ImageTower) -> None:
     temporary = tower.folder / f"{DESCRIPTION}.{tower.path.stem}.tmp"
     temporary.write_text(json.dumps(tower.description, indent=1), encoding="utf-8")
     os.replace(temporary, tower.folder / DESCRIPTION)
-    for old in tower.folder.glob("image-tower-*.onnx"):
-        if old != tower.path:
+    for old in [*tower.folder.glob("image-tower-*.onnx"), *tower.folder.glob("image-tower-*.weights")]:
+        if old not in (tower.path, weights_of(tower.path)):
             try:
                 old.unlink()
             except OSError:
                 pass  # open elsewhere (Windows): the next export removes it
+
+
+def _shared_folder(cache: Path, spec: str, source: str) -> Path:
+    key = hashlib.sha256(f"{FORMAT}\n{spec}\n{source}".encode()).hexdigest()[:16]
+    return Path(cache) / "image-towers" / key
+
+
+def share(tower: ImageTower, cache: Path) -> None:
+    """Keep a copy of tower (hard links where the disk allows) in the machine's model cache,
+    so the next library of this model on this machine needs no export (nor torch)."""
+    _place(tower, _shared_folder(cache, tower.spec, tower.source))
+
+
+def adopt(cache: Path, folder: Path, spec: str, source: str) -> ImageTower | None:
+    """The tower another library on this machine exported for this model and weights, placed
+    in folder; None if there is none."""
+    shared = ImageTower.load(_shared_folder(cache, spec, source), spec, source)
+    return _place(shared, Path(folder)) if shared is not None else None
+
+
+def _place(tower: ImageTower, folder: Path) -> ImageTower:
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in (tower.path, weights_of(tower.path)):
+        target = folder / source.name
+        if not target.exists():
+            temporary = folder / f"{source.name}.tmp"
+            temporary.unlink(missing_ok=True)
+            try:
+                os.link(source, temporary)
+            except OSError:
+                shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+    placed = ImageTower(folder, dict(tower.description))
+    publish(placed)
+    return placed
 
 
 def agreement(tower: ImageTower, reference: np.ndarray, probes: np.ndarray) -> float:

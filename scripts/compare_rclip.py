@@ -52,12 +52,16 @@ def make_rclip_models(datadir: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
 
     class Visual(torch.nn.Module):
-        def forward(self, x):
-            return model.encode_image(x)
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-    class Textual(torch.nn.Module):
         def forward(self, x):
-            return model.encode_text(x)
+            return self.model.encode_image(x)
+
+    class Textual(Visual):
+        def forward(self, x):
+            return self.model.encode_text(x)
 
     with torch.enable_grad():  # the plain attention path exports; the fused one does not
         torch.onnx.export(Visual(), (torch.zeros(2, 3, 256, 256),), str(target / "visual.onnx"),

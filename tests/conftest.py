@@ -41,6 +41,8 @@ def _clean_environment(monkeypatch, tmp_path):
         if name.startswith("CLIPSEARCH_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
+    # Exported image towers are shared through the model cache: keep tests out of the user's.
+    monkeypatch.setenv("CLIPSEARCH_MODEL_CACHE", str(tmp_path / "model-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -149,6 +151,7 @@ def shape_library(tmp_path_factory, shape_photos) -> ShapeLibrary:
             if name.startswith("CLIPSEARCH_"):
                 env.delenv(name)
         env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("CLIPSEARCH_MODEL_CACHE", str(home / "model-cache"))
         result = run_cli("--home", str(home), "crawl", str(folder), "--model", SHAPES_MODEL, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     return ShapeLibrary(home, folder, shape_photos)

@@ -38,6 +38,7 @@ def crawled(tmp_path_factory) -> tuple[Path, Path]:
             if name.startswith("CLIPSEARCH_"):
                 env.delenv(name)
         env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("CLIPSEARCH_MODEL_CACHE", str(root / "model-cache"))
         result = run_cli("--home", str(root / "home"), "crawl", str(photos), "--model", TINY_MODEL)
     assert result.returncode == 0, result.stderr
     assert (root / "home" / "text-tower").is_dir()

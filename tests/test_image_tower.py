@@ -114,3 +114,26 @@ def test_a_model_without_a_trustworthy_export_keeps_torch_with_one_log_line(tmp_
     pixels = _pixels(tmp_path / "photos", lazy.preprocess, 4)
     assert np.allclose(lazy.embed_images(pixels), OpenClipEmbedder(TINY_MODEL, device="cpu").embed_images(pixels),
                        atol=1e-6)
+
+
+def test_a_second_library_of_the_same_model_reuses_the_export_without_torch(tmp_path):
+    cache = tmp_path / "model-cache"
+    env = {"CLIPSEARCH_MODEL_CACHE": str(cache)}
+    make_photos(tmp_path / "a", 4)
+    first = run_cli("--home", str(tmp_path / "one"), "crawl", str(tmp_path / "a"), "--model", TINY_MODEL, env=env)
+    assert first.returncode == 0, first.stderr
+    assert list(cache.glob("image-towers/*/image-tower.json"))
+    photos = make_photos(tmp_path / "b", 4, start_seed=40)
+    code = f"""
+import json, os, sys
+os.environ["CLIPSEARCH_MODEL_CACHE"] = {str(cache)!r}
+from clipsearch.config import load_settings
+from clipsearch.library import Library
+library = Library(load_settings({str(tmp_path / "two")!r}, model={TINY_MODEL!r}))
+report = library.crawl([{str(tmp_path / "b")!r}])
+hits = library.search(image={str(photos[2])!r}, k=1)
+print(json.dumps({{"embedded": report.stats.embedded, "top": hits[0].path, "torch": "torch" in sys.modules}}))
+"""
+    result = run_cli_python(code)
+    assert result == {"embedded": 4, "top": str(photos[2]), "torch": False}
+    assert (tmp_path / "two" / "image-tower" / imagetower.DESCRIPTION).is_file()

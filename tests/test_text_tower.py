@@ -107,8 +107,10 @@ def test_a_text_search_after_a_crawl_needs_no_torch_and_finds_the_same(tmp_path,
     photo = str(tmp_path / "photos" / "photo_0003.jpg")
     hits, imported = _search_without_torch(home, "--image", photo, "-k", "1")
     assert imported == [] and hits[0]["path"] == photo
-    # ... and without that export it loads the model, and finds the same.
+    # ... and without that export (nor its copy in the model cache) it loads the model, and
+    # finds the same.
     shutil.rmtree(home / "image-tower")
+    shutil.rmtree(os.path.join(os.environ["CLIPSEARCH_MODEL_CACHE"], "image-towers"))
     hits, imported = _search_without_torch(home, "--image", photo, "-k", "1")
     assert imported == ["open_clip", "torch"] and hits[0]["path"] == photo
 
