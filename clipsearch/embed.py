@@ -301,12 +301,18 @@ class LazyEmbedder:
         self._tower_dir = text_tower_dir
         self._tower: TextTower | None = None
         if text_tower_dir is not None:
+            from . import texttower
             from .texttower import TextTower
 
+            source = source_fingerprint(self.spec)
             tower = TextTower.load(text_tower_dir)
-            if (tower is not None and tower.spec == self.spec
-                    and tower.config.get("source") == source_fingerprint(self.spec)):
+            if tower is not None and tower.spec == self.spec and tower.config.get("source") == source:
                 self._tower = tower
+            elif options.get("cache_dir") is not None:
+                try:
+                    self._tower = texttower.adopt(options["cache_dir"], text_tower_dir, self.spec, source)
+                except OSError as exc:
+                    log.warning("could not use the text tower in %s: %s", options["cache_dir"], exc)
 
     @property
     def loaded(self) -> bool:
@@ -414,6 +420,11 @@ class LazyEmbedder:
             except OSError as exc:
                 log.warning("could not save the fast text path in %s: %s", self._tower_dir, exc)
                 return
+            if self._options.get("cache_dir") is not None:
+                try:
+                    texttower.share(self._tower_dir, self._options["cache_dir"])
+                except OSError as exc:
+                    log.warning("could not keep the text tower in %s: %s", self._options["cache_dir"], exc)
             # The saved copy, memory-mapped: `tower` holds views of the torch weights, which
             # would otherwise stay in memory after use_text_tower() drops them.
             del tower

@@ -13,10 +13,8 @@ description (what `load` reads) replaced last.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _share
 from .decode import Preprocess
 
 FORMAT = 2  # 2: weights in a file of their own
@@ -117,50 +116,24 @@ def describe(path: Path, spec: str, source: str, dim: int, preprocess: Preproces
 
 def publish(tower: ImageTower) -> None:
     """Make tower the folder's current one; files of older towers are removed."""
-    temporary = tower.folder / f"{DESCRIPTION}.{tower.path.stem}.tmp"
-    temporary.write_text(json.dumps(tower.description, indent=1), encoding="utf-8")
-    os.replace(temporary, tower.folder / DESCRIPTION)
-    for old in [*tower.folder.glob("image-tower-*.onnx"), *tower.folder.glob("image-tower-*.weights")]:
-        if old not in (tower.path, weights_of(tower.path)):
-            try:
-                old.unlink()
-            except OSError:
-                pass  # open elsewhere (Windows): the next export removes it
-
-
-def _shared_folder(cache: Path, spec: str, source: str) -> Path:
-    key = hashlib.sha256(f"{FORMAT}\n{spec}\n{source}".encode()).hexdigest()[:16]
-    return Path(cache) / "image-towers" / key
+    _share.place([tower.path, weights_of(tower.path)], tower.description, DESCRIPTION, tower.folder, "image-tower-")
 
 
 def share(tower: ImageTower, cache: Path) -> None:
-    """Keep a copy of tower (hard links where the disk allows) in the machine's model cache,
-    so the next library of this model on this machine needs no export (nor torch)."""
-    _place(tower, _shared_folder(cache, tower.spec, tower.source))
+    """Keep a copy of tower in the machine's model cache, so the next library of this model
+    on this machine needs no export (nor torch)."""
+    target = _share.cache_folder(cache, "image-towers", tower.spec, tower.source)
+    _share.place([tower.path, weights_of(tower.path)], tower.description, DESCRIPTION, target, "image-tower-")
 
 
 def adopt(cache: Path, folder: Path, spec: str, source: str) -> ImageTower | None:
     """The tower another library on this machine exported for this model and weights, placed
     in folder; None if there is none."""
-    shared = ImageTower.load(_shared_folder(cache, spec, source), spec, source)
-    return _place(shared, Path(folder)) if shared is not None else None
-
-
-def _place(tower: ImageTower, folder: Path) -> ImageTower:
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in (tower.path, weights_of(tower.path)):
-        target = folder / source.name
-        if not target.exists():
-            temporary = folder / f"{source.name}.tmp"
-            temporary.unlink(missing_ok=True)
-            try:
-                os.link(source, temporary)
-            except OSError:
-                shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-    placed = ImageTower(folder, dict(tower.description))
-    publish(placed)
-    return placed
+    shared = ImageTower.load(_share.cache_folder(cache, "image-towers", spec, source), spec, source)
+    if shared is None:
+        return None
+    _share.place([shared.path, weights_of(shared.path)], shared.description, DESCRIPTION, Path(folder), "image-tower-")
+    return ImageTower.load(folder, spec, source)
 
 
 def agreement(tower: ImageTower, reference: np.ndarray, probes: np.ndarray) -> float:

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import _share
 from .tokenizer import clip_tokenizer
 
 FORMAT = 1
@@ -143,15 +144,25 @@ def save(folder: str | os.PathLike, config: dict, weights: dict[str, np.ndarray]
         (folder / name).unlink(missing_ok=True)
         raise
     description = {**config, "format": FORMAT, "file": name, "floats": start, "tensors": tensors}
-    temporary = folder / f"{DESCRIPTION}.{name}.tmp"
-    temporary.write_text(json.dumps(description, indent=1), encoding="utf-8")
-    os.replace(temporary, folder / DESCRIPTION)
-    for old in folder.glob("text-tower-*.f32"):
-        if old.name != name:
-            try:
-                old.unlink()
-            except OSError:
-                pass  # open elsewhere (Windows): the next save removes it
+    _share.place([folder / name], description, DESCRIPTION, folder, "text-tower-")
+
+
+def share(folder: str | os.PathLike, cache: str | os.PathLike) -> None:
+    """Keep a copy of the tower in folder in the machine's model cache (see _share)."""
+    config = json.loads((Path(folder) / DESCRIPTION).read_text(encoding="utf-8"))
+    target = _share.cache_folder(cache, "text-towers", config["spec"], config.get("source", ""))
+    _share.place([Path(folder) / config["file"]], config, DESCRIPTION, target, "text-tower-")
+
+
+def adopt(cache: str | os.PathLike, folder: str | os.PathLike, spec: str, source: str) -> TextTower | None:
+    """The tower another library on this machine saved for this model and weights, placed
+    in folder; None if there is none."""
+    shared = _share.cache_folder(cache, "text-towers", spec, source)
+    tower = TextTower.load(shared)
+    if tower is None or tower.spec != spec or tower.config.get("source") != source:
+        return None
+    _share.place([shared / tower.config["file"]], tower.config, DESCRIPTION, Path(folder), "text-tower-")
+    return TextTower.load(folder)
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:

@@ -128,7 +128,9 @@ class Rclip(Tool):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.env["RCLIP_DATADIR"] = str(self.workdir / "models")
-        make_rclip_models(self.workdir / "models")
+        # In a child: a child's peak RSS starts from its parent's at fork, so the measuring
+        # process must stay small.
+        subprocess.run([sys.executable, __file__, "--make-rclip-models", str(self.workdir / "models")], check=True)
 
     def reset(self) -> None:
         db = self.workdir / "models" / "db.sqlite3"
@@ -166,11 +168,17 @@ def change_ten(photos: Path, round_: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folder", type=Path, nargs="?")
+    parser.add_argument("--make-rclip-models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rclip", help="the rclip executable (default: rclip on PATH)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.make_rclip_models:
+        make_rclip_models(args.make_rclip_models)
+        return
+    if args.folder is None:
+        parser.error("FOLDER is required")
     with tempfile.TemporaryDirectory(prefix="compare-") as scratch:
         photos = Path(scratch) / "photos"
         shutil.copytree(args.folder, photos)
@@ -181,6 +189,7 @@ def main() -> None:
         for cls, name in ((Clipsearch, "clipsearch"), (Rclip, "rclip")):
             workdir = Path(scratch) / name
             workdir.mkdir()
+            (workdir / "models").mkdir()
             tools.append(cls(name, workdir, photos, rclip=args.rclip))
         figures: dict[str, dict[str, list[float]]] = {t.name: {} for t in tools}
 

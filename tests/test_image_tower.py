@@ -116,7 +116,7 @@ def test_a_model_without_a_trustworthy_export_keeps_torch_with_one_log_line(tmp_
                        atol=1e-6)
 
 
-def test_a_second_library_of_the_same_model_reuses_the_export_without_torch(tmp_path):
+def test_a_second_library_of_the_same_model_reuses_both_towers_without_torch(tmp_path):
     cache = tmp_path / "model-cache"
     env = {"CLIPSEARCH_MODEL_CACHE": str(cache)}
     make_photos(tmp_path / "a", 4)
@@ -132,8 +132,11 @@ from clipsearch.library import Library
 library = Library(load_settings({str(tmp_path / "two")!r}, model={TINY_MODEL!r}))
 report = library.crawl([{str(tmp_path / "b")!r}])
 hits = library.search(image={str(photos[2])!r}, k=1)
-print(json.dumps({{"embedded": report.stats.embedded, "top": hits[0].path, "torch": "torch" in sys.modules}}))
+texts = library.search("a photo of a dog", k=2)
+print(json.dumps({{"embedded": report.stats.embedded, "top": hits[0].path, "texts": len(texts),
+                  "torch": "torch" in sys.modules}}))
 """
     result = run_cli_python(code)
-    assert result == {"embedded": 4, "top": str(photos[2]), "torch": False}
-    assert (tmp_path / "two" / "image-tower" / imagetower.DESCRIPTION).is_file()
+    assert result == {"embedded": 4, "top": str(photos[2]), "texts": 2, "torch": False}
+    for tower in ("image-tower/image-tower.json", "text-tower/text-tower.json"):
+        assert (tmp_path / "two" / tower).is_file()

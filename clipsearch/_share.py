@@ -1,0 +1,49 @@
+"""Model files made once per computer, not once per library.
+
+A library exports its model's towers (the numpy text tower, the ONNX image tower) into
+its own folder. A copy goes to the model cache, in a folder named by the model spec and
+its weights' fingerprint, and the next library of the same model takes the towers from
+there (hard links where the disk allows, else copies) instead of loading torch to make
+them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def cache_folder(cache: str | os.PathLike, kind: str, spec: str, source: str) -> Path:
+    key = hashlib.sha256(f"{spec}\n{source}".encode()).hexdigest()[:16]
+    return Path(cache) / kind / key
+
+
+def place(files: Sequence[Path], description: dict, description_name: str, folder: Path, prefix: str) -> None:
+    """Put a tower into folder: its data files first, the description (what loaders read)
+    last, then data files of older towers (named prefix*) are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {path.name for path in files}
+    for path in files:
+        target = folder / path.name
+        if target.exists():
+            continue
+        temporary = folder / f"{path.name}.tmp"
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(path, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+        os.replace(temporary, target)
+    temporary = folder / f"{description_name}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(description, indent=1), encoding="utf-8")
+    os.replace(temporary, folder / description_name)
+    for old in folder.glob(f"{prefix}*"):
+        if old.name not in names and old.name != description_name and not old.name.endswith(".tmp"):
+            try:
+                old.unlink()
+            except OSError:
+                pass  # open elsewhere (Windows): the next one removes it
