@@ -5,6 +5,7 @@
     python scripts/bench.py query                # warm and cold query latency at 100k vectors
     python scripts/bench.py index [--count N]    # forest recall@10, query time, build, size
     python scripts/bench.py recrawl              # unchanged re-crawl of a 100k-file tree
+    python scripts/bench.py towers               # the image tower: torch vs onnxruntime per image
     python scripts/bench.py photos               # only generate the default photos
 
 Common options: --model (default ViT-B-32-256:random: the default preset's architecture
@@ -329,6 +330,72 @@ def bench_index(count: int, dim: int, queries: int, hard: bool = False) -> dict:
             "query_ms_mean": 1000 * float(np.mean(elapsed))}
 
 
+# --- image tower ----------------------------------------------------------------------------
+def bench_towers(model: str, batch: int = 16, runs: int = 6) -> dict:
+    """Per-image cost of the image tower under torch and onnxruntime (fp32 at 1 and 2
+    threads, int8 if the `onnx` package is there to quantise), and what an export costs."""
+    import onnxruntime
+
+    from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
+
+    with tempfile.TemporaryDirectory() as folder:
+        OpenClipEmbedder(model, device="cpu")  # imports torch and open_clip: not part of either figure
+        start = time.perf_counter()
+        torch_model = OpenClipEmbedder(model, device="cpu")
+        load = time.perf_counter() - start
+        start = time.perf_counter()
+        tower = LazyEmbedder(model, image_tower_dir=Path(folder), device="cpu")
+        tower.load()
+        export = time.perf_counter() - start - load
+        assert tower._image is not None, "the model did not export"
+        path = tower._image.path
+        size = torch_model.preprocess.size
+        pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+
+        def per_image(embed) -> tuple[float, float]:
+            embed(pixels)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(runs):
+                embed(pixels)
+            n = runs * batch
+            return 1000 * (time.perf_counter() - wall) / n, 1000 * (time.process_time() - cpu) / n
+
+        def session(file: str, threads: int | None = None):
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3
+            if threads:
+                options.intra_op_num_threads = threads
+            started = time.perf_counter()
+            made = onnxruntime.InferenceSession(file, options, providers=["CPUExecutionProvider"])
+            return made, time.perf_counter() - started
+
+        figures: dict = {"model": model, "model_build_s": load, "export_and_check_s": export,
+                         "tower_mb": (path.stat().st_size + path.with_suffix(".weights").stat().st_size) / 2**20}
+        figures["torch_wall_ms"], figures["torch_cpu_ms"] = per_image(torch_model.embed_images)
+        for threads in (1, 2):
+            run, _ = session(str(path), threads)
+            wall_ms, cpu_ms = per_image(lambda p, run=run: run.run(None, {"pixels": p})[0])
+            figures[f"onnx_fp32_{threads}_threads_wall_ms"], figures[f"onnx_fp32_{threads}_threads_cpu_ms"] = \
+                wall_ms, cpu_ms
+        figures["onnx_session_start_s"] = session(str(path))[1]
+        try:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # Quantised from a plain export: the saved tower holds onnxruntime's fused operators.
+            plain, quantised = Path(folder) / "plain.onnx", Path(folder) / "int8.onnx"
+            torch_model.export_image_tower(plain)
+            quantize_dynamic(str(plain), str(quantised), weight_type=QuantType.QInt8)
+            run, _ = session(str(quantised))
+            figures["onnx_int8_wall_ms"], figures["onnx_int8_cpu_ms"] = \
+                per_image(lambda p: run.run(None, {"pixels": p})[0])
+            out = run.run(None, {"pixels": pixels})[0]
+            out = out / np.linalg.norm(out, axis=1, keepdims=True)
+            figures["int8_min_cosine_to_torch"] = float(np.min(np.sum(out * torch_model.embed_images(pixels), 1)))
+        except ImportError:
+            figures["onnx_int8"] = "not measured: pip install onnx to quantise"
+    return figures
+
+
 # --- re-crawl -------------------------------------------------------------------------------
 def _tree(data: Path, count: int) -> Path:
     """`count` small, distinct JPEG files in folders of 500 (made once)."""
@@ -390,6 +457,7 @@ def main() -> None:
     index.add_argument("--hard", action="store_true", help="isotropic noise: the worst case for trees")
     recrawl = sub.add_parser("recrawl", help="unchanged re-crawl of a large tree")
     recrawl.add_argument("--count", type=int, default=100_000)
+    sub.add_parser("towers", help="the image tower per image: torch, onnxruntime fp32 and int8; export time")
     photos = sub.add_parser("photos", help="generate the default photos only")
     photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
@@ -412,6 +480,8 @@ def main() -> None:
                                                     getattr(args, "hard", False))
     if args.what in (None, "recrawl"):
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
+    if args.what in (None, "towers"):
+        results["towers"] = bench_towers(args.model)
     for name, figures in results.items():
         print(f"[{name}]")
         width = max(map(len, figures))
