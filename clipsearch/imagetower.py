@@ -114,16 +114,16 @@ def describe(path: Path, spec: str, source: str, dim: int, preprocess: Preproces
     return ImageTower(path.parent, description)
 
 
-def publish(tower: ImageTower) -> None:
-    """Make tower the folder's current one; files of older towers are removed."""
-    _share.place([tower.path, weights_of(tower.path)], tower.description, DESCRIPTION, tower.folder, "image-tower-")
+def publish(tower: ImageTower, folder: Path | None = None) -> None:
+    """Make tower the current one of folder (default: its own); older towers' files go."""
+    _share.place([tower.path, weights_of(tower.path)], tower.description, DESCRIPTION, folder or tower.folder,
+                 "image-tower-")
 
 
 def share(tower: ImageTower, cache: Path) -> None:
     """Keep a copy of tower in the machine's model cache, so the next library of this model
     on this machine needs no export (nor torch)."""
-    target = _share.cache_folder(cache, "image-towers", tower.spec, tower.source)
-    _share.place([tower.path, weights_of(tower.path)], tower.description, DESCRIPTION, target, "image-tower-")
+    publish(tower, _share.cache_folder(cache, "image-towers", tower.spec, tower.source))
 
 
 def adopt(cache: Path, folder: Path, spec: str, source: str) -> ImageTower | None:
@@ -132,7 +132,7 @@ def adopt(cache: Path, folder: Path, spec: str, source: str) -> ImageTower | Non
     shared = ImageTower.load(_share.cache_folder(cache, "image-towers", spec, source), spec, source)
     if shared is None:
         return None
-    _share.place([shared.path, weights_of(shared.path)], shared.description, DESCRIPTION, Path(folder), "image-tower-")
+    publish(shared, Path(folder))
     return ImageTower.load(folder, spec, source)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,19 @@ TINY_MODEL = f"{FIXTURES / 'tiny-clip.json'}:random"
 SHAPES_CONFIG, SHAPES_CHECKPOINT = FIXTURES / "shapes-clip.json", FIXTURES / "shapes-clip.pt"
 SHAPES_MODEL = f"{SHAPES_CONFIG}:{SHAPES_CHECKPOINT}"
 SHAPES_PER_COMBO = 10
+
+
+@contextmanager
+def clean_environment(model_cache: Path) -> Iterator[None]:
+    """For fixtures wider than a test, which run outside _clean_environment: no CLIPSEARCH_*
+    setting of the user's, no network, and a model cache of their own."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in list(os.environ):
+            if name.startswith("CLIPSEARCH_"):
+                env.delenv(name)
+        env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("CLIPSEARCH_MODEL_CACHE", str(model_cache))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -146,12 +161,7 @@ def shape_library(tmp_path_factory, shape_photos) -> ShapeLibrary:
     Shared by the session: search it, do not crawl or change it."""
     home = tmp_path_factory.mktemp("shapes-home")
     folder = shape_photos[0].path.parent
-    with pytest.MonkeyPatch.context() as env:  # a session fixture runs outside _clean_environment
-        for name in list(os.environ):
-            if name.startswith("CLIPSEARCH_"):
-                env.delenv(name)
-        env.setenv("HF_HUB_OFFLINE", "1")
-        env.setenv("CLIPSEARCH_MODEL_CACHE", str(home / "model-cache"))
+    with clean_environment(home / "model-cache"):
         result = run_cli("--home", str(home), "crawl", str(folder), "--model", SHAPES_MODEL, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     return ShapeLibrary(home, folder, shape_photos)

@@ -20,7 +20,7 @@ import pytest
 
 from clipsearch.index import read_manifest
 
-from .conftest import TINY_MODEL, make_photo, make_photos, run_cli
+from .conftest import TINY_MODEL, clean_environment, make_photo, make_photos, run_cli
 
 QUERY = "a photo of something"
 
@@ -33,12 +33,7 @@ def crawled(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("crawled")
     photos = root / "photos"
     make_photos(photos, 60)
-    with pytest.MonkeyPatch.context() as env:  # a module fixture runs outside _clean_environment
-        for name in list(os.environ):
-            if name.startswith("CLIPSEARCH_"):
-                env.delenv(name)
-        env.setenv("HF_HUB_OFFLINE", "1")
-        env.setenv("CLIPSEARCH_MODEL_CACHE", str(root / "model-cache"))
+    with clean_environment(root / "model-cache"):
         result = run_cli("--home", str(root / "home"), "crawl", str(photos), "--model", TINY_MODEL)
     assert result.returncode == 0, result.stderr
     assert (root / "home" / "text-tower").is_dir()
