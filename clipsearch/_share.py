@@ -9,6 +9,7 @@ them again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +21,15 @@ from pathlib import Path
 def cache_folder(cache: str | os.PathLike, kind: str, spec: str, source: str) -> Path:
     key = hashlib.sha256(f"{spec}\n{source}".encode()).hexdigest()[:16]
     return Path(cache) / kind / key
+
+
+def check_room(folder: Path, nbytes: int) -> None:
+    """Raise OSError (no space) unless folder's disk has twice nbytes free: a tower is an
+    optimisation and must not take the space the catalog needs."""
+    free = shutil.disk_usage(folder).free
+    if free < 2 * nbytes:
+        raise OSError(errno.ENOSPC, f"{nbytes >> 20} MB needed and only {free >> 20} MB free, kept for the catalog",
+                      str(folder))
 
 
 def place(files: Sequence[Path], description: dict, description_name: str, folder: Path, prefix: str) -> None:

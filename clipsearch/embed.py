@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
+from . import _share
 from ._memory import return_freed_memory
 from .errors import ClipsearchError
 
@@ -287,6 +288,7 @@ class LazyEmbedder:
                  image_tower_dir: str | os.PathLike | None = None, **options):
         self.spec = canonical(spec)
         self._options = options
+        self._source = source_fingerprint(self.spec)  # the saved towers must be of these weights
         # Images are embedded by the ONNX tower saved in this folder when the model runs on
         # the CPU and the tower is this model's: crawls and image queries then skip torch.
         self._image_dir = image_tower_dir
@@ -302,15 +304,11 @@ class LazyEmbedder:
         self._tower: TextTower | None = None
         if text_tower_dir is not None:
             from . import texttower
-            from .texttower import TextTower
 
-            source = source_fingerprint(self.spec)
-            tower = TextTower.load(text_tower_dir)
-            if tower is not None and tower.spec == self.spec and tower.config.get("source") == source:
-                self._tower = tower
-            elif options.get("cache_dir") is not None:
+            self._tower = texttower.TextTower.load(text_tower_dir, self.spec, self._source)
+            if self._tower is None and options.get("cache_dir") is not None:
                 try:
-                    self._tower = texttower.adopt(options["cache_dir"], text_tower_dir, self.spec, source)
+                    self._tower = texttower.adopt(options["cache_dir"], text_tower_dir, self.spec, self._source)
                 except OSError as exc:
                     log.warning("could not use the text tower in %s: %s", options["cache_dir"], exc)
 
@@ -342,18 +340,24 @@ class LazyEmbedder:
         with self._image_lock:
             if not self._image_checked:
                 self._image_checked = True
-                if self._image_dir is not None and _cpu_only(self._options.get("device") or "auto"):
-                    from . import imagetower
-
-                    source = source_fingerprint(self.spec)
-                    self._image = imagetower.ImageTower.load(self._image_dir, self.spec, source)
-                    cache = self._options.get("cache_dir")
-                    if self._image is None and cache is not None:
-                        try:
-                            self._image = imagetower.adopt(Path(cache), Path(self._image_dir), self.spec, source)
-                        except OSError as exc:
-                            log.warning("could not use the image tower in %s: %s", cache, exc)
+                if _cpu_only(self._options.get("device") or "auto"):
+                    self._image = self._saved_image_tower()
             return self._image
+
+    def _saved_image_tower(self) -> ImageTower | None:
+        """This model's tower in the library folder, or else in the model cache, or None."""
+        if self._image_dir is None:
+            return None
+        from . import imagetower
+
+        tower = imagetower.ImageTower.load(self._image_dir, self.spec, self._source)
+        cache = self._options.get("cache_dir")
+        if tower is None and cache is not None:
+            try:
+                tower = imagetower.adopt(Path(cache), Path(self._image_dir), self.spec, self._source)
+            except OSError as exc:
+                log.warning("could not use the image tower in %s: %s", cache, exc)
+        return tower
 
     def _export_image_tower(self, inner: OpenClipEmbedder) -> None:
         """Export the image tower of a model loaded on the CPU, check it against torch, and embed
@@ -362,7 +366,7 @@ class LazyEmbedder:
             return
         from . import imagetower
 
-        saved = imagetower.ImageTower.load(self._image_dir, self.spec, source_fingerprint(self.spec))
+        saved = self._saved_image_tower()
         if saved is not None:  # "auto" guessed a GPU that torch did not find: use the export anyway
             with self._image_lock:
                 self._image = saved
@@ -370,15 +374,14 @@ class LazyEmbedder:
             return
         path = imagetower.new_file(self._image_dir)
         try:
-            if shutil.disk_usage(path.parent).free < 2 * _parameter_bytes(inner._model.visual):
-                raise _Unsupported("too little free space in the library folder")
+            _share.check_room(path.parent, _parameter_bytes(inner._model.visual))
             exported = path.with_suffix(".raw")
             try:
                 inner.export_image_tower(exported)
                 imagetower.optimize(exported, path)
             finally:
                 exported.unlink(missing_ok=True)
-            tower = imagetower.describe(path, self.spec, source_fingerprint(self.spec), inner.dim, inner.preprocess)
+            tower = imagetower.describe(path, self.spec, self._source, inner.dim, inner.preprocess)
             probes = _probe_images(inner.preprocess.size)
             cosine = imagetower.agreement(tower, inner.embed_images(probes), probes)
             if not cosine >= imagetower.MIN_COSINE:

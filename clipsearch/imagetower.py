@@ -3,8 +3,8 @@
 The first time a library's model is loaded on a CPU, embed.py exports its image encoder
 to HOME/image-tower/ (uint8 pixels in; the model's normalisation, projection and L2 norm
 inside) and checks it against torch on probe images (cosine >= 0.9999). From then on any
-process on a CPU embeds images with onnxruntime, at about half the CPU time of torch and
-without torch's import and model build. The description names the model spec and the
+process on a CPU embeds images with onnxruntime: 8-20% less time per image than torch on
+the build machine (docs/benchmarks.md), and no torch import or model build. The description names the model spec and the
 fingerprint of its weight files, so a retrained checkpoint never uses an old export.
 
 Files are written like the text tower's: the model under a new name first, the

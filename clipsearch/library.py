@@ -220,14 +220,18 @@ class Library:
         is now."""
         if store.get_meta("dim") is None:
             return None, False  # nothing embedded yet
+        problem: str | None
         try:
             manifest = read_manifest(self.settings.index_dir)
-            if manifest and manifest.built_seq == store.max_seq() and self._forest_problem(store, manifest) is None:
-                # A writer does not hash: a file changed since its build is rebuilt instead.
-                verify_files(self.settings.index_dir, manifest, may_hash=False)
-                return manifest, False
         except ForestDamaged as exc:
-            log.warning("index not usable (%s): rebuilding it", exc)
+            manifest, problem = None, str(exc)
+        else:
+            # A writer does not hash: a file changed since its build is rebuilt instead.
+            problem = self._index_problem(store, manifest, may_hash=False) if manifest else None
+            if manifest and not problem and manifest.built_seq == store.max_seq():
+                return manifest, False
+        if problem:
+            log.warning("index not usable (%s): rebuilding it", problem)
         return self._build(store, on_index), True
 
     def _build(self, store: Store, on_index) -> Manifest:
@@ -252,6 +256,16 @@ class Library:
         if manifest.model != store.get_meta("model") or str(manifest.dim) != store.get_meta("dim"):
             return "it was built for another model"
         return None
+
+    def _index_problem(self, store: Store, manifest: Manifest, may_hash: bool = True) -> str | None:
+        """Why this forest must not be used: _forest_problem, or else its files (verify_files)."""
+        problem = self._forest_problem(store, manifest)
+        if problem is None and manifest.forest:
+            try:
+                verify_files(self.settings.index_dir, manifest, may_hash)
+            except ForestDamaged as exc:
+                problem = str(exc)
+        return problem
 
     @_storage_guard
     def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> Manifest:
@@ -397,12 +411,7 @@ class Library:
             return LibraryStatus(self.settings.home, None, None, [], {}, manifest, 0, 0, problem)
         try:
             if manifest and manifest.forest:
-                try:
-                    problem = self._forest_problem(store, manifest)
-                    if problem is None:
-                        verify_files(self.settings.index_dir, manifest)
-                except ForestDamaged as exc:
-                    problem = str(exc)
+                problem = self._index_problem(store, manifest)
             per_root = store.root_counts()
             roots = [(r, per_root.get(r.id, 0)) for r in store.roots()]
             dim = store.get_meta("dim")

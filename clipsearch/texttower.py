@@ -14,11 +14,9 @@ text tower fails the check at export and keeps the torch path.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -46,12 +44,15 @@ class TextTower:
         self._tokenizer = clip_tokenizer(int(config["context_length"]))
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "TextTower | None":
-        """The tower saved in `folder`, or None if there is none (or it is incomplete)."""
+    def load(cls, folder: str | os.PathLike, spec: str | None = None,
+             source: str | None = None) -> "TextTower | None":
+        """The tower saved in `folder`, or None if there is none (or it is incomplete, or,
+        when they are given, of another model spec or weights fingerprint)."""
         folder = Path(folder)
         try:
             config = json.loads((folder / DESCRIPTION).read_text(encoding="utf-8"))
-            if config.get("format") != FORMAT:
+            if config.get("format") != FORMAT or (spec is not None and config.get("spec") != spec) \
+                    or (source is not None and config.get("source") != source):
                 return None
             blob = np.memmap(folder / config["file"], dtype=np.float32, mode="r")
         except (OSError, ValueError, KeyError):
@@ -125,10 +126,7 @@ def save(folder: str | os.PathLike, config: dict, weights: dict[str, np.ndarray]
     what `load` reads), then the files of any older tower are removed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    needed = sum(np.asarray(array).size * 4 for array in weights.values())
-    if shutil.disk_usage(folder).free < 2 * needed:
-        # An optimisation must not take the space the catalog needs for the crawl.
-        raise OSError(errno.ENOSPC, f"{needed >> 20} MB needed, keeping the free space for the catalog", str(folder))
+    _share.check_room(folder, sum(np.asarray(array).size * 4 for array in weights.values()))
     name = f"text-tower-{uuid.uuid4().hex[:12]}.f32"
     tensors, start = {}, 0
     try:
@@ -158,11 +156,11 @@ def adopt(cache: str | os.PathLike, folder: str | os.PathLike, spec: str, source
     """The tower another library on this machine saved for this model and weights, placed
     in folder; None if there is none."""
     shared = _share.cache_folder(cache, "text-towers", spec, source)
-    tower = TextTower.load(shared)
-    if tower is None or tower.spec != spec or tower.config.get("source") != source:
+    tower = TextTower.load(shared, spec, source)
+    if tower is None:
         return None
     _share.place([shared / tower.config["file"]], tower.config, DESCRIPTION, Path(folder), "text-tower-")
-    return TextTower.load(folder)
+    return TextTower.load(folder, spec, source)
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
