@@ -23,6 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 APP_NAME = "clipsearch"
+PRECISIONS = ("fp32", "int8")  # of the CPU image tower (imagetower.MIN_COSINE)
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 
 
@@ -43,6 +44,9 @@ class Settings:
     exclude: tuple[str, ...] = ()
     include_hidden: bool = False
     follow_symlinks: bool = False
+    # The CPU image tower's precision: "fp32", or "int8" (weights quantised: faster, vectors
+    # within cosine 0.98-0.998 of fp32; docs/benchmarks.md).
+    image_precision: str = "fp32"
     model_cache: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models")
 
     @property
@@ -55,7 +59,7 @@ class Settings:
 
     @property
     def image_tower_dir(self) -> Path:
-        return self.home / "image-tower"
+        return self.home / ("image-tower" if self.image_precision == "fp32" else f"image-tower-{self.image_precision}")
 
     @property
     def text_tower_dir(self) -> Path:
@@ -134,4 +138,7 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
             raise TypeError(f"unknown setting {name}")
         if value is not None and value != ():
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
-    return dataclasses.replace(settings, **values)
+    settings = dataclasses.replace(settings, **values)
+    if settings.image_precision not in PRECISIONS:
+        raise ClipsearchError(f"image_precision = {settings.image_precision!r} is not one of: {', '.join(PRECISIONS)}")
+    return settings

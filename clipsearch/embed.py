@@ -285,13 +285,14 @@ class LazyEmbedder:
     command that fails before embedding, never pays the seconds a model load costs."""
 
     def __init__(self, spec: str, text_tower_dir: str | os.PathLike | None = None,
-                 image_tower_dir: str | os.PathLike | None = None, **options):
+                 image_tower_dir: str | os.PathLike | None = None, image_precision: str = "fp32", **options):
         self.spec = canonical(spec)
         self._options = options
         self._source = source_fingerprint(self.spec)  # the saved towers must be of these weights
         # Images are embedded by the ONNX tower saved in this folder when the model runs on
         # the CPU and the tower is this model's: crawls and image queries then skip torch.
         self._image_dir = image_tower_dir
+        self._precision = image_precision  # "int8": the tower's weights quantised (an option)
         self._image: ImageTower | None = None
         self._image_checked = False
         self._image_lock = threading.Lock()
@@ -350,11 +351,11 @@ class LazyEmbedder:
             return None
         from . import imagetower
 
-        tower = imagetower.ImageTower.load(self._image_dir, self.spec, self._source)
+        tower = imagetower.ImageTower.load(self._image_dir, self.spec, self._source, self._precision)
         cache = self._options.get("cache_dir")
         if tower is None and cache is not None:
             try:
-                tower = imagetower.adopt(Path(cache), Path(self._image_dir), self.spec, self._source)
+                tower = imagetower.adopt(Path(cache), Path(self._image_dir), self.spec, self._source, self._precision)
             except OSError as exc:
                 log.warning("could not use the image tower in %s: %s", cache, exc)
         return tower
@@ -375,16 +376,21 @@ class LazyEmbedder:
         path = imagetower.new_file(self._image_dir)
         try:
             _share.check_room(path.parent, _parameter_bytes(inner._model.visual))
-            exported = path.with_suffix(".raw")
+            exported, quantized = path.with_suffix(".raw"), path.with_suffix(".int8")
             try:
                 inner.export_image_tower(exported)
+                if self._precision == "int8":
+                    imagetower.quantize(exported, quantized)
+                    exported.unlink()
+                    exported = quantized
                 imagetower.optimize(exported, path)
             finally:
                 exported.unlink(missing_ok=True)
-            tower = imagetower.describe(path, self.spec, self._source, inner.dim, inner.preprocess)
+                quantized.unlink(missing_ok=True)
+            tower = imagetower.describe(path, self.spec, self._source, inner.dim, inner.preprocess, self._precision)
             probes = _probe_images(inner.preprocess.size)
             cosine = imagetower.agreement(tower, inner.embed_images(probes), probes)
-            if not cosine >= imagetower.MIN_COSINE:
+            if not cosine >= imagetower.MIN_COSINE[self._precision]:
                 raise _Unsupported(f"its vectors differ from torch's (cosine {cosine:.6f})")
             imagetower.publish(tower)
             if self._options.get("cache_dir") is not None:
@@ -395,10 +401,12 @@ class LazyEmbedder:
         except Exception as exc:  # noqa: BLE001 - an optimisation: never fail a crawl for it
             path.unlink(missing_ok=True)
             imagetower.weights_of(path).unlink(missing_ok=True)
-            log.warning("images of %s are embedded with torch: no ONNX image tower (%s: %s)",
-                        self.spec, type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc) else "")
+            log.warning("images of %s are embedded with torch: no %s ONNX image tower (%s: %s)",
+                        self.spec, self._precision, type(exc).__name__,
+                        str(exc).strip().splitlines()[0][:300] if str(exc) else "")
             return
-        log.info("ONNX image tower for %s saved in %s (cosine to torch >= %.6f)", self.spec, path, cosine)
+        log.info("ONNX image tower (%s) for %s saved in %s (cosine to torch >= %.6f)", self._precision, self.spec,
+                 path, cosine)
         with self._image_lock:
             self._image = tower
         inner.drop_image_tower()

@@ -27,7 +27,10 @@ from .decode import Preprocess
 
 FORMAT = 2  # 2: weights in a file of their own
 DESCRIPTION = "image-tower.json"
-MIN_COSINE = 0.9999  # against torch in fp32 on probe images
+# The smallest cosine to torch's vectors on probe images a tower must reach, per precision.
+# int8 (dynamic quantisation of the weights) measured 0.987-0.998 (docs/benchmarks.md).
+MIN_COSINE = {"fp32": 0.9999, "int8": 0.98}
+PRECISIONS = tuple(MIN_COSINE)
 
 
 class ImageTower:
@@ -39,18 +42,20 @@ class ImageTower:
         self.spec: str = description["spec"]
         self.source: str = description["source"]
         self.dim: int = int(description["dim"])
+        self.precision: str = description.get("precision", "fp32")
         self.preprocess = Preprocess(**description["preprocess"])
         self._session: Any = None
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, spec: str, source: str) -> ImageTower | None:
-        """The tower saved in folder if it is the one of this model and weights, else None."""
+    def load(cls, folder: str | os.PathLike, spec: str, source: str, precision: str = "fp32") -> ImageTower | None:
+        """The tower saved in folder if it is the one of this model, weights and precision, else None."""
         try:
             description = json.loads((Path(folder) / DESCRIPTION).read_text(encoding="utf-8"))
             model = Path(folder) / description["file"]
             if (description.get("format") != FORMAT or description.get("spec") != spec
-                    or description.get("source") != source or not model.is_file()
+                    or description.get("source") != source or description.get("precision", "fp32") != precision
+                    or not model.is_file()
                     or not weights_of(model).is_file()):
                 return None
             return cls(Path(folder), description)
@@ -105,9 +110,20 @@ def optimize(exported: Path, path: Path) -> None:
     onnxruntime.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
 
 
-def describe(path: Path, spec: str, source: str, dim: int, preprocess: Preprocess) -> ImageTower:
+def quantize(exported: Path, path: Path) -> None:
+    """Write the int8 form of the exported fp32 tower to path: weights quantised once,
+    activations per batch (onnxruntime's dynamic quantisation). It must start from the
+    plain export: the optimised graph's fused operators are left unquantised."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(exported), str(path), weight_type=QuantType.QInt8)
+
+
+def describe(path: Path, spec: str, source: str, dim: int, preprocess: Preprocess,
+             precision: str = "fp32") -> ImageTower:
     """The tower exported to path, not yet published (check it, then `publish`)."""
-    description = {"format": FORMAT, "spec": spec, "source": source, "dim": dim, "file": path.name,
+    description = {"format": FORMAT, "spec": spec, "source": source, "precision": precision, "dim": dim,
+                   "file": path.name,
                    "preprocess": {"size": preprocess.size, "resize_mode": preprocess.resize_mode,
                                   "interpolation": preprocess.interpolation,
                                   "fill_color": preprocess.fill_color}}
@@ -123,17 +139,22 @@ def publish(tower: ImageTower, folder: Path | None = None) -> None:
 def share(tower: ImageTower, cache: Path) -> None:
     """Keep a copy of tower in the machine's model cache, so the next library of this model
     on this machine needs no export (nor torch)."""
-    publish(tower, _share.cache_folder(cache, "image-towers", tower.spec, tower.source))
+    publish(tower, _cached(cache, tower.spec, tower.source, tower.precision))
 
 
-def adopt(cache: Path, folder: Path, spec: str, source: str) -> ImageTower | None:
-    """The tower another library on this machine exported for this model and weights, placed
-    in folder; None if there is none."""
-    shared = ImageTower.load(_share.cache_folder(cache, "image-towers", spec, source), spec, source)
+def adopt(cache: Path, folder: Path, spec: str, source: str, precision: str = "fp32") -> ImageTower | None:
+    """The tower another library on this machine exported for this model, weights and
+    precision, placed in folder; None if there is none."""
+    shared = ImageTower.load(_cached(cache, spec, source, precision), spec, source, precision)
     if shared is None:
         return None
     publish(shared, Path(folder))
-    return ImageTower.load(folder, spec, source)
+    return ImageTower.load(folder, spec, source, precision)
+
+
+def _cached(cache: Path, spec: str, source: str, precision: str) -> Path:
+    return _share.cache_folder(cache, "image-towers" if precision == "fp32" else f"image-towers-{precision}",
+                               spec, source)
 
 
 def agreement(tower: ImageTower, reference: np.ndarray, probes: np.ndarray) -> float:

@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--make-rclip-models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rclip", help="the rclip executable (default: rclip on PATH)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--image-precision", choices=("fp32", "int8"), default="fp32",
+                        help="clipsearch's CPU image tower (its export must be in the model cache already)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.make_rclip_models:
@@ -191,6 +193,7 @@ def main() -> None:
             workdir.mkdir()
             (workdir / "models").mkdir()
             tools.append(cls(name, workdir, photos, rclip=args.rclip))
+        tools[0].env["CLIPSEARCH_IMAGE_PRECISION"] = args.image_precision
         figures: dict[str, dict[str, list[float]]] = {t.name: {} for t in tools}
 
         def note(tool: Tool, what: str, value: float) -> None:

@@ -29,7 +29,8 @@ def test_the_home_comes_from_the_flag_then_the_environment(tmp_path):
 
 
 @pytest.mark.parametrize("toml, message", [("workers = 0", "workers"), ("colour = 1", "unknown setting"),
-                                           ("workers = ", "not valid TOML")])
+                                           ("workers = ", "not valid TOML"),
+                                           ('image_precision = "int4"', "image_precision = 'int4' is not one of")])
 def test_bad_settings_are_named(tmp_path, toml, message):
     (tmp_path / "config.toml").write_text(toml)
     with pytest.raises(ClipsearchError, match=message):
@@ -46,3 +47,9 @@ def test_model_names_are_made_canonical_without_loading_a_model(tmp_path):
     assert canonical(str(checkpoint)) == str(checkpoint)
     with pytest.raises(ClipsearchError, match="checkpoint file not found"):
         canonical("ViT-B-32:/no/such/file.pt")
+
+
+def test_every_image_precision_setting_has_a_tower_check():
+    from clipsearch import config, imagetower
+
+    assert set(config.PRECISIONS) == set(imagetower.MIN_COSINE)

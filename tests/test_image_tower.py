@@ -103,7 +103,7 @@ def test_a_model_without_a_trustworthy_export_keeps_torch_with_one_log_line(tmp_
 
         monkeypatch.setattr(OpenClipEmbedder, "export_image_tower", refuse)
     else:
-        monkeypatch.setattr(imagetower, "MIN_COSINE", 1.5)  # no export can reach it
+        monkeypatch.setitem(imagetower.MIN_COSINE, "fp32", 1.5)  # no export can reach it
     lazy = LazyEmbedder(TINY_MODEL, image_tower_dir=tmp_path / "tower", device="cpu")
     with caplog.at_level(logging.WARNING, logger="clipsearch"):
         lazy.load()

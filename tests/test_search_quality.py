@@ -151,3 +151,16 @@ def test_search_after_moves_renames_deletes_and_a_recrawl_finds_the_right_photos
     for colour, shape in combos():
         query = caption(colour, shape)
         assert _paths(_search(home, query)) == _paths(_search(home, query, "--exact")), query
+
+
+def test_a_library_with_the_int8_image_tower_finds_the_same_colours_and_shapes(tmp_path, shape_photos):
+    home = tmp_path / "home"
+    folder = shape_photos[0].path.parent
+    result = run_cli("--home", str(home), "crawl", str(folder), "--model", SHAPES_MODEL, "--device", "cpu",
+                     env={"CLIPSEARCH_IMAGE_PRECISION": "int8"})
+    assert result.returncode == 0, result.stderr
+    described = json.loads((home / "image-tower-int8" / "image-tower.json").read_text())
+    assert described["precision"] == "int8" and not (home / "image-tower").exists()
+    for colour, shape in [("red", "circle"), ("blue", "square"), ("green", "star")]:
+        query = caption(colour, shape)
+        _assert_finds(_search(home, query), colour, shape, query)
