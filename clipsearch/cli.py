@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 
@@ -11,6 +12,7 @@ import click
 from . import __version__
 from .config import load_settings
 from .errors import ClipsearchError
+from .query import HELP as QUERY_HELP
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -97,6 +99,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
     clipsearch crawl ~/Pictures          index a folder (again: only what changed)
     clipsearch search "a dog on a beach"  the best matches, as a table
     clipsearch search --image IMG.jpg    photos that look like IMG.jpg
+    clipsearch query                     an interactive prompt
     clipsearch status                    folders, counts, model, index
     """
     ctx.ensure_object(dict).setdefault("home", home)
@@ -145,7 +148,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
 
 
 @cli.command()
-@click.argument("text", required=False)
+@click.argument("query", required=False)
 @click.option("--image", "image", type=click.Path(dir_okay=False), help="Find photos that look like this one.")
 @click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many results.")
@@ -155,15 +158,19 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
 @device_option
 @home_option
 @click.pass_context
-def search(ctx, text, image, k, as_json, paths_only, exact, device):
-    """Photos that match TEXT, look like --image, or both.
+def search(ctx, query, image, k, as_json, paths_only, exact, device):
+    """Photos that match QUERY, look like --image, or both.
 
     \b
     clipsearch search "a red car in the snow"
-    clipsearch search --image holiday/IMG_0042.jpg -k 20 --paths-only
+    clipsearch search "sunset + beach - people  in:2021 after:2021-06"
+    clipsearch search "2*cat + ~/refs/my_cat.jpg" -k 20 --paths-only
+    clipsearch search --image holiday/IMG_0042.jpg
+
+    The query language, the same in `clipsearch query`:
     """
     library = _library(ctx, device=device)
-    results = library.search(text=text, image=image, k=k, exact=exact)
+    results = library.search(query, image=image, k=k, exact=exact)
     if as_json:
         for result in results:
             click.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
@@ -175,6 +182,31 @@ def search(ctx, text, image, k, as_json, paths_only, exact, device):
 
         _console().print(results_table(results))
     _notices(library)
+
+
+search.help = f"{inspect.cleandoc(search.help or '')}\n\n\b\n{QUERY_HELP}"
+
+
+@cli.command()
+@device_option
+@home_option
+@click.pass_context
+def query(ctx, device):
+    """An interactive prompt: type a query, look, refine, repeat.
+
+    Queries use the query language of `clipsearch search` (:help in the prompt shows it).
+    The model and the index stay loaded between queries, and photos crawled meanwhile
+    appear in the next one. History is kept in the library folder.
+
+    \b
+    › dog on the beach
+    › :show         a contact sheet of the results
+    › :similar 2    photos like result 2
+    › :open 3  :more  :k 30  :history  :help  exit
+    """
+    from .prompt import run
+
+    run(_library(ctx, device=device), _console())
 
 
 @cli.command()

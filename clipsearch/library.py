@@ -6,6 +6,7 @@ and return plain values and dataclasses; nothing here prints.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -24,8 +25,10 @@ from .catalog.store import FileRow, Root, Store, _is_under
 from .config import Settings
 from .errors import ClipsearchError
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
+from .query import Query, Term
+from .query import parse as parse_query
 from .scan import ScanRules
-from .search import SearchResult, rank
+from .search import SearchResult, rank, results_for
 
 if TYPE_CHECKING:
     from .pipeline import CrawlStats, CrawlTask
@@ -63,6 +66,24 @@ class LibraryStatus:
     index_problem: str | None = None  # why the forest is not used, if it is not
 
 
+@dataclass(frozen=True)
+class Overview:
+    photos: int  # searchable
+    folders: int
+    model: str | None
+
+
+# Varied everyday subjects; the relevance floor is measured against them (relevance_floor).
+_CALIBRATION_CAPTIONS = (
+    "a dog", "a cat", "a horse", "a bird", "a fish", "a car", "a bicycle", "a train", "an airplane", "a boat",
+    "a city street at night", "a mountain landscape", "a beach with waves", "a forest", "a desert", "snow",
+    "a plate of food", "a cake", "a cup of coffee", "fruit", "a bowl of soup", "a group of people", "a baby",
+    "an old man", "a wedding", "a football match", "a concert", "a computer", "a book", "a chair", "a bed",
+    "a kitchen", "a bathroom", "a flower", "a tree", "a sunset", "a bridge", "a church", "a skyscraper",
+    "a painting", "a toy", "a clock", "a document with text", "a screenshot", "a map", "fireworks",
+    "a swimming pool", "a garden", "a farm", "an insect")
+
+
 def _storage_guard(method):
     """Storage failures (a damaged catalog, a read-only folder, a full disk) leave a Library
     method as one ClipsearchError with a message to act on; the log keeps the detail."""
@@ -90,6 +111,7 @@ class Library:
         self._forest: Forest | None = None  # kept between searches while its generation is current
         self._notices: list[str] = []  # for the faces to show: each said once per Library
         self._said: set[str] = set()
+        self._relevance: tuple[str, float] | None = None  # (model, floor), measured once
 
     # --- model ----------------------------------------------------------------------------
     def _model_for(self, store: Store | None, asked: str | None = None) -> str:
@@ -113,6 +135,7 @@ class Library:
         if self._embedder is None or self._embedder.spec != spec or getattr(self._embedder, "failed", False):
             self._embedder = embed_mod.LazyEmbedder(
                 spec, text_tower_dir=self.settings.text_tower_dir, image_tower_dir=self.settings.image_tower_dir,
+                image_precision=self.settings.image_precision,
                 device=self.settings.device,
                 batch_size=self.settings.batch_size, cache_dir=self.settings.model_cache)
         return self._embedder
@@ -326,10 +349,17 @@ class Library:
 
     # --- queries --------------------------------------------------------------------------
     @_storage_guard
-    def search(self, text: str | None = None, image: str | os.PathLike | None = None, k: int = 10,
-               exact: bool = False) -> list[SearchResult]:
-        """The k best live photos for a text, an example image, or both (their vectors averaged)."""
-        if not (text and text.strip()) and image is None:
+    def search(self, text: str | Query | None = None, image: str | os.PathLike | None = None, k: int = 10,
+               exact: bool = False, *, like: int | None = None, offset: int = 0) -> list[SearchResult]:
+        """Results offset+1 .. offset+k for a query in the query language (query.py), plus an
+        example image and the vector of the photo with id `like`, if given; all the parts'
+        vectors are added with their weights. A query of only filters lists the newest
+        photos that pass them (score None)."""
+        parsed = self.parse(text) if isinstance(text, str) or text is None else text
+        if image is not None:
+            path = os.path.abspath(os.path.expanduser(os.fspath(image)))
+            parsed = dataclasses.replace(parsed, terms=(*parsed.terms, Term(1.0, image=path)))
+        if parsed.is_empty and like is None:
             raise ClipsearchError("give a text query or --image PATH")
         if k < 1:
             raise ClipsearchError("-k must be at least 1")
@@ -339,11 +369,80 @@ class Library:
             dim = int(store.get_meta("dim") or 0)
             if not dim:
                 raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
-            embedder = self.embedder(spec)
-            query = self._query_vector(embedder, text, image)
-            return rank(store, None if exact else self._current_forest(store), query, k, dim, exact=exact)
+            if not parsed.terms and like is None:
+                ids = store.newest(parsed.filters, k, offset)
+                return results_for(store, ids, [None] * len(ids), first_rank=offset + 1)
+            query = self._query_vector(store, spec, dim, parsed, like)
+            forest = None if exact else self._current_forest(store)
+            results = rank(store, forest, query, k, dim, exact=exact, filters=parsed.filters, offset=offset)
         finally:
             store.close()
+        if parsed.min_score is not None:
+            results = [r for r in results if r.score is not None and r.score >= parsed.min_score]
+        if parsed.sort != "score":
+            results.sort(key=_date_key, reverse=parsed.sort == "newest")
+        return results
+
+    @_storage_guard
+    def overview(self) -> Overview:
+        """Photos, folders and model in a few milliseconds (for the prompt's first line)."""
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            return Overview(0, 0, None)
+        try:
+            return Overview(store.searchable_count(), len(store.roots()), store.get_meta("model"))
+        finally:
+            store.close()
+
+    @_storage_guard
+    def warm(self) -> None:
+        """Load what a text search needs (the text tower, the forest), so that the first query
+        is answered as fast as the next ones; and measure the relevance floor."""
+        store = self._reader()
+        try:
+            if not store.get_meta("dim"):
+                return
+            spec = self._model_for(store)
+            self._current_forest(store)
+            self.relevance_floor(store, spec)
+        finally:
+            store.close()
+
+    def relevance_floor(self, store: Store | None = None, spec: str | None = None) -> float | None:
+        """The score below which a text query's best result is not a real match for this model
+        and library, or None if it cannot be known (too few photos, no text path).
+
+        How: the library's own photos (a sample of up to 1,000) are scored against a fixed set
+        of varied captions. For each photo its 3 best captions may describe it and are left
+        out; the rest are unrelated pairs, and the floor is the 99th percentile of their scores:
+        a real match scores above 99% of unrelated photo-caption pairs of this model. CLIP
+        models differ widely in scale (ViT-B-32's unrelated pairs score about 0.1-0.2), which is
+        why the floor is measured, not fixed."""
+        if self._relevance is not None:
+            return self._relevance[1]
+        own = store is None
+        store = store or self._reader()
+        try:
+            dim = int(store.get_meta("dim") or 0)
+            spec = spec or self._model_for(store)
+            ids, vectors = store.sample_vectors(dim, 1000) if dim else (None, None)
+            if vectors is None or len(vectors) < 20:
+                return None
+            captions = self.embedder(spec).embed_texts([f"a photo of {c}" for c in _CALIBRATION_CAPTIONS])
+        except ClipsearchError:
+            return None
+        finally:
+            if own:
+                store.close()
+        scores = np.sort(vectors @ captions.T, axis=1)[:, :-3]
+        floor = float(np.percentile(scores, 99))
+        self._relevance = (spec, floor)
+        return floor
+
+    @staticmethod
+    def parse(text: str | None) -> Query:
+        """The query language (query.py): a Query, or a QueryError naming the wrong part."""
+        return parse_query(text or "")
 
     def _current_forest(self, store: Store, retry: bool = True) -> Forest | None:
         """The forest the manifest names if it may answer for this catalog, else None (every
@@ -381,23 +480,40 @@ class Library:
         notices, self._notices = self._notices, []
         return notices
 
-    def _query_vector(self, embedder: embed_mod.Embedder, text: str | None, image) -> np.ndarray:
-        parts = []
-        if text and text.strip():
-            parts.append(embedder.embed_texts([text.strip()])[0])
-        if image is not None:
-            from .decode import DecodeError, load_image
-
-            path = str(image)
-            if not os.path.isfile(path):
-                raise ClipsearchError(f"--image {path}: no such file")
-            try:
-                pixels, _ = load_image(path, embedder.preprocess, self.settings.max_pixels)
-            except DecodeError as exc:
-                raise ClipsearchError(f"--image {path}: {exc}") from None
-            parts.append(embedder.embed_images(pixels[None])[0])
+    def _query_vector(self, store: Store, spec: str, dim: int, query: Query, like: int | None) -> np.ndarray:
+        """The weighted sum of the query's parts' vectors, L2-normalised. Texts go to the model
+        in one call; images are decoded with the crawl's guards."""
+        parts: list[np.ndarray] = []
+        texts = [t for t in query.terms if t.text is not None]
+        images = [t for t in query.terms if t.image is not None]
+        if texts or images:
+            embedder = self.embedder(spec)
+            if texts:
+                vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
+                parts.extend(t.weight * v for t, v in zip(texts, vectors))
+            if images:
+                pixels = np.stack([self._query_pixels(embedder, t.image) for t in images if t.image is not None])
+                parts.extend(t.weight * v for t, v in zip(images, embedder.embed_images(pixels)))
+        if like is not None:
+            ids, vectors = store.vectors([like], dim)
+            if not len(ids):
+                raise ClipsearchError("that photo is no longer in the library")
+            parts.append(vectors[0])
         vector = np.sum(parts, axis=0)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+        norm = float(np.linalg.norm(vector))
+        if norm < 1e-6:
+            raise ClipsearchError(f"the parts of '{query}' cancel out: nothing is left to search for")
+        return vector / norm
+
+    def _query_pixels(self, embedder: embed_mod.Embedder, path: str) -> np.ndarray:
+        from .decode import DecodeError, load_image
+
+        if not os.path.isfile(path):
+            raise ClipsearchError(f"{path}: no such file")
+        try:
+            return load_image(path, embedder.preprocess, self.settings.max_pixels)[0]
+        except DecodeError as exc:
+            raise ClipsearchError(f"{path}: {exc}") from None
 
     @_storage_guard
     def status(self) -> LibraryStatus:
@@ -432,6 +548,17 @@ class Library:
             return store.failed_files(limit)
         finally:
             store.close()
+
+
+def _date_key(result: SearchResult) -> str:
+    """The date sort:date orders by: taken, else the file's date (local time, as store.py)."""
+    if result.taken_at:
+        return result.taken_at
+    if result.mtime_ns:
+        import datetime
+
+        return datetime.datetime.fromtimestamp(result.mtime_ns / 1e9).isoformat(timespec="seconds")
+    return ""
 
 
 def _quietly(read, *args):

@@ -7,10 +7,13 @@ The only module that imports rich. Progress goes to stderr, so stdout stays clea
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from rich.console import Console
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from .errors import ClipsearchError
 
@@ -18,7 +21,7 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
     from rich.progress import TaskID
 
     from .catalog.store import FileRow
-    from .library import CrawlReport, LibraryStatus, RepairReport
+    from .library import CrawlReport, LibraryStatus, Overview, RepairReport
     from .pipeline import CrawlStats
     from .search import SearchResult
 
@@ -140,6 +143,14 @@ def repair_summary(report: RepairReport) -> str:
     return "\n".join(lines)
 
 
+def _file_link(path: str) -> Text:
+    """The path, as a link terminals that know OSC 8 open with a click."""
+    try:
+        return Text(path, style=Style(link=Path(path).as_uri()))
+    except ValueError:  # not absolute: no link
+        return Text(path)
+
+
 def results_table(results: Sequence[SearchResult]) -> Table:
     table = Table(show_lines=False)
     table.add_column("#", justify="right")
@@ -148,7 +159,8 @@ def results_table(results: Sequence[SearchResult]) -> Table:
     table.add_column("date")
     table.add_column("size", justify="right")
     for r in results:
-        table.add_row(str(r.rank), f"{r.score:.3f}", r.path, _date(r.taken_at, r.mtime_ns), human_size(r.size))
+        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.3f}", _file_link(r.path),
+                      _date(r.taken_at, r.mtime_ns), human_size(r.size))
     return table
 
 
@@ -192,3 +204,36 @@ def errors_table(rows: Sequence[FileRow]) -> Table | str:
     for row in rows:
         table.add_row(row.path, row.error or "")
     return table
+
+
+# --- the prompt (prompt.py) -------------------------------------------------------------------
+def prompt_banner(overview: Overview) -> Text:
+    if not overview.photos:
+        return Text.assemble(("clipsearch", "bold"), " · no photos indexed yet: run ",
+                             ("clipsearch crawl FOLDER", "bold"), " first · :help for help")
+    folders = f"{overview.folders} folder" + ("s" if overview.folders != 1 else "")
+    return Text.assemble(("clipsearch", "bold"), f" · {overview.photos:,} photos in {folders} · "
+                         f"{overview.model} · :help for help")
+
+
+def prompt_error(message: str) -> Text:
+    return Text.assemble(("error: ", "red"), message)
+
+
+def prompt_note(message: str) -> Text:
+    return Text(message, style="dim")
+
+
+def prompt_help(commands: dict[str, str], query_help: str) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column("command", style="bold")
+    table.add_column("what")
+    for command, what in commands.items():
+        table.add_row(command, what)
+    table.add_row("", "")
+    table.add_row("queries", Text(query_help))
+    return table
+
+
+def prompt_history(lines: Sequence[str]) -> Text:
+    return Text("\n".join(lines) if lines else "no queries yet", style="" if lines else "dim")

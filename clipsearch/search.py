@@ -5,22 +5,35 @@ restored, deleted) are known by their write sequence: the searchable ones are sc
 exactly, the rest are dropped from the forest's answer. If that leaves fewer than k while
 the catalog has k live photos, the whole catalog is scored exactly, so a search always
 returns min(k, live photos) results.
+
+A filtered search returns k results whenever k photos pass the filter, however rare
+they are. The catalog counts them first (an index holds every filtered column): up to
+EXACT_ROWS of them are scored exactly, which is cheaper than any forest walk at that
+size; more are found by asking the forest for enough candidates that k pass (k divided
+by the share that passes, twice over), widening until k do.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .catalog.store import Store
 from .index import Forest, exact_top
 
+if TYPE_CHECKING:
+    from .query import Filters
+
+EXACT_ROWS = 20_000  # filtered searches score up to this many matching photos exactly
+
 
 @dataclass(frozen=True)
 class SearchResult:
     rank: int
-    score: float
+    score: float | None  # None: listed by a filter alone, not scored
     file_id: int
     path: str
     size: int | None
@@ -32,26 +45,67 @@ class SearchResult:
 
 
 def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: int,
-         exact: bool = False) -> list[SearchResult]:
-    """The k best live photos for an L2-normalised query vector, best first."""
+         exact: bool = False, filters: Filters | None = None, offset: int = 0) -> list[SearchResult]:
+    """The best live photos for an L2-normalised query vector, best first: ranks offset+1 to
+    offset+k among those that pass filters."""
     if k <= 0:
         return []
+    want = k + offset
     query = np.asarray(query, dtype=np.float32).reshape(-1)
-    if exact or forest is None:
-        ids, scores = _exact_all(store, query, k, dim)
+    if filters:
+        ids, scores = _filtered(store, None if exact else forest, query, want, dim, filters)
+    elif exact or forest is None:
+        ids, scores = _exact(store.iter_live_vectors(dim), query, want)
     else:
-        ids, scores = _forest_and_fresh(store, forest, query, k, dim)
-        if len(ids) < k and store.live_count() > len(ids):
-            ids, scores = _exact_all(store, query, k, dim)
-    rows = store.rows(ids.tolist())
+        ids, scores = _forest_and_fresh(store, forest, query, want, dim)
+        if len(ids) < want and store.live_count() > len(ids):
+            ids, scores = _exact(store.iter_live_vectors(dim), query, want)
+    return results_for(store, ids[offset:], scores[offset:], first_rank=offset + 1)
+
+
+def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchResult]:
+    """SearchResults for file ids and their scores (None: no score), in the order given."""
+    ids = [int(i) for i in ids]
+    rows = store.rows(ids)
     results: list[SearchResult] = []
-    for file_id, score in zip(ids.tolist(), scores.tolist()):
+    for file_id, score in zip(ids, scores):
         row = rows.get(file_id)
         if row is None or row.status != "live":
             continue  # changed between the two reads (a crawl is writing)
-        results.append(SearchResult(len(results) + 1, round(float(score), 6), file_id, row.path, row.size,
-                                    row.mtime_ns, row.taken_at, row.width, row.height, row.format))
+        results.append(SearchResult(first_rank + len(results), round(float(score), 6) if score is not None else None,
+                                    file_id, row.path, row.size, row.mtime_ns, row.taken_at, row.width, row.height,
+                                    row.format))
     return results
+
+
+def _filtered(store: Store, forest: Forest | None, query: np.ndarray, want: int, dim: int, filters: Filters):
+    matching = store.count_matching(filters)
+    if matching == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    if forest is None or matching <= EXACT_ROWS:
+        return _exact(store.iter_matching_vectors(dim, filters), query, want)
+    changed, fresh_ids, fresh_vectors = store.changed_since(forest.manifest.built_seq, dim)
+    if len(fresh_ids):
+        passing = store.passing(fresh_ids.tolist(), filters)
+        keep = np.fromiter((i in passing for i in fresh_ids.tolist()), dtype=bool, count=len(fresh_ids))
+        fresh_ids, fresh_vectors = fresh_ids[keep], fresh_vectors[keep]
+    fresh_top_ids, fresh_top_scores = exact_top(fresh_ids, fresh_vectors, query, want)
+    share = matching / max(store.live_count(), 1)
+    ask = math.ceil(2 * want / share) + len(changed)
+    while True:
+        forest_ids, forest_scores = forest.query(query, ask)
+        passing = store.passing(forest_ids.tolist(), filters)
+        keep = np.fromiter((i in passing and i not in changed for i in forest_ids.tolist()), dtype=bool,
+                           count=len(forest_ids))
+        ids = np.concatenate([forest_ids[keep], fresh_top_ids])
+        scores = np.concatenate([forest_scores[keep], fresh_top_scores])
+        if len(ids) >= want or len(forest_ids) < ask:
+            break
+        ask *= 4
+    if len(ids) < min(want, matching):  # the forest missed some: score every match
+        return _exact(store.iter_matching_vectors(dim, filters), query, want)
+    order = np.argsort(-scores, kind="stable")[:want]
+    return ids[order], scores[order]
 
 
 def _forest_and_fresh(store: Store, forest: Forest, query: np.ndarray, k: int, dim: int):
@@ -66,10 +120,11 @@ def _forest_and_fresh(store: Store, forest: Forest, query: np.ndarray, k: int, d
     return ids[order], scores[order]
 
 
-def _exact_all(store: Store, query: np.ndarray, k: int, dim: int):
+def _exact(chunks, query: np.ndarray, k: int):
+    """The k best of (ids, vectors) chunks, scored exactly."""
     best_ids = np.zeros(0, dtype=np.int64)
     best_scores = np.zeros(0, dtype=np.float32)
-    for ids, vectors in store.iter_live_vectors(dim):
+    for ids, vectors in chunks:
         top_ids, top_scores = exact_top(ids, vectors, query, k)
         best_ids = np.concatenate([best_ids, top_ids])
         best_scores = np.concatenate([best_scores, top_scores])

@@ -294,6 +294,80 @@ def bench_query(data: Path, model: str, count: int, device: str) -> dict:
     }
 
 
+# --- the prompt -----------------------------------------------------------------------------
+def bench_prompt(data: Path, model: str, count: int, device: str) -> dict:
+    """Warm queries inside the prompt (parsing, search, the rendered table), filtered ones
+    matching 1% of the library, and the time from `clipsearch query` to its first prompt."""
+    import io
+
+    from rich.console import Console
+
+    from clipsearch.embed import canonical
+    from clipsearch.prompt import Session
+    from clipsearch.texttower import TextTower
+
+    spec = canonical(model)
+    home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
+    if not (home / "text-tower").is_dir():
+        bench_query(data, model, count, device)  # builds the library and saves the text tower
+    _fill_library(home, spec, 0, count)
+    tower = TextTower.load(home / "text-tower")
+    assert tower is not None, "no text tower: run `bench.py query` first"
+    session = Session(Library(load_settings(home, device=device)), Console(file=io.StringIO(), width=160),
+                      opener=lambda path: None, inline=lambda path, console: False)
+    session.banner()
+    session.handle(QUERIES[0])  # waits for the warm-up
+
+    def p50_p95(make_line, runs=100) -> tuple[float, float]:
+        times = []
+        for i in range(runs):
+            line = make_line(i)
+            start = time.perf_counter()
+            session.handle(line)
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times), 1000 * float(np.percentile(times, 95))
+
+    text_times = []
+    for i in range(100):
+        start = time.perf_counter()
+        tower.embed_texts([QUERIES[i % len(QUERIES)] + f" {i}"])
+        text_times.append(time.perf_counter() - start)
+    text_p50 = 1000 * statistics.median(text_times)
+    plain = p50_p95(lambda i: f"{QUERIES[i % len(QUERIES)]} {i}")
+    # The library's photos lie in folders of 1,000 (bench/photos/000 ...): one folder is 1%.
+    folder = p50_p95(lambda i: f"{QUERIES[i % len(QUERIES)]} {i} in:/bench/photos/{i % 100:03d}")
+    named = p50_p95(lambda i: f"{QUERIES[i % len(QUERIES)]} {i} in:{i % 100:03d}")
+    filtered_rows = len(session.library.search(f"{QUERIES[0]} in:/bench/photos/007", k=2000))
+    return {
+        "vectors": count, "model": spec, "text_tower_ms_p50": text_p50,
+        "prompt_query_ms_p50": plain[0], "prompt_query_ms_p95": plain[1],
+        "prompt_query_over_text_tower": plain[0] / text_p50,
+        "filtered_1pct_folder_ms_p50": folder[0], "filtered_1pct_folder_ms_p95": folder[1],
+        "filtered_1pct_folder_name_ms_p50": named[0], "filtered_1pct_folder_name_ms_p95": named[1],
+        "filtered_over_unfiltered": max(folder[0], named[0]) / plain[0],
+        "rows_in_a_1pct_filter": filtered_rows,
+        "first_prompt_s": _first_prompt_seconds(home, 5),
+    }
+
+
+def _first_prompt_seconds(home: Path, runs: int) -> float:
+    """Median seconds from starting `clipsearch query` in a terminal to its prompt."""
+    import pexpect
+
+    times = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        child = pexpect.spawn(sys.executable, ["-m", "clipsearch.cli", "--home", str(home), "query"],
+                              env={**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
+                              encoding="utf-8", timeout=30, dimensions=(40, 160))
+        child.expect("›")
+        times.append(time.perf_counter() - start)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+        child.close()
+    return statistics.median(times[1:])
+
+
 # --- index ----------------------------------------------------------------------------------
 def bench_index(count: int, dim: int, queries: int, hard: bool = False) -> dict:
     from clipsearch.index import Forest, build_forest, exact_top
@@ -450,6 +524,8 @@ def main() -> None:
     child.add_argument("folder", type=Path)
     query = sub.add_parser("query", help="warm and cold query latency")
     query.add_argument("--count", type=int, default=100_000)
+    prompt = sub.add_parser("prompt", help="warm and filtered queries in the prompt; time to the first prompt")
+    prompt.add_argument("--count", type=int, default=100_000)
     index = sub.add_parser("index", help="forest build time, size, recall@10 and query time")
     index.add_argument("--count", type=int, nargs="+", default=[100_000, 1_000_000])
     index.add_argument("--dim", type=int, default=512)
@@ -474,6 +550,8 @@ def main() -> None:
         results["crawl"] = bench_crawl(folder, args.model, getattr(args, "sample", 48), args.device)
     if args.what in (None, "query"):
         results["query"] = bench_query(data, args.model, getattr(args, "count", 100_000), args.device)
+    if args.what in (None, "prompt"):
+        results["prompt"] = bench_prompt(data, args.model, getattr(args, "count", 100_000), args.device)
     if args.what in (None, "index"):
         for count in getattr(args, "count", None) or [100_000, 1_000_000]:
             results[f"index-{count}"] = bench_index(count, getattr(args, "dim", 512), getattr(args, "queries", 200),

@@ -63,7 +63,17 @@ def m004_catalog_identity(db: sqlite_utils.Database) -> None:
                [secrets.token_hex(8)])
 
 
-MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity]
+def m005_filter_index(db: sqlite_utils.Database) -> None:
+    # Query filters (in:, after:, before:, ext:, camera:) are counted and evaluated over the
+    # searchable rows. The rows hold their vectors inline, so a scan of the table reads all of
+    # them (0.3 s at 100k); this index holds every filtered column and is read instead (the
+    # literal 'live' matches the queries in store.py, so SQLite can use the partial index).
+    db.execute("CREATE INDEX idx_files_live_filter ON files(path, taken_at, mtime_ns, camera_make, camera_model) "
+               "WHERE status = 'live' AND vector IS NOT NULL")
+
+
+MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity,
+              m005_filter_index]
 
 
 def migrate(db: sqlite_utils.Database) -> int:
