@@ -367,12 +367,14 @@ class Store:
 
     # --- query filters --------------------------------------------------------------------
     # The searchable rows are named with the literal 'live' here: it matches the partial
-    # index of migration 5, which holds every filtered column.
+    # index of migration 5, which holds every filtered column. SQLite's planner would pick
+    # the status index instead and read every row (0.4 s at 100k): the index is named.
     _SEARCHABLE = "status = 'live' AND vector IS NOT NULL"
+    _FILTERED = "files INDEXED BY idx_files_live_filter"
 
     def searchable_count(self) -> int:
         """live_count() from the filter index alone: a few ms at 100k photos."""
-        return self.db.execute(f"SELECT count(*) FROM files WHERE {self._SEARCHABLE}").fetchone()[0]
+        return self.db.execute(f"SELECT count(*) FROM {self._FILTERED} WHERE {self._SEARCHABLE}").fetchone()[0]
 
     def sample_vectors(self, dim: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of up to count searchable rows spread over the id range."""
@@ -385,15 +387,15 @@ class Store:
     def count_matching(self, filters: Filters) -> int:
         """How many searchable photos pass filters."""
         where, params = _filter_sql(filters)
-        return self.db.execute(f"SELECT count(*) FROM files WHERE {self._SEARCHABLE} AND {where}",
+        return self.db.execute(f"SELECT count(*) FROM {self._FILTERED} WHERE {self._SEARCHABLE} AND {where}",
                                params).fetchone()[0]
 
     def iter_matching_vectors(self, dim: int, filters: Filters,
                               chunk: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids, vectors) chunks of the searchable rows that pass filters."""
         where, params = _filter_sql(filters)
-        ids = [r[0] for r in self.db.execute(f"SELECT id FROM files WHERE {self._SEARCHABLE} AND {where} "
-                                             "ORDER BY id", params)]
+        ids = sorted(r[0] for r in self.db.execute(
+            f"SELECT id FROM {self._FILTERED} WHERE {self._SEARCHABLE} AND {where}", params))
         for start in range(0, len(ids), chunk):
             yield self.vectors(ids[start:start + chunk], dim)
 
@@ -427,7 +429,7 @@ class Store:
         """Ids of the searchable photos that pass filters, newest (date taken, else file date) first."""
         where, params = _filter_sql(filters)
         return [r[0] for r in self.db.execute(
-            f"SELECT id FROM files WHERE {self._SEARCHABLE} AND {where} ORDER BY {_DATE} DESC, id DESC "
+            f"SELECT id FROM {self._FILTERED} WHERE {self._SEARCHABLE} AND {where} ORDER BY {_DATE} DESC, id DESC "
             "LIMIT ? OFFSET ?", [*params, limit, offset])]
 
     def count_changed_since(self, seq: int) -> int:
