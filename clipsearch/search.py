@@ -7,7 +7,7 @@ the catalog has k live photos, the whole catalog is scored exactly, so a search 
 returns min(k, live photos) results.
 
 A filtered search returns k results whenever k photos pass the filter, however rare
-they are. The catalog counts them first (an index holds every filtered column): up to
+they are. The catalog lists them first (an index holds every filtered column): up to
 EXACT_ROWS of them are scored exactly, which is cheaper than any forest walk at that
 size; more are found by asking the forest for enough candidates that k pass (k divided
 by the share that passes, twice over), widening until k do.
@@ -79,11 +79,12 @@ def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchRe
 
 
 def _filtered(store: Store, forest: Forest | None, query: np.ndarray, want: int, dim: int, filters: Filters):
-    matching = store.count_matching(filters)
+    matching_ids = store.matching_ids(filters)
+    matching = len(matching_ids)
     if matching == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     if forest is None or matching <= EXACT_ROWS:
-        return _exact(store.iter_matching_vectors(dim, filters), query, want)
+        return _exact(store.iter_vectors(matching_ids, dim), query, want)
     changed, fresh_ids, fresh_vectors = store.changed_since(forest.manifest.built_seq, dim)
     if len(fresh_ids):
         passing = store.passing(fresh_ids.tolist(), filters)
@@ -103,7 +104,7 @@ def _filtered(store: Store, forest: Forest | None, query: np.ndarray, want: int,
             break
         ask *= 4
     if len(ids) < min(want, matching):  # the forest missed some: score every match
-        return _exact(store.iter_matching_vectors(dim, filters), query, want)
+        return _exact(store.iter_vectors(matching_ids, dim), query, want)
     order = np.argsort(-scores, kind="stable")[:want]
     return ids[order], scores[order]
 

@@ -133,7 +133,7 @@ def _library_of(tmp_path, count: int, rare_every: int):
 
 
 def _expected(store, filters, query, k):
-    ids, scores = search_mod._exact(store.iter_matching_vectors(DIM, filters), query, k)
+    ids, scores = search_mod._exact(store.iter_vectors(store.matching_ids(filters), DIM), query, k)
     return ids.tolist()
 
 

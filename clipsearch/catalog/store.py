@@ -390,14 +390,17 @@ class Store:
         return self.db.execute(f"SELECT count(*) FROM {self._FILTERED} WHERE {self._SEARCHABLE} AND {where}",
                                params).fetchone()[0]
 
-    def iter_matching_vectors(self, dim: int, filters: Filters,
-                              chunk: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids, vectors) chunks of the searchable rows that pass filters."""
+    def matching_ids(self, filters: Filters) -> list[int]:
+        """Ids of the searchable rows that pass filters, in id order."""
         where, params = _filter_sql(filters)
-        ids = sorted(r[0] for r in self.db.execute(
+        return sorted(r[0] for r in self.db.execute(
             f"SELECT id FROM {self._FILTERED} WHERE {self._SEARCHABLE} AND {where}", params))
-        for start in range(0, len(ids), chunk):
-            yield self.vectors(ids[start:start + chunk], dim)
+
+    def iter_vectors(self, file_ids: Sequence[int], dim: int,
+                     chunk: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, vectors) chunks of those of file_ids that are searchable."""
+        for start in range(0, len(file_ids), chunk):
+            yield self.vectors(file_ids[start:start + chunk], dim)
 
     def vectors(self, file_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of those of file_ids that are searchable, in the order given."""
