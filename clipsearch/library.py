@@ -418,13 +418,16 @@ class Library:
         a real match scores above 99% of unrelated photo-caption pairs of this model. CLIP
         models differ widely in scale (ViT-B-32's unrelated pairs score about 0.1-0.2), which is
         why the floor is measured, not fixed."""
-        if self._relevance is not None:
-            return self._relevance[1]
+        current = spec or (self._embedder.spec if self._embedder is not None else None)
+        if self._relevance is not None and self._relevance[0] == current:
+            return self._relevance[1]  # no catalog read on the prompt's hot path
         own = store is None
         store = store or self._reader()
         try:
             dim = int(store.get_meta("dim") or 0)
             spec = spec or self._model_for(store)
+            if self._relevance is not None and self._relevance[0] == spec:
+                return self._relevance[1]  # measured once per model (a reembed measures again)
             ids, vectors = store.sample_vectors(dim, 1000) if dim else (None, None)
             if vectors is None or len(vectors) < 20:
                 return None
