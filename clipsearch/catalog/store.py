@@ -384,12 +384,6 @@ class Store:
             f"SELECT id FROM files WHERE {self._SEARCHABLE} AND id % ? = 0 LIMIT ?", [step, count])]
         return self.vectors(ids, dim)
 
-    def count_matching(self, filters: Filters) -> int:
-        """How many searchable photos pass filters."""
-        where, params = _filter_sql(filters)
-        return self.db.execute(f"SELECT count(*) FROM {self._FILTERED} WHERE {self._SEARCHABLE} AND {where}",
-                               params).fetchone()[0]
-
     def matching_ids(self, filters: Filters) -> list[int]:
         """Ids of the searchable rows that pass filters, in id order."""
         where, params = _filter_sql(filters)
