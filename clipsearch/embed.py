@@ -37,8 +37,8 @@ from ._memory import return_freed_memory
 from .errors import ClipsearchError
 
 if TYPE_CHECKING:
-    from .decode import Preprocess
     from .imagetower import ImageTower
+    from .ingest.decode import Preprocess
     from .texttower import TextTower
 
 log = logging.getLogger("clipsearch")
@@ -171,7 +171,7 @@ class OpenClipEmbedder:
         size = cfg.get("size", getattr(self._model.visual, "image_size", 224))
         if isinstance(size, (tuple, list)):
             size = int(size[0])
-        from .decode import Preprocess
+        from .ingest.decode import Preprocess
 
         self.preprocess = Preprocess(size=int(size), resize_mode=cfg.get("resize_mode", "shortest"),
                                      interpolation=cfg.get("interpolation", "bicubic"),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _share
-from .decode import Preprocess
+from .ingest.decode import Preprocess
 
 FORMAT = 2  # 2: weights in a file of their own
 DESCRIPTION = "image-tower.json"

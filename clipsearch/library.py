@@ -25,13 +25,13 @@ from .catalog.store import FileRow, Root, Store, _is_under
 from .config import Settings
 from .errors import ClipsearchError
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
+from .ingest.scan import ScanRules
 from .query import Query, Term
 from .query import parse as parse_query
-from .scan import ScanRules
 from .search import SearchResult, rank, results_for
 
 if TYPE_CHECKING:
-    from .pipeline import CrawlStats, CrawlTask
+    from .ingest.pipeline import CrawlStats, CrawlTask
 
 log = logging.getLogger("clipsearch")
 
@@ -158,7 +158,7 @@ class Library:
         then rebuild the forest if anything changed. Scan flags left as None come from what
         the folder was last crawled with, then from the settings; flags given for a whole
         folder are remembered for it."""
-        from .pipeline import Pipeline  # imported here: status and search do without the crawl's modules
+        from .ingest.pipeline import Pipeline  # imported here: status and search do without the crawl's modules
 
         paths = [_check_folder(f) for f in folders]
         given = {name: value for name, value in (("exclude", exclude), ("extensions", extensions),
@@ -190,7 +190,7 @@ class Library:
         return embedder
 
     def _tasks(self, store: Store, paths: list[str], given: dict) -> list[CrawlTask]:
-        from .pipeline import CrawlTask
+        from .ingest.pipeline import CrawlTask
 
         if paths:
             for path in paths:
@@ -509,7 +509,7 @@ class Library:
         return vector / norm
 
     def _query_pixels(self, embedder: embed_mod.Embedder, path: str) -> np.ndarray:
-        from .decode import DecodeError, load_image
+        from .ingest.decode import DecodeError, load_image
 
         if not os.path.isfile(path):
             raise ClipsearchError(f"{path}: no such file")

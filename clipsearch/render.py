@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
     from rich.progress import TaskID
 
     from .catalog.store import FileRow
+    from .ingest.pipeline import CrawlStats
     from .library import CrawlReport, LibraryStatus, Overview, RepairReport
-    from .pipeline import CrawlStats
     from .search import SearchResult
 
 

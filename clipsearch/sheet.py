@@ -18,8 +18,8 @@ from typing import Protocol
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .decode import DecodeError, MemoryBudget, load_thumbnail
 from .errors import ClipsearchError
+from .ingest.decode import DecodeError, MemoryBudget, load_thumbnail
 
 MAX_COLUMNS = 6
 _WORKERS = 4

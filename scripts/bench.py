@@ -52,9 +52,9 @@ import clipsearch  # noqa: E402,F401,I001 - first, as in the command: it sets nu
 import numpy as np  # noqa: E402
 from clipsearch.catalog.store import Embedded, Store  # noqa: E402
 from clipsearch.config import DEFAULT_EXTENSIONS, load_settings  # noqa: E402
-from clipsearch.decode import DecodeError, ImageMeta, load_image  # noqa: E402
+from clipsearch.ingest.decode import DecodeError, ImageMeta, load_image  # noqa: E402
 from clipsearch.library import Library  # noqa: E402
-from clipsearch.scan import FileRecord, ScanRules, walk  # noqa: E402
+from clipsearch.ingest.scan import FileRecord, ScanRules, walk  # noqa: E402
 
 TINY_MODEL = f"{ROOT / 'tests' / 'fixtures' / 'tiny-clip.json'}:random"
 QUERIES = ["a red car in the snow", "two dogs playing on a beach", "birthday cake with candles",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipsearch.decode import DecodeError, MemoryBudget, Preprocess, file_hash, load_image
+from clipsearch.ingest.decode import DecodeError, MemoryBudget, Preprocess, file_hash, load_image
 
 from .conftest import make_photo
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from clipsearch import imagetower
-from clipsearch.decode import load_image
 from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
+from clipsearch.ingest.decode import load_image
 
 from .conftest import SHAPES_CONFIG, SHAPES_MODEL, TINY_MODEL, make_photo, make_photos, run_cli
 

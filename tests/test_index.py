@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from clipsearch.catalog.store import Embedded, Store
-from clipsearch.decode import ImageMeta
 from clipsearch.index import Forest, build_forest, exact_top, read_manifest
-from clipsearch.scan import FileRecord
+from clipsearch.ingest.decode import ImageMeta
+from clipsearch.ingest.scan import FileRecord
 
 from .conftest import make_photos
 

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from clipsearch import search as search_mod
 from clipsearch.catalog.store import Embedded, Store
-from clipsearch.decode import ImageMeta
 from clipsearch.errors import ClipsearchError
 from clipsearch.index import Forest, build_forest, exact_top
+from clipsearch.ingest.decode import ImageMeta
+from clipsearch.ingest.scan import FileRecord
 from clipsearch.query import Filters, QueryError, Term, parse
-from clipsearch.scan import FileRecord
 
 from .conftest import make_photo
 

@@ -15,8 +15,8 @@ from PIL import Image, JpegImagePlugin
 from rich.console import Console
 
 from clipsearch import viewer
-from clipsearch.decode import DecodeError, load_thumbnail
 from clipsearch.errors import ClipsearchError
+from clipsearch.ingest.decode import DecodeError, load_thumbnail
 from clipsearch.sheet import Sheet, _Layout, make_sheet
 
 from .conftest import make_photo

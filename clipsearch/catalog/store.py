@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..scan import FileRecord
+from ..ingest.scan import FileRecord
 from .faults import LibraryReadOnly, is_writable, no_space_left
 from .migrations import MIGRATIONS, migrate
 
 if TYPE_CHECKING:
-    from ..decode import ImageMeta  # Pillow: not imported for status and text searches
+    from ..ingest.decode import ImageMeta  # Pillow: not imported for status and text searches
     from ..query import Filters
 
 LIVE, DELETED, FAILED = "live", "deleted", "failed"

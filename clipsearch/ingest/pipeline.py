@@ -21,10 +21,22 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._quiet import decoder_chatter_to_log
-from .catalog.store import DELETED, FAILED, LIVE, Embedded, Failed, KnownFile, Restored, Reused, Store, Write, _is_under
+from .._quiet import decoder_chatter_to_log
+from ..catalog.store import (
+    DELETED,
+    FAILED,
+    LIVE,
+    Embedded,
+    Failed,
+    KnownFile,
+    Restored,
+    Reused,
+    Store,
+    Write,
+    _is_under,
+)
+from ..embed import Embedder
 from .decode import DecodeError, MemoryBudget, file_hash, load_image
-from .embed import Embedder
 from .scan import FileRecord, ScanRules, WalkProblem, walk
 
 _END = object()  # end of a stream
