@@ -100,7 +100,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
     clipsearch search "a dog on a beach"  the best matches, as a table
     clipsearch search --image IMG.jpg    photos that look like IMG.jpg
     clipsearch query                     an interactive prompt
-    clipsearch status                    folders, counts, model, index
+    clipsearch watch --detach            keep the library current in the background
+    clipsearch status                    folders, counts, model, index, daemon
     """
     ctx.ensure_object(dict).setdefault("home", home)
 
@@ -138,9 +139,12 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
     with CrawlProgress(err_console) as progress:
         report = library.crawl(folders, model=model, exclude=exclude or None, extensions=extensions or None,
                                include_hidden=include_hidden, follow_symlinks=follow_symlinks,
-                               retry_failed=retry_failed,
-                               on_progress=progress.crawl, on_index=progress.index)
+                               retry_failed=retry_failed, on_progress=progress.crawl, on_index=progress.index,
+                               on_handover=progress.handover)
     console.print(crawl_summary(report))
+    for folder in report.stats.offline:
+        err_console.print(f"[yellow]offline:[/] {folder} is not there: its photos are kept and left out of "
+                          "results until it is back (`clipsearch roots remove` forgets it)")
     for problem in report.stats.problems[:10]:
         err_console.print(f"[yellow]not readable:[/] {problem.path}: {problem.error}")
     if report.stats.failed:
@@ -207,6 +211,108 @@ def query(ctx, device):
     from .prompt import run
 
     run(_library(ctx, device=device), _console())
+
+
+@cli.command()
+@click.option("--detach", is_flag=True, help="Run in the background (pid in HOME/watch.pid, output in HOME/watch.log).")
+@click.option("--stop", is_flag=True, help="Stop the daemon running in the background.")
+@click.option("--polling", is_flag=True,
+              help="Look for changes by polling instead of file system events (network shares).")
+@click.option("--debounce", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long a new file must keep still before it is read (default 0.5; setting watch_debounce).")
+@device_option
+@home_option
+@click.pass_context
+def watch(ctx, detach, stop, polling, debounce, device):
+    """Keep the library current while photos come and go.
+
+    Watches every folder of the library: new and changed photos are embedded moments after
+    they are written, moved ones keep their vectors, deleted ones leave the results. A folder
+    that goes away (a drive unplugged) goes offline: its photos are kept and come back with
+    it. On start it catches up with what changed while it was stopped. It is the library's
+    one writer: `clipsearch crawl` meanwhile hands the work to it. Ctrl-C stops it.
+
+    \b
+    clipsearch watch              in the foreground, logging each change
+    clipsearch watch --detach     in the background
+    clipsearch watch --stop
+    """
+    from .ingest import watch as watch_mod
+
+    library = _library(ctx, log=True, device=device, watch_debounce=debounce)
+    home = library.settings.home
+    if stop:
+        pid = watch_mod.stop_daemon(home)
+        click.echo(f"watch daemon (process {pid}) stopped" if pid else "no watch daemon is running")
+        return
+    if detach:
+        arguments = ["--polling"] if polling else []
+        arguments += ["--debounce", str(debounce)] if debounce is not None else []
+        arguments += ["--device", device] if device else []
+        pid = watch_mod.start_detached(home, arguments)
+        click.echo(f"watch daemon started (process {pid}); log: {home / watch_mod.LOG_FILE}; "
+                   "`clipsearch watch --stop` stops it")
+        return
+    _watch_in_foreground(library, polling)
+
+
+def _watch_in_foreground(library, polling: bool) -> None:
+    import logging
+    import signal
+    import threading
+
+    class Console(logging.StreamHandler):
+        def emit(self, record):
+            # sys.stderr as it is now: while the crawl's stages run, descriptor 2 is a pipe
+            # into the log (_quiet.py) and sys.stderr a copy of the terminal.
+            self.stream = sys.stderr
+            super().emit(record)
+
+    console = Console(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("clipsearch").addHandler(console)
+    stop = threading.Event()
+
+    def request_stop(signum, _frame):
+        stop.set()  # the batch in hand is finished first; a second Ctrl-C interrupts it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    library.watch(stop, polling=polling)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per folder and line.")
+@home_option
+@click.pass_context
+def roots(ctx, as_json):
+    """The library's folders: their scan rules, online or offline, photo counts.
+
+    \b
+    clipsearch roots
+    clipsearch roots remove E:/old     stop indexing a folder
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    infos = _library(ctx).roots()
+    if as_json:
+        for info in infos:
+            click.echo(json.dumps(dataclasses.asdict(info), ensure_ascii=False))
+        return
+    from .render import roots_table
+
+    _console().print(roots_table(infos))
+
+
+@roots.command("remove")
+@click.argument("folder", type=click.Path(file_okay=False))
+@home_option
+@click.pass_context
+def roots_remove(ctx, folder):
+    """Stop indexing FOLDER: its photos leave the results (the files are not touched)."""
+    path, count = _library(ctx, log=True).remove_root(folder)
+    click.echo(f"removed {path}: {count} photos left the results")
 
 
 @cli.command()

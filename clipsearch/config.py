@@ -47,6 +47,12 @@ class Settings:
     # The CPU image tower's precision: "fp32", or "int8" (weights quantised: faster, vectors
     # within cosine 0.98-0.998 of fp32; docs/benchmarks.md).
     image_precision: str = "fp32"
+    # How paths compare: "auto" (the platform's rule: Windows and macOS ignore case),
+    # "sensitive" or "insensitive" (paths.py).
+    path_case: str = "auto"
+    # The watch daemon: seconds a new or changed file must keep its size and date before it is
+    # embedded (a copy in progress is not read half-written).
+    watch_debounce: float = 0.5
     model_cache: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models")
 
     @property
@@ -99,6 +105,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
+        if kind.startswith("float"):
+            number = float(value)
+            if not number >= 0:
+                raise ValueError(value)
+            return number
         if "int" in kind:
             if value in (None, "", "auto"):
                 return None if "None" in kind else int(value)
@@ -139,6 +150,8 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
         if value is not None and value != ():
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
     settings = dataclasses.replace(settings, **values)
+    if settings.path_case not in ("auto", "sensitive", "insensitive"):
+        raise ClipsearchError(f"path_case = {settings.path_case!r} is not one of: auto, sensitive, insensitive")
     if settings.image_precision not in PRECISIONS:
         raise ClipsearchError(f"image_precision = {settings.image_precision!r} is not one of: {', '.join(PRECISIONS)}")
     return settings

@@ -21,17 +21,19 @@ from . import embed as embed_mod
 from .catalog.faults import storage_error
 from .catalog.lock import WriteLock
 from .catalog.repair import Recovery
-from .catalog.store import FileRow, Root, Store, _is_under
+from .catalog.store import FileRow, Root, Store
 from .config import Settings
-from .errors import ClipsearchError
+from .errors import ClipsearchError, LibraryBusy
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .ingest.scan import ScanRules
 from .query import Query, Term
 from .query import parse as parse_query
 from .search import SearchResult, rank, results_for
+from .writer import Writer
 
 if TYPE_CHECKING:
-    from .ingest.pipeline import CrawlStats, CrawlTask
+    from .ingest.pipeline import CrawlStats
+    from .ingest.watch import DaemonState
 
 log = logging.getLogger("clipsearch")
 
@@ -64,6 +66,21 @@ class LibraryStatus:
     pending: int  # rows written since the forest was built (scored exactly until the next build)
     catalog_bytes: int
     index_problem: str | None = None  # why the forest is not used, if it is not
+    daemon: DaemonState | None = None  # the watch daemon, if it runs
+
+
+@dataclass(frozen=True)
+class RootInfo:
+    path: str
+    online: bool
+    offline_since: float | None
+    photos: int  # searchable now
+    offline_photos: int  # kept while the folder is away
+    exclude: tuple[str, ...]
+    extensions: tuple[str, ...]
+    include_hidden: bool
+    follow_symlinks: bool
+    crawled_at: float | None
 
 
 @dataclass(frozen=True)
@@ -148,85 +165,94 @@ class Library:
         return store
 
     # --- crawl ----------------------------------------------------------------------------
+    def writer(self) -> Writer:
+        """The library's one writer (the write lock and a catalog connection) until closed;
+        raises LibraryBusy while another process holds it."""
+        return Writer(self)
+
     @_storage_guard
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None,
               exclude: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
               include_hidden: bool | None = None, follow_symlinks: bool | None = None,
               retry_failed: bool = False, on_progress: Callable[[CrawlStats], None] | None = None,
-              on_index: Callable[[int, int], None] | None = None) -> CrawlReport:
+              on_index: Callable[[int, int], None] | None = None,
+              on_handover: Callable[[int], None] | None = None) -> CrawlReport:
         """Index folders (all known folders if none): new and changed files, moves, deletions;
         then rebuild the forest if anything changed. Scan flags left as None come from what
         the folder was last crawled with, then from the settings; flags given for a whole
-        folder are remembered for it."""
-        from .ingest.pipeline import Pipeline  # imported here: status and search do without the crawl's modules
-
-        paths = [_check_folder(f) for f in folders]
+        folder are remembered for it. A folder that is missing goes offline (its photos are
+        kept and left out of results until it is back). While the watch daemon runs, the crawl
+        is handed to it (`on_handover(pid)` is told) and this waits for its report."""
         given = {name: value for name, value in (("exclude", exclude), ("extensions", extensions),
                                                  ("include_hidden", include_hidden),
                                                  ("follow_symlinks", follow_symlinks)) if value is not None}
-        with WriteLock(self.settings.home):
-            store = Store(self.settings.catalog_path)
-            try:
-                embedder = self._prepare_model(store, model)
-                tasks = self._tasks(store, paths, given)
-                pipeline = Pipeline(store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
-                                    max_pixels=self.settings.max_pixels, retry_failed=retry_failed,
-                                    on_progress=on_progress)
-                log.info("crawl of %s with %s", ", ".join(t.folder for t in tasks), embedder.spec)
-                stats = pipeline.run()
-                _log_crawl(stats)
-                manifest, rebuilt = self._refresh_index(store, on_index)
-                if rebuilt and manifest:
-                    log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
-                return CrawlReport(stats, manifest, rebuilt)
-            finally:
-                store.close()
+        try:
+            writer = self.writer()
+        except LibraryBusy:
+            from .ingest import watch
 
-    def _prepare_model(self, store: Store, asked: str | None) -> embed_mod.Embedder:
-        spec = self._model_for(store, asked)
-        embedder = self.embedder(spec)
-        if store.get_meta("dim") is None:
-            store.set_meta("model", embedder.spec)  # binding once the first vector (and dim) is written
-        return embedder
+            pid = watch.daemon_pid(self.settings.home)
+            if pid is None:
+                raise
+            if on_handover:
+                on_handover(pid)
+            return watch.ask_daemon(self.settings.home, {
+                "op": "crawl", "folders": [os.path.abspath(os.path.expanduser(os.fspath(f))) for f in folders],
+                "model": model, "given": given, "retry_failed": retry_failed})
+        with writer:
+            return writer.crawl(folders, model=model, given=given, retry_failed=retry_failed,
+                                on_progress=on_progress, on_index=on_index)
 
-    def _tasks(self, store: Store, paths: list[str], given: dict) -> list[CrawlTask]:
-        from .ingest.pipeline import CrawlTask
+    @_storage_guard
+    def remove_root(self, folder: str | os.PathLike) -> tuple[str, int]:
+        """Stop indexing a folder: its photos leave the results. Returns (the folder as the
+        library knows it, how many photos left). Handed to the watch daemon while it runs."""
+        try:
+            writer = self.writer()
+        except LibraryBusy:
+            from .ingest import watch
 
-        if paths:
-            for path in paths:
-                if not any(_is_under(path, r.path) for r in store.roots()):
-                    store.add_root(path)  # folds known roots inside it into it
-            roots = store.roots()
-            # Each folder belongs to the root that contains it, among the roots as they are now.
-            targets = [(path, max((r for r in roots if _is_under(path, r.path)), key=lambda r: len(r.path)))
-                       for path in paths]
-        else:
-            targets = [(r.path, r) for r in store.roots()]
-            if not targets:
-                raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
-        # A folder inside (or equal to) another folder of the same root is walked once, as part of it.
-        kept: list[tuple[str, Root]] = []
-        for path, root in sorted(targets, key=lambda t: len(t[0])):
-            if not any(k.id == root.id and _is_under(path, k_path) for k_path, k in kept):
-                kept.append((path, root))
-        tasks = []
-        for path, root in kept:
-            if path != root.path:
-                # A part of a root is walked by the root's own rules, so that the next crawl of
-                # the whole root agrees with it about which files exist.
-                if given:
-                    flags = ", ".join("--" + name.replace("include_", "").replace("_", "-") for name in given)
-                    raise ClipsearchError(f"{flags}: scan rules belong to the whole folder {root.path}; "
-                                          f"run `clipsearch crawl {root.path}` with them")
+            if watch.daemon_pid(self.settings.home) is None:
+                raise
+            answer = watch.ask_daemon(self.settings.home, {"op": "remove-root",
+                                                           "folder": os.path.abspath(os.fspath(folder))})
+            return answer["folder"], answer["count"]
+        with writer:
+            root, count = writer.remove_root(folder)
+            writer.refresh_index()
+            return root.path, count
+
+    @_storage_guard
+    def roots(self) -> list[RootInfo]:
+        """The library's folders: their rules, whether they are there, their photo counts."""
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            return []
+        try:
+            counts = store.root_counts()
+            infos = []
+            for root in store.roots():
                 rules = self._rules(root, {})
-                _check_not_skipped(path, root.path, rules)
-                tasks.append(CrawlTask(root.id, path, rules, whole_root=False))
-                continue
-            if given:
-                options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
-                store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
-            tasks.append(CrawlTask(root.id, path, self._rules(root, given), whole_root=True))
-        return tasks
+                infos.append(RootInfo(root.path, root.offline_since is None and os.path.isdir(root.path),
+                                      root.offline_since, counts.get(root.id, {}).get("live", 0),
+                                      counts.get(root.id, {}).get("offline", 0), tuple(root.exclude),
+                                      tuple(sorted(rules.extensions)), rules.include_hidden, rules.follow_symlinks,
+                                      root.crawled_at))
+            return infos
+        finally:
+            store.close()
+
+    def release_model(self) -> bool:
+        """Forget the loaded model (the watch daemon, idle for a while); True if one was held.
+        An injected embedder (tests) is kept."""
+        if isinstance(self._embedder, embed_mod.LazyEmbedder):
+            self._embedder = None
+            self._relevance = None
+            from ._memory import return_freed_memory
+
+            return_freed_memory()
+            return True
+        return False
 
     def _rules(self, root: Root, given: dict) -> ScanRules:
         """Scan rules for a root: this crawl's flags, else the root's remembered ones, else settings."""
@@ -375,6 +401,7 @@ class Library:
             query = self._query_vector(store, spec, dim, parsed, like)
             forest = None if exact else self._current_forest(store)
             results = rank(store, forest, query, k, dim, exact=exact, filters=parsed.filters, offset=offset)
+            self._offline_notice(store)
         finally:
             store.close()
         if parsed.min_score is not None:
@@ -382,6 +409,19 @@ class Library:
         if parsed.sort != "score":
             results.sort(key=_date_key, reverse=parsed.sort == "newest")
         return results
+
+    def _offline_notice(self, store: Store) -> None:
+        offline = [r.path for r in store.roots() if r.offline_since is not None]
+        if offline:
+            self._notice(f"{store.offline_count()} photos in offline folders ({', '.join(offline)}) are left out "
+                         "until the folders are back")
+
+    @_storage_guard
+    def watch(self, stop, **options) -> None:
+        """Run the watch daemon (ingest/watch.py) until `stop` (a threading.Event) is set."""
+        from .ingest.watch import Watcher
+
+        Watcher(self, **options).run(stop)
 
     @_storage_guard
     def overview(self) -> Overview:
@@ -532,13 +572,16 @@ class Library:
             if manifest and manifest.forest:
                 problem = self._index_problem(store, manifest)
             per_root = store.root_counts()
-            roots = [(r, per_root.get(r.id, 0)) for r in store.roots()]
+            roots = [(r, per_root.get(r.id, {}).get("live", 0)) for r in store.roots()]
             dim = store.get_meta("dim")
             built = manifest.built_seq if manifest and not problem else 0
             pending = store.count_changed_since(built)
             size = sum(p.stat().st_size for p in self.settings.home.glob("catalog.db*"))
+            from .ingest.watch import daemon_state
+
             return LibraryStatus(self.settings.home, store.get_meta("model"), int(dim) if dim else None, roots,
-                                 store.counts_by_status(), manifest, pending, size, problem)
+                                 store.counts_by_status(), manifest, pending, size, problem,
+                                 daemon_state(self.settings.home))
         finally:
             store.close()
 
@@ -578,25 +621,3 @@ def _log_crawl(stats: CrawlStats) -> None:
              stats.unchanged, stats.embedded, stats.moved, stats.restored, stats.deleted, stats.failed)
     for problem in stats.problems:
         log.warning("not readable: %s: %s", problem.path, problem.error)
-
-
-def _check_not_skipped(folder: str, root: str, rules: ScanRules) -> None:
-    """Refuse a subfolder that its root's rules skip (excluded or hidden): its files would be
-    indexed now and deleted again by the next crawl of the root."""
-    current = folder
-    while current != root and len(current) > len(root):
-        hidden = os.path.basename(current).startswith(".") and not rules.include_hidden
-        if hidden or rules.excluded(current, is_dir=True):
-            raise ClipsearchError(f"{folder} is skipped by the rules of {root} "
-                                  f"({'hidden' if hidden else 'excluded'}); change them with "
-                                  f"`clipsearch crawl {root} --hidden` or --exclude")
-        current = os.path.dirname(current)
-
-
-def _check_folder(folder: str | os.PathLike) -> str:
-    path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
-    if not os.path.exists(path):
-        raise ClipsearchError(f"no such folder: {folder}")
-    if not os.path.isdir(path):
-        raise ClipsearchError(f"not a folder: {folder}")
-    return path

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
 
     from .catalog.store import FileRow
     from .ingest.pipeline import CrawlStats
-    from .library import CrawlReport, LibraryStatus, Overview, RepairReport
+    from .library import CrawlReport, LibraryStatus, Overview, RepairReport, RootInfo
     from .search import SearchResult
 
 
@@ -92,6 +92,13 @@ class CrawlProgress:
         self._progress.update(self._crawl, description=stage,
                               total=None if stats.scanning else stats.found, completed=stats.processed,
                               rate=f"{stats.images_per_second:5.1f} img/s", counts=counts)
+
+    def handover(self, pid: int) -> None:
+        """The watch daemon does the crawl: say so, and wait with a spinner."""
+        self.console.print(f"the watch daemon (process {pid}) is this library's writer: the crawl is handed to it; "
+                           "waiting for its report (Ctrl-C stops waiting, the daemon carries on)")
+        if self._loading is None:
+            self._loading = self._progress.add_task("the watch daemon is crawling", total=None, rate="", counts="")
 
     def index(self, done: int, total: int) -> None:
         if self._index is None:
@@ -176,10 +183,28 @@ def status_view(status: LibraryStatus) -> Table:
         crawled = (_dt.datetime.fromtimestamp(root.crawled_at).strftime("%Y-%m-%d %H:%M")
                    if root.crawled_at else "never finished")
         excluded = f", excluding {', '.join(root.exclude)}" if root.exclude else ""
-        table.add_row("folder", f"{root.path}  ({live} photos, crawled {crawled}{excluded})")
+        if root.offline_since is not None:
+            table.add_row("folder", f"{root.path}  (offline since {_when(root.offline_since)}: its photos are kept "
+                                    "and left out of results)", style="yellow")
+        else:
+            table.add_row("folder", f"{root.path}  ({live} photos, crawled {crawled}{excluded})")
     c = status.counts
     table.add_row("photos", f"{c.get('live', 0)} live, {c.get('failed', 0)} failed, {c.get('deleted', 0)} deleted"
+                  + (f", {c['offline']} offline" if c.get("offline") else "")
                   + (f", {c['unembedded']} waiting to be embedded" if c.get("unembedded") else ""))
+    d = status.daemon
+    if d is None:
+        table.add_row("watch daemon", "not running (`clipsearch watch --detach` keeps the library current)")
+    else:
+        state = f"running (process {d.pid}) since {_when(d.started_at)}, {d.state}"
+        if d.backlog:
+            state += f", {d.backlog} changes waiting"
+        state += f"; {d.indexed} indexed, {d.deleted} deleted since it started"
+        if d.polled:
+            state += f"; polling {', '.join(d.polled)}"
+        table.add_row("watch daemon", state, style="red" if d.error else None)
+        if d.error:
+            table.add_row("daemon error", d.error, style="red")
     m = status.manifest
     if status.index_problem:
         table.add_row("index", f"not used: {status.index_problem} (searches score every photo exactly; "
@@ -192,6 +217,34 @@ def status_view(status: LibraryStatus) -> Table:
         if status.pending:
             table.add_row("changed since", f"{status.pending} files (scored exactly until the next crawl)")
     table.add_row("catalog size", human_size(status.catalog_bytes))
+    return table
+
+
+def _when(timestamp: float) -> str:
+    return _dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def roots_table(infos: Sequence[RootInfo]) -> Table | str:
+    if not infos:
+        return "no folders in this library yet: run `clipsearch crawl FOLDER`"
+    table = Table(title=f"{len(infos)} folder" + ("s" if len(infos) != 1 else ""), title_justify="left")
+    table.add_column("folder", overflow="fold")
+    table.add_column("state")
+    table.add_column("photos", justify="right")
+    table.add_column("rules", overflow="fold")
+    for info in infos:
+        rules = [" ".join(info.extensions)]
+        if info.exclude:
+            rules.append("excluding " + ", ".join(info.exclude))
+        if info.include_hidden:
+            rules.append("hidden files too")
+        if info.follow_symlinks:
+            rules.append("following symlinks")
+        if info.online:
+            table.add_row(info.path, "online", str(info.photos), "; ".join(rules))
+        else:
+            since = f" since {_when(info.offline_since)}" if info.offline_since else ""
+            table.add_row(info.path, f"offline{since}", f"{info.offline_photos} kept", "; ".join(rules), style="yellow")
     return table
 
 

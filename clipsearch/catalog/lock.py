@@ -39,12 +39,32 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def _daemon_pid(home: Path) -> str | None:
+    """The pid in the watch daemon's pid file, if there is one (it may be stale)."""
+    try:
+        return (home / "watch.pid").read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def is_held(home: Path) -> bool:
+    """Whether some process holds the write lock now (taken and released at once if not)."""
+    try:
+        with WriteLock(home, quiet=True):
+            return False
+    except LibraryBusy:
+        return True
+    except OSError:  # a folder that cannot be written: no writer can be running there
+        return False
+
+
 class WriteLock:
     """`with WriteLock(home):` holds the library's write lock or raises LibraryBusy."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, quiet: bool = False):
         self.path = Path(home) / "write.lock"
         self._fd: int | None = None
+        self._quiet = quiet  # only to ask whether it is held: no pid written
 
     def __enter__(self) -> "WriteLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,10 +75,17 @@ class WriteLock:
             except OSError:  # Windows: the locked byte cannot be read either
                 holder = "?"
             os.close(fd)
+            if self._quiet:
+                raise LibraryBusy(holder)
+            if holder == _daemon_pid(self.path.parent) or (holder == "?" and _daemon_pid(self.path.parent)):
+                raise LibraryBusy(f"the watch daemon (process {_daemon_pid(self.path.parent)}) keeps the library at "
+                                  f"{self.path.parent} current and is its one writer; stop it first with "
+                                  "`clipsearch watch --stop` (searches work meanwhile)")
             raise LibraryBusy(f"the library at {self.path.parent} is busy: clipsearch process {holder} is "
                               "crawling or rebuilding it; wait for it to finish (searches still work meanwhile)")
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if not self._quiet:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
 

@@ -72,8 +72,14 @@ def m005_filter_index(db: sqlite_utils.Database) -> None:
                "WHERE status = 'live' AND vector IS NOT NULL")
 
 
+def m006_offline_roots(db: sqlite_utils.Database) -> None:
+    # A root whose folder is missing (a drive unplugged) is offline, not emptied: its files get
+    # status 'offline' and the root the time it went.
+    db.table("roots").add_column("offline_since", float)
+
+
 MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity,
-              m005_filter_index]
+              m005_filter_index, m006_offline_roots]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -22,7 +22,7 @@ from typing import Iterator
 _FILE_COLUMNS = ("id", "path", "root_id", "size", "mtime_ns", "hash", "width", "height", "format", "taken_at",
                  "camera_make", "camera_model", "gps_lat", "gps_lon", "status", "error", "indexed_at", "vector")
 _ROOT_COLUMNS = ("id", "path", "exclude", "added_at", "crawled_at", "options")
-_STATUSES = ("live", "deleted", "failed")
+_STATUSES = ("live", "deleted", "failed", "offline")
 _BATCH = 2000
 
 

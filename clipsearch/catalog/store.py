@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..ingest.scan import FileRecord
+from ..paths import EXACT_CASE, PathRule
 from .faults import LibraryReadOnly, is_writable, no_space_left
 from .migrations import MIGRATIONS, migrate
 
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     from ..ingest.decode import ImageMeta  # Pillow: not imported for status and text searches
     from ..query import Filters
 
-LIVE, DELETED, FAILED = "live", "deleted", "failed"
+# offline: on a folder that is not there now (a drive unplugged, a share down); kept, with its
+# vector, and live again when the folder is back unchanged.
+LIVE, DELETED, FAILED, OFFLINE = "live", "deleted", "failed", "offline"
 _META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model", "gps_lat", "gps_lon")
 _CHUNK = 500  # SQLite's variable limit is 999 on old builds
 
@@ -41,6 +44,7 @@ class Root:
     exclude: tuple[str, ...]
     crawled_at: float | None
     options: dict = field(default_factory=dict)  # extensions, include_hidden, follow_symlinks
+    offline_since: float | None = None  # when the folder was found missing, if it is
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,15 @@ class KnownFile:
     mtime_ns: int | None
     status: str
     has_vector: bool
+    path: str = ""  # as stored (a case-insensitive match may differ in case)
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A catalogued file found under a new spelling of its path (only its case changed)."""
+
+    file_id: int
+    path: str
 
 
 @dataclass
@@ -93,7 +106,7 @@ class Restored:
     file_id: int
 
 
-Write = Embedded | Reused | Failed | Restored
+Write = Embedded | Reused | Failed | Restored | Renamed
 
 
 @dataclass
@@ -205,16 +218,21 @@ class Store:
 
     # --- roots ----------------------------------------------------------------------------
     def roots(self) -> list[Root]:
-        rows = self.db.execute("SELECT id, path, exclude, crawled_at, options FROM roots ORDER BY path").fetchall()
-        return [Root(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3], json.loads(r[4] or "{}")) for r in rows]
+        rows = self.db.execute(
+            "SELECT id, path, exclude, crawled_at, options, offline_since FROM roots ORDER BY path").fetchall()
+        return [Root(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3], json.loads(r[4] or "{}"), r[5])
+                for r in rows]
 
-    def add_root(self, path: str) -> None:
+    def add_root(self, path: str, rule: PathRule = EXACT_CASE) -> None:
         """Add a root; roots inside it are folded into it (their files move over)."""
         with self.db.atomic():
+            same = [r for r in self.roots() if rule.same(r.path, path)]
+            if same:
+                path = same[0].path  # one folder, spelt another way
             self.db.execute("INSERT INTO roots(path, added_at) VALUES (?, ?) ON CONFLICT(path) DO NOTHING",
                             [path, time.time()])
             root_id = self.db.execute("SELECT id FROM roots WHERE path = ?", [path]).fetchone()[0]
-            inner = [r for r in self.roots() if r.id != root_id and _is_under(r.path, path)]
+            inner = [r for r in self.roots() if r.id != root_id and rule.under(r.path, path)]
             if inner:
                 # The inner roots' rules carry over: exclude patterns are whole-path globs and
                 # stay right; of differing options, the first inner root's win.
@@ -235,12 +253,53 @@ class Store:
     def mark_crawled(self, root_id: int) -> None:
         self.db.execute("UPDATE roots SET crawled_at = ? WHERE id = ?", [time.time(), root_id])
 
+    def set_offline(self, root_id: int) -> int:
+        """The root's folder is not there: its live files go offline (kept, left out of
+        searches); returns how many."""
+        with self.db.atomic():
+            seq = self.next_seq()
+            count = self.db.execute("UPDATE files SET status = ?, seq = ? WHERE root_id = ? AND status = ?",
+                                    [OFFLINE, seq, root_id, LIVE]).rowcount
+            self.db.execute("UPDATE roots SET offline_since = coalesce(offline_since, ?) WHERE id = ?",
+                            [time.time(), root_id])
+        return count
+
+    def set_online(self, root_id: int) -> None:
+        """The root's folder is back; its offline files are restored by the crawl that follows
+        (those unchanged) or marked deleted by it (those gone)."""
+        self.db.execute("UPDATE roots SET offline_since = NULL WHERE id = ?", [root_id])
+
+    def remove_root(self, root_id: int) -> int:
+        """Stop indexing a root: its files leave the results (kept as deleted rows, whose
+        vectors a copy elsewhere may still reuse) and the root is forgotten."""
+        with self.db.atomic():
+            seq = self.next_seq()
+            count = self.db.execute(
+                "UPDATE files SET status = ?, seq = ?, root_id = NULL WHERE root_id = ? AND status != ?",
+                [DELETED, seq, root_id, DELETED]).rowcount
+            self.db.execute("UPDATE files SET root_id = NULL WHERE root_id = ?", [root_id])
+            self.db.execute("DELETE FROM roots WHERE id = ?", [root_id])
+        return count
+
     # --- the crawl's reads ----------------------------------------------------------------
-    def known_files(self, root_id: int, under: str | None = None) -> dict[str, KnownFile]:
+    def known_files(self, root_id: int, under: str | None = None,
+                    rule: PathRule = EXACT_CASE) -> dict[str, KnownFile]:
+        """What the catalog knows of the files of a root (under a folder of it), by path key."""
         sql = ("SELECT path, id, size, mtime_ns, status, vector IS NOT NULL FROM files WHERE root_id = ?")
         rows = self.db.execute(sql, [root_id]).fetchall()
-        return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows
-                if under is None or _is_under(r[0], under)}
+        return {rule.key(r[0]): KnownFile(r[1], r[2], r[3], r[4], bool(r[5]), r[0]) for r in rows
+                if under is None or rule.under(r[0], under)}
+
+    def known_paths(self, paths: Sequence[str]) -> dict[str, KnownFile]:
+        """What the catalog knows of these paths (exact spelling), by path."""
+        found: dict[str, KnownFile] = {}
+        for start in range(0, len(paths), _CHUNK):
+            part = list(paths[start:start + _CHUNK])
+            for r in self.db.execute(
+                    "SELECT path, id, size, mtime_ns, status, vector IS NOT NULL FROM files "
+                    f"WHERE path IN ({','.join('?' * len(part))})", part):
+                found[r[0]] = KnownFile(r[1], r[2], r[3], r[4], bool(r[5]), r[0])
+        return found
 
     def twin(self, hash_: str) -> Twin | None:
         """The vector and metadata of a catalogued file with these bytes, if any."""
@@ -284,6 +343,8 @@ class Store:
                                  dict.fromkeys(_META_COLUMNS))
                 elif isinstance(item, Restored):
                     self.db.execute("UPDATE files SET status = ?, seq = ? WHERE id = ?", [LIVE, seq, item.file_id])
+                elif isinstance(item, Renamed):
+                    self.db.execute("UPDATE files SET path = ?, seq = ? WHERE id = ?", [item.path, seq, item.file_id])
         return waiting
 
     def _upsert(self, record: FileRecord, hash_: str | None, status: str, error: str | None,
@@ -313,6 +374,47 @@ class Store:
                 self.db.execute(f"UPDATE files SET status = ?, seq = ? WHERE id IN ({','.join('?' * len(chunk))})",
                                 [DELETED, seq, *chunk])
         return len(ids)
+
+    def delete_paths(self, paths: Sequence[str]) -> int:
+        """Mark the files at these paths deleted (they are gone from disk); returns how many."""
+        ids = list(self.known_paths(paths).values())
+        return self.mark_deleted(k.id for k in ids if k.status != DELETED)
+
+    def delete_under(self, folder: str) -> int:
+        """Mark every file under folder deleted (the folder is gone); returns how many."""
+        low, high = _prefix_range(folder)
+        ids = [r[0] for r in self.db.execute("SELECT id FROM files WHERE path >= ? AND path < ? AND status != ?",
+                                             [low, high, DELETED])]
+        return self.mark_deleted(ids)
+
+    def move(self, src: str, dest: str, root_id: int, is_dir: bool) -> int:
+        """A file or folder moved within the roots: its rows take the new paths and keep their
+        vectors (a row already at a new path is replaced). Returns how many rows moved."""
+        if is_dir:
+            low, high = _prefix_range(src)
+            rows = self.db.execute("SELECT id, path FROM files WHERE path >= ? AND path < ?", [low, high]).fetchall()
+            moves = [(file_id, dest + path[len(src.rstrip("/\\")):]) for file_id, path in rows]
+        else:
+            row = self.db.execute("SELECT id FROM files WHERE path = ?", [src]).fetchone()
+            moves = [(row[0], dest)] if row else []
+        if not moves:
+            return 0
+        with self.db.atomic():
+            seq = self.next_seq()
+            moving = {file_id for file_id, _ in moves}
+            for start in range(0, len(moves), _CHUNK):
+                part = [path for _, path in moves[start:start + _CHUNK]]
+                taken = self.db.execute(f"SELECT id FROM files WHERE path IN ({','.join('?' * len(part))})",
+                                        part).fetchall()
+                for (file_id,) in taken:
+                    if file_id not in moving:
+                        self.db.execute("DELETE FROM files WHERE id = ?", [file_id])
+            # Through a temporary path first: rows swapping places must not collide on the way.
+            self.db.conn.executemany("UPDATE files SET path = char(1) || path WHERE id = ?",
+                                     [(file_id,) for file_id, _ in moves])
+            self.db.conn.executemany("UPDATE files SET path = ?, root_id = ?, seq = ? WHERE id = ?",
+                                     [(path, root_id, seq, file_id) for file_id, path in moves])
+        return len(moves)
 
     def switch_model(self, model: str, dim: int) -> None:
         """Drop every vector and record the new model, in one transaction: files stay
@@ -448,16 +550,24 @@ class Store:
         return found
 
     def counts_by_status(self) -> dict[str, int]:
-        counts = {LIVE: 0, DELETED: 0, FAILED: 0}
+        counts = {LIVE: 0, DELETED: 0, FAILED: 0, OFFLINE: 0}
         for status, count in self.db.execute("SELECT status, count(*) FROM files GROUP BY status"):
             counts[status] = count
         counts["unembedded"] = self.db.execute(
             "SELECT count(*) FROM files WHERE status = ? AND vector IS NULL", [LIVE]).fetchone()[0]
         return counts
 
-    def root_counts(self) -> dict[int, int]:
-        rows = self.db.execute("SELECT root_id, count(*) FROM files WHERE status = ? GROUP BY root_id", [LIVE])
-        return {r[0]: r[1] for r in rows}
+    def root_counts(self) -> dict[int, dict[str, int]]:
+        """{root id: {status: files}} for live and offline files."""
+        counts: dict[int, dict[str, int]] = {}
+        for root_id, status, count in self.db.execute(
+                "SELECT root_id, status, count(*) FROM files WHERE status IN (?, ?) GROUP BY root_id, status",
+                [LIVE, OFFLINE]):
+            counts.setdefault(root_id, {})[status] = count
+        return counts
+
+    def offline_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM files WHERE status = ?", [OFFLINE]).fetchone()[0]
 
     def failed_files(self, limit: int | None = None) -> list[FileRow]:
         ids = [r[0] for r in self.db.execute(
@@ -487,11 +597,8 @@ def _filter_sql(filters: Filters) -> tuple[str, list]:
     if filters.folders:
         parts = []
         for folder in filters.folders:
-            # Under the folder: the path index's range between FOLDER/ and FOLDER0 ('0' follows '/').
-            folder = folder.rstrip("/\\") or folder
-            prefix = folder if folder.endswith(("/", "\\")) else folder + os.sep
             parts.append("(path >= ? AND path < ?)")
-            params.extend([prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)])
+            params.extend(_prefix_range(folder))
         any_of(parts)
     if filters.folder_names:
         parts = []
@@ -515,7 +622,10 @@ def _filter_sql(filters: Filters) -> tuple[str, list]:
     return (" AND ".join(clauses) or "1"), params
 
 
-def _is_under(path: str, folder: str) -> bool:
-    """True if path is folder itself or inside it (plain string test, both absolute)."""
-    folder = folder.rstrip("/\\")
-    return path == folder or (path.startswith(folder) and path[len(folder)] in "/\\")
+def _prefix_range(folder: str) -> tuple[str, str]:
+    """The range of the path index that holds exactly the paths under folder ('0' follows '/')."""
+    import os
+
+    folder = folder.rstrip("/\\") or folder
+    prefix = folder if folder.endswith(("/", "\\")) else folder + os.sep
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)

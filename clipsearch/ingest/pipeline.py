@@ -13,6 +13,7 @@ A killed crawl loses at most the batches not yet committed; the next crawl redoe
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,16 +27,18 @@ from ..catalog.store import (
     DELETED,
     FAILED,
     LIVE,
+    OFFLINE,
     Embedded,
     Failed,
     KnownFile,
+    Renamed,
     Restored,
     Reused,
     Store,
     Write,
-    _is_under,
 )
 from ..embed import Embedder
+from ..paths import EXACT_CASE, PathRule, is_under
 from .decode import DecodeError, MemoryBudget, file_hash, load_image
 from .scan import FileRecord, ScanRules, WalkProblem, walk
 
@@ -50,12 +53,15 @@ _DECODE_BUDGET = 128 << 20
 
 @dataclass(frozen=True)
 class CrawlTask:
-    """One folder to walk: a root, or a folder inside a root (only that part is checked)."""
+    """One folder to walk: a root, or a folder inside a root (only that part is checked); or,
+    with `records`, just these files of a root (the watch daemon's changes: nothing is walked
+    and nothing else is marked deleted)."""
 
     root_id: int
     folder: str
     rules: ScanRules
     whole_root: bool = True
+    records: tuple[FileRecord, ...] | None = None
 
 
 @dataclass
@@ -69,7 +75,9 @@ class CrawlStats:
     failed: int = 0
     restored: int = 0
     deleted: int = 0
+    vanished: int = 0  # gone between being found and being read: neither indexed nor failed
     problems: list[WalkProblem] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)  # roots not there: kept, not walked
     decoder_messages: int = 0  # warnings and errors of image libraries, sent to the log
     crawlers: int = 0
     _crawlers_done: int = 0
@@ -120,7 +128,8 @@ class Pipeline:
 
     def __init__(self, store: Store, embedder: Embedder, tasks: list[CrawlTask], *, workers: int,
                  max_pixels: int, retry_failed: bool = False,
-                 on_progress: Callable[[CrawlStats], None] | None = None):
+                 on_progress: Callable[[CrawlStats], None] | None = None,
+                 on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE):
         self.store = store
         self.embedder = embedder
         self.tasks = tasks
@@ -128,6 +137,8 @@ class Pipeline:
         self.max_pixels = max_pixels
         self.retry_failed = retry_failed
         self.on_progress = on_progress
+        self.on_commit = on_commit  # told of every batch written (the watch daemon logs them)
+        self.rule = rule
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
@@ -139,7 +150,9 @@ class Pipeline:
         self._model_lock = threading.Lock()
         self._model_ready = threading.Event()
         self._to_write: queue.Queue = queue.Queue(maxsize=8)
-        self._known = [store.known_files(t.root_id, None if t.whole_root else t.folder) for t in tasks]
+        # Known files by path key (the case rule's), or by exact path for a list of changes.
+        self._known = [store.known_paths([r.path for r in t.records]) if t.records is not None
+                       else store.known_files(t.root_id, None if t.whole_root else t.folder, rule) for t in tasks]
         self._seen: list[set[int]] = [set() for _ in tasks]
         self._twins: Store | None = None  # a reader for _claim, guarded by _hash_lock
         self._in_flight: set[str] = set()
@@ -228,6 +241,12 @@ class Pipeline:
     def _crawl(self, index: int) -> None:
         task = self.tasks[index]
         records: list[FileRecord] = []
+        if task.records is not None:
+            for start in range(0, len(task.records), _HANDOFF):
+                self._hand_over(index, list(task.records[start:start + _HANDOFF]))
+            self.stats.add(_crawlers_done=1)
+            self._put(self._found, (index, _END))
+            return
         for item in walk(task.folder, task.root_id, task.rules):
             if isinstance(item, WalkProblem):
                 with self.stats._lock:
@@ -254,17 +273,21 @@ class Pipeline:
                 crawling -= 1
                 continue
             known_files, seen = self._known[index], self._seen[index]
+            key = (lambda path: path) if self.tasks[index].records is not None else self.rule.key
             counts = {"new": 0, "changed": 0, "unchanged": 0, "restored": 0}
             for record in records:
-                known: KnownFile | None = known_files.get(record.path)
+                known: KnownFile | None = known_files.get(key(record.path))
                 if known is None:
                     counts["new"] += 1
                     self._put(self._to_decode, record)
                     continue
                 seen.add(known.id)
+                if known.path and known.path != record.path:
+                    # Renamed only in case, on a file system that ignores case: the same file.
+                    self._put(self._to_write, Renamed(known.id, record.path))
                 same = known.size == record.size and known.mtime_ns == record.mtime_ns
-                if same and known.has_vector and known.status in (LIVE, DELETED):
-                    if known.status == DELETED:
+                if same and known.has_vector and known.status in (LIVE, DELETED, OFFLINE):
+                    if known.status != LIVE:
                         counts["restored"] += 1
                         self._put(self._to_write, Restored(known.id))
                     else:
@@ -299,6 +322,9 @@ class Pipeline:
             try:
                 digest = file_hash(record.path)
             except DecodeError as exc:
+                if not os.path.lexists(record.path):
+                    self.stats.add(vanished=1)  # deleted or moved away meanwhile: not a failure
+                    continue
                 self._put(self._to_write, Failed(record, None, str(exc)))
                 continue
             claim = self._claim(record, digest)
@@ -418,6 +444,8 @@ class Pipeline:
                 counts["failed"] += 1
                 log.warning("failed: %s: %s", item.record.path, item.error)
         self.stats.add(**counts)
+        if self.on_commit is not None:
+            self.on_commit([item for item in items if id(item) not in still_waiting])
         return waiting
 
     # --- after the walk -------------------------------------------------------------------
@@ -426,9 +454,11 @@ class Pipeline:
         that could not be listed (their files may well still be there)."""
         unreadable = [p.path for p in self.stats.problems]
         gone = []
-        for known, seen in zip(self._known, self._seen):
-            for path, entry in known.items():
+        for task, known, seen in zip(self.tasks, self._known, self._seen):
+            if task.records is not None:
+                continue  # a list of changes vouches for nothing else
+            for entry in known.values():
                 if entry.id not in seen and entry.status != DELETED \
-                        and not any(_is_under(path, folder) for folder in unreadable):
+                        and not any(is_under(entry.path, folder) for folder in unreadable):
                     gone.append(entry.id)
         return self.store.mark_deleted(gone)

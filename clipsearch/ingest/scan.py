@@ -26,6 +26,24 @@ class ScanRules:
         return cls(frozenset(e.lower().lstrip(".") for e in extensions), tuple(exclude),
                    include_hidden, follow_symlinks)
 
+    def admits(self, path: str, root: str) -> bool:
+        """True if a walk of root would index the file at path, judged by its path alone (the
+        watch daemon asks this of every event): extension, temporary names, hidden parts,
+        exclude patterns of the file and of every folder between it and root."""
+        name = os.path.basename(path)
+        if os.path.splitext(name)[1][1:].lower() not in self.extensions or is_temporary(name):
+            return False
+        if self.excluded(path):
+            return False
+        folder = os.path.dirname(path)
+        parts = [name]
+        while len(folder) > len(root.rstrip("/\\")) and folder != os.path.dirname(folder):
+            if self.excluded(folder, is_dir=True):
+                return False
+            parts.append(os.path.basename(folder))
+            folder = os.path.dirname(folder)
+        return self.include_hidden or not any(part.startswith(".") for part in parts)
+
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         """True if a glob pattern matches the path (with / separators; folders also with a trailing /)."""
         posix = path.replace(os.sep, "/")
@@ -49,6 +67,15 @@ class WalkProblem:
 
     path: str
     error: str
+
+
+# Files still being written by a download or a copy, and Office's lock files: never indexed.
+_TEMPORARY_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".!qb")
+
+
+def is_temporary(name: str) -> bool:
+    lower = name.lower()
+    return lower.startswith("~$") or lower.endswith(_TEMPORARY_SUFFIXES)
 
 
 def _is_hidden(entry: os.DirEntry) -> bool:
@@ -106,7 +133,7 @@ def walk(root: str, root_id: int, rules: ScanRules) -> Iterator[FileRecord | Wal
                     subfolders.append(entry.path)
                     continue
                 extension = os.path.splitext(entry.name)[1][1:].lower()
-                if extension not in rules.extensions or not entry.is_file():
+                if extension not in rules.extensions or is_temporary(entry.name) or not entry.is_file():
                     continue
                 if rules.excluded(entry.path):
                     continue

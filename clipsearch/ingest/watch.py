@@ -1,0 +1,724 @@
+"""The watch daemon: keeps a library in step with its folders while photos come and go.
+
+    watchdog observer (a thread) -> Changes (debounced paths, moves, deletions)
+        -> Watcher.run: the library's one Writer, in batches -> the forest, rebuilt aside
+
+On start the daemon takes the library's write lock, watches every root and reconciles
+them (the crawl's own change check), so nothing that changed while it was stopped is
+missed. A file is embedded once its size and date have kept still for the debounce time
+(a copy in progress is not read half-written); every file ready at that moment goes to
+the embedder together, so a storm of 10,000 files is processed at crawl speed. Moves keep
+vectors (the rows take the new paths); a deleted folder marks its files deleted; a root
+that disappears goes offline instead (its files are kept) and is reconciled when it is
+back. New vectors are searchable at once (rows newer than the forest are scored
+exactly); the forest is rebuilt in a thread when enough has changed or all is quiet, and
+swapped in atomically. The model is loaded when there is something to embed and released
+after idle minutes.
+
+Files in the library folder: `watch.pid`, `watch.log` (a detached daemon's output) and
+`watch/`: `state.json` (for `clipsearch status`), `requests/` and `answers/` (a crawl
+started while the daemon runs is handed to it).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..catalog.faults import storage_error
+from ..catalog.lock import is_held
+from ..errors import ClipsearchError
+from ..paths import is_under
+from .scan import FileRecord
+
+if TYPE_CHECKING:
+    from ..catalog.store import Root, Write
+    from ..library import CrawlReport, Library
+    from ..writer import Writer
+
+log = logging.getLogger("clipsearch")
+
+PID_FILE, LOG_FILE, STATE_DIR = "watch.pid", "watch.log", "watch"
+_INOTIFY_LIMIT = ("the system's limit of inotify watches is reached; {root} is polled instead (slower to notice "
+                  "changes). Raise the limit: `sudo sysctl fs.inotify.max_user_watches=524288` (and "
+                  "fs.inotify.max_user_instances), and make it permanent in /etc/sysctl.d/")
+_LOG_EACH = 20  # a batch of up to this many files is logged file by file; larger ones in one line
+
+
+# --- what the events said -------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Work taken from Changes at one moment: operations in event order, then stable paths."""
+
+    ops: list[tuple[str, str, str | None, bool]] = field(default_factory=list)  # (op, path, dest, is_dir)
+    ready: list[str] = field(default_factory=list)
+
+
+class Changes:
+    """What file system events named, waiting to be applied: thread-safe, filled by the
+    observer's thread and emptied by the daemon's. Created and modified files wait until
+    their size and date have kept still for `debounce` seconds; moves and deletions are
+    kept in the order they happened."""
+
+    def __init__(self, debounce: float, clock: Callable[[], float] = time.monotonic):
+        self.debounce = debounce
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[float, tuple[int, int] | None]] = {}  # path -> (last seen change, stat)
+        self._ops: list[tuple[str, str, str | None, bool]] = []
+        self.wake = threading.Event()
+        self.last_event = 0.0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending) + len(self._ops)
+
+    def touch(self, path: str) -> None:
+        """A file was created or written to."""
+        signature = _signature(path)
+        with self._lock:
+            self._pending[path] = (self._clock(), signature)
+            self._event()
+
+    def move(self, src: str, dest: str, is_dir: bool) -> None:
+        with self._lock:
+            if is_dir:
+                for path in [p for p in self._pending if is_under(p, src)]:
+                    self._pending[dest + path[len(src):]] = self._pending.pop(path)
+            elif src in self._pending:
+                self._pending[dest] = self._pending.pop(src)
+            self._ops.append(("move", src, dest, is_dir))
+            self._event()
+
+    def delete(self, path: str, is_dir: bool) -> None:
+        with self._lock:
+            for pending in [p for p in self._pending if p == path or (is_dir and is_under(p, path))]:
+                del self._pending[pending]
+            self._ops.append(("delete", path, None, is_dir))
+            self._event()
+
+    def _event(self) -> None:
+        self.last_event = self._clock()
+        self.wake.set()
+
+    def take(self) -> Batch:
+        """The operations so far, and the paths that have kept still for the debounce time
+        (a path whose size or date changed meanwhile waits another round)."""
+        now = self._clock()
+        with self._lock:
+            batch = Batch(self._ops, [])
+            self._ops = []
+            due = [(p, sig) for p, (t, sig) in self._pending.items() if now - t >= self.debounce]
+        checked = [(path, old, _signature(path)) for path, old in due]  # stat outside the lock
+        with self._lock:
+            for path, old, new in checked:
+                entry = self._pending.get(path)
+                if entry is None or entry[1] != old:
+                    continue  # touched again meanwhile
+                if new == old or new is None:
+                    batch.ready.append(path)
+                    del self._pending[path]
+                else:
+                    self._pending[path] = (now, new)
+        return batch
+
+    def give_back(self, batch: Batch) -> None:
+        """Work that could not be done (a full disk): kept, to be tried again."""
+        with self._lock:
+            self._ops = batch.ops + self._ops
+            for path in batch.ready:
+                self._pending.setdefault(path, (self._clock() - self.debounce, _signature(path)))
+
+    def next_due(self) -> float | None:
+        """Seconds until the next pending path may be ready (0 with operations waiting)."""
+        with self._lock:
+            if self._ops:
+                return 0.0
+            if not self._pending:
+                return None
+            oldest = min(t for t, _ in self._pending.values())
+        return max(0.0, oldest + self.debounce - self._clock())
+
+
+def _signature(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class _Handler:
+    """watchdog's callbacks for one root -> Changes. Only files the root's rules admit count."""
+
+    def __init__(self, changes: Changes, admits: Callable[[str], bool]):
+        self.changes = changes
+        self.admits = admits
+
+    def dispatch(self, event) -> None:
+        kind, src = event.event_type, os.fsdecode(event.src_path)
+        if kind in ("opened", "closed_no_write") or (event.is_directory and kind in ("modified", "created")):
+            return
+        if kind == "moved":
+            dest = os.fsdecode(event.dest_path)
+            if event.is_directory or self.admits(src) or self.admits(dest):
+                self.changes.move(src, dest, event.is_directory)
+            if not event.is_directory and self.admits(dest):
+                self.changes.touch(dest)  # checked once still (a download renamed into place is new)
+        elif kind == "deleted":
+            if event.is_directory or self.admits(src):
+                self.changes.delete(src, event.is_directory)
+        elif self.admits(src):  # created, modified, closed
+            self.changes.touch(src)
+
+
+# --- the daemon -----------------------------------------------------------------------------
+class Watcher:
+    """The daemon's work; `run(stop)` blocks until `stop` is set. Times are in seconds."""
+
+    def __init__(self, library: Library, *, debounce: float | None = None, polling: bool = False,
+                 poll_interval: float = 5.0, idle_release: float = 300.0, quiet_rebuild: float = 60.0,
+                 rebuild_share: float = 0.1, check_every: float = 2.0, retry_after: float = 5.0):
+        self.library = library
+        self.home = library.settings.home
+        self.changes = Changes(library.settings.watch_debounce if debounce is None else debounce)
+        self.polling = polling
+        self.poll_interval = poll_interval
+        self.idle_release = idle_release
+        self.quiet_rebuild = quiet_rebuild
+        self.rebuild_share = rebuild_share
+        self.check_every = check_every
+        self.retry_after = retry_after
+        self.started = time.time()
+        self.writer: Writer | None = None
+        self.ready = threading.Event()  # set once the start-up reconcile is done
+        self.error: str | None = None  # the last storage error, until work succeeds again
+        self._watches: dict[int, tuple[Any, Any, tuple[int, int] | None]] = {}  # root id -> (observer, watch, identity)
+        self._polled: set[str] = set()
+        self._observer: Any = None
+        self._poller: Any = None
+        self._build: threading.Thread | None = None
+        self._last_work = time.monotonic()
+        self._last_check = 0.0
+        self._retry_at = 0.0
+        self._reconcile: set[int] = set()  # roots to walk once quiet (after a storm, or coming back)
+        self._offline: list[str] = []
+        self._state_written = 0.0
+        self.totals = {"indexed": 0, "moved": 0, "deleted": 0, "failed": 0}
+
+    # --- driver ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        self.writer = self.library.writer()  # LibraryBusy if another process writes
+        try:
+            self._write_pid()
+            self._observer = Observer()
+            self._poller = PollingObserver(timeout=self.poll_interval)
+            self._observer.start()
+            self._poller.start()
+            self._watch_requests()
+            self._write_state("starting")
+            folders = ", ".join(r.path for r in self.writer.roots()) or "no folders yet"
+            log.info("watching %s (debounce %.1f s)", folders, self.changes.debounce)
+            self._check_roots(initial=True)
+            self._guarded(self._reconcile_all)
+            self.ready.set()
+            self._write_state("watching")
+            while not stop.is_set():
+                self._cycle()
+                self.changes.wake.wait(self._wait())
+                self.changes.wake.clear()
+        except _Stop:
+            log.info("asked to stop")
+        finally:
+            self._shutdown()
+
+    def _wait(self) -> float:
+        due = self.changes.next_due()
+        waits = [self.check_every]
+        if due is not None:
+            waits.append(max(due, 0.02))
+        if self._retry_at:
+            waits.append(max(0.05, self._retry_at - time.monotonic()))
+        return min(waits)
+
+    def _cycle(self) -> None:
+        now = time.monotonic()
+        if now - self._last_check >= self.check_every:
+            self._last_check = now
+            self._guarded(self._check_roots)
+            self._guarded(self._answer_requests)
+        if self._retry_at and now < self._retry_at:
+            return
+        batch = self.changes.take()
+        if batch.ops or batch.ready:
+            if not self._guarded(self._apply, batch):
+                self.changes.give_back(batch)
+                return
+            self._last_work = time.monotonic()
+        quiet = time.monotonic() - max(self._last_work, self.changes.last_event)
+        if self._reconcile and quiet >= min(self.quiet_rebuild, 5.0) and not len(self.changes):
+            roots, self._reconcile = self._reconcile, set()
+            if not self._guarded(self._reconcile_roots, roots):
+                self._reconcile |= roots
+        self._maybe_rebuild(quiet)
+        if quiet >= self.idle_release and self.library.release_model():
+            log.info("model released after %.0f idle seconds", quiet)
+        self._write_state("watching")
+
+    def _guarded(self, work, *args) -> bool:
+        """Run work; a storage failure (a full disk, a read-only folder) is logged once and
+        retried after a while, the daemon goes on."""
+        try:
+            work(*args)
+        except (ClipsearchError, sqlite3.Error, OSError) as exc:
+            error = storage_error(exc, self.home) if not isinstance(exc, ClipsearchError) else exc
+            if error is None:
+                raise
+            message = str(error)
+            if message != self.error:
+                log.error("%s; the daemon keeps the changes and tries again every %.0f s", message, self.retry_after)
+            self.error = message
+            self._retry_at = time.monotonic() + self.retry_after
+            self._write_state("waiting", force=True)
+            return False
+        if self.error:
+            log.info("writing works again: catching up")
+        self.error, self._retry_at = None, 0.0
+        return True
+
+    # --- roots ----------------------------------------------------------------------------
+    def _check_roots(self, initial: bool = False) -> None:
+        """Watch the roots that are there, and notice roots that went away or came back."""
+        assert self.writer is not None
+        roots = self.writer.roots()
+        offline = []
+        for root in roots:
+            identity = _identity(root.path)
+            held = self._watches.get(root.id)
+            if held and held[2] == identity and identity is not None and root.offline_since is None:
+                continue  # the same folder as before (a drive re-plugged gets a new identity)
+            if held:
+                self._unwatch(root.id)
+            if not self.writer.check_root(root):
+                offline.append(root.path)
+                continue
+            self._watch(root)
+            if not initial and (held or root.offline_since is not None):
+                log.info("watching again: %s", root.path)
+                self._reconcile.add(root.id)  # what changed while it was away
+            elif not initial:
+                log.info("watching %s", root.path)
+        for root_id in [i for i in self._watches if i not in {r.id for r in roots}]:
+            self._unwatch(root_id)  # removed from the library
+        self._offline = offline
+
+    def _watch(self, root: Root) -> None:
+        assert self.writer is not None
+        rules = self.writer.rules(root)
+        def admits(path: str) -> bool:
+            return rules.admits(path, root.path)
+
+        handler = _Handler(self.changes, admits)
+        observer = self._poller if self.polling else self._observer
+        try:
+            watch = observer.schedule(handler, root.path, recursive=True)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE) or observer is self._poller:
+                raise
+            log.warning(_INOTIFY_LIMIT.format(root=root.path))
+            observer = self._poller
+            watch = observer.schedule(handler, root.path, recursive=True)
+        if observer is self._poller:
+            self._polled.add(root.path)
+        self._watches[root.id] = (observer, watch, _identity(root.path))
+
+    def _unwatch(self, root_id: int) -> None:
+        observer, watch, _ = self._watches.pop(root_id)
+        try:
+            observer.unschedule(watch)
+        except (KeyError, OSError):
+            pass  # its emitter already stopped (the folder was deleted)
+
+    # --- applying changes -----------------------------------------------------------------
+    def _apply(self, batch: Batch) -> None:
+        assert self.writer is not None
+        roots = self.writer.roots()
+        online = {r.id for r in roots if r.offline_since is None and r.id in self._watches}
+
+        def reachable(path: str) -> bool:
+            root = self.writer.root_of(path, roots) if self.writer else None
+            return root is not None and root.id in online and os.path.isdir(root.path)
+
+        gone: list[str] = []
+        for op, path, dest, is_dir in batch.ops:
+            if op == "move":
+                if gone:
+                    self._delete(gone)
+                    gone = []
+                moved = self.writer.move(path, dest or path, is_dir)
+                if moved:
+                    self.totals["moved"] += moved
+                    log.info("moved %s -> %s%s", path, dest, f" ({moved} photos)" if is_dir else "")
+            elif os.path.lexists(path) or not reachable(path):
+                continue  # back already, or its whole root is away (offline, not deleted)
+            elif is_dir:
+                count = self.writer.delete_under(path)
+                if count:
+                    self.totals["deleted"] += count
+                    log.info("deleted %s (%d photos)", path, count)
+            else:
+                gone.append(path)
+        if gone:
+            self._delete(gone)
+        records: list[FileRecord] = []
+        for path in batch.ready:
+            root = self.writer.root_of(path, roots)
+            if root is None or root.id not in online:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                if reachable(path):
+                    gone.append(path)
+                continue
+            records.append(FileRecord(path, root.id, st.st_size, st.st_mtime_ns))
+        if gone:
+            self._delete(gone)
+        if records:
+            if len(records) > 1000:
+                self._reconcile.update(r.root_id for r in records)  # a storm: events may have been dropped
+            stats = self.writer.update(records, on_commit=self._log_written)
+            if len(records) > _LOG_EACH:
+                log.info("%d files checked: %d indexed, %d unchanged, %d failed", len(records),
+                         stats.embedded + stats.moved, stats.unchanged, stats.failed)
+
+    def _delete(self, paths: Sequence[str]) -> None:
+        assert self.writer is not None
+        count = self.writer.delete_paths(paths)
+        self.totals["deleted"] += count
+        if count and count <= _LOG_EACH:
+            for path in paths:
+                log.info("deleted %s", path)
+        elif count:
+            log.info("deleted %d photos", count)
+
+    def _log_written(self, items: Sequence[Write]) -> None:
+        from ..catalog.store import Embedded, Failed, Reused
+
+        indexed = [i for i in items if isinstance(i, (Embedded, Reused))]
+        self.totals["indexed"] += len(indexed)
+        self.totals["failed"] += sum(isinstance(i, Failed) for i in items)
+        if len(indexed) <= _LOG_EACH:
+            for item in indexed:
+                log.info("indexed %s%s", item.record.path, " (same bytes as a photo already indexed)"
+                         if isinstance(item, Reused) else "")
+
+    def _reconcile_all(self) -> None:
+        assert self.writer is not None
+        if self.writer.roots():
+            report = self.writer.crawl(refresh_index=False, on_commit=self._log_written)
+            self._last_work = time.monotonic()
+            if report.stats.deleted:
+                self.totals["deleted"] += report.stats.deleted
+
+    def _reconcile_roots(self, root_ids: set[int]) -> None:
+        assert self.writer is not None
+        folders = [r.path for r in self.writer.roots() if r.id in root_ids and r.id in self._watches]
+        if folders:
+            self.writer.crawl(folders, refresh_index=False, on_commit=self._log_written)
+            self._last_work = time.monotonic()
+
+    # --- the forest -----------------------------------------------------------------------
+    def _maybe_rebuild(self, quiet: float) -> None:
+        """Rebuild the forest aside when the share of rows changed since its build passes
+        rebuild_share, or when anything changed and all has been quiet for quiet_rebuild."""
+        if self._build is not None and self._build.is_alive():
+            return
+        assert self.writer is not None
+        store = self.writer.store
+        if not store.get_meta("dim"):
+            return
+        from ..index import ForestDamaged, read_manifest
+
+        try:
+            manifest = read_manifest(self.library.settings.index_dir)
+        except ForestDamaged:
+            manifest = None
+        changed = store.count_changed_since(manifest.built_seq if manifest else 0)
+        if not changed:
+            return
+        live = manifest.count if manifest else 0
+        if changed >= max(1000, self.rebuild_share * live) or quiet >= self.quiet_rebuild:
+            self._build = threading.Thread(target=self._rebuild, name="clipsearch-rebuild", daemon=True)
+            self._build.start()
+
+    def _rebuild(self) -> None:
+        from ..catalog.store import Store
+
+        store = Store(self.library.settings.catalog_path)
+        try:
+            manifest = self.library._build(store, None)
+            log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
+        except Exception as exc:  # noqa: BLE001 - searches score new rows exactly meanwhile
+            log.error("index rebuild failed (%s: %s); tried again later", type(exc).__name__, exc)
+        finally:
+            store.close()
+
+    # --- requests from other commands -----------------------------------------------------
+    def _watch_requests(self) -> None:
+        folder = self.home / STATE_DIR / "requests"
+        folder.mkdir(parents=True, exist_ok=True)
+        (self.home / STATE_DIR / "answers").mkdir(exist_ok=True)
+        for stale in folder.glob("*.json"):  # left by a daemon that stopped: their askers gave up
+            stale.unlink(missing_ok=True)
+
+        class Wake:
+            def dispatch(_self, event) -> None:  # noqa: N805
+                self._last_check = 0.0  # look at requests now
+                self.changes.wake.set()
+
+        self._observer.schedule(Wake(), str(folder), recursive=False)
+
+    def _answer_requests(self) -> None:
+        folder = self.home / STATE_DIR / "requests"
+        for path in sorted(folder.glob("*.json")):
+            try:
+                request = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # being written
+            path.unlink(missing_ok=True)
+            try:
+                answer = self._answer(request)
+            except ClipsearchError as exc:
+                answer = {"ok": False, "error": str(exc)}
+            _write_json(self.home / STATE_DIR / "answers" / path.name, answer)
+
+    def _answer(self, request: dict) -> dict:
+        assert self.writer is not None
+        op = request.get("op")
+        if op == "stop":
+            raise _Stop
+        if op == "crawl":
+            log.info("crawl handed over: %s", ", ".join(request.get("folders") or ["every folder"]))
+            report = self.writer.crawl(request.get("folders") or (), model=request.get("model"),
+                                       given=request.get("given") or {}, retry_failed=bool(request.get("retry_failed")),
+                                       on_commit=self._log_written)
+            self._check_roots()
+            return {"ok": True, "stats": _stats_json(report.stats), "rebuilt": report.rebuilt}
+        if op == "remove-root":
+            root, count = self.writer.remove_root(request["folder"])
+            self._check_roots()
+            self.writer.refresh_index()
+            return {"ok": True, "folder": root.path, "count": count}
+        raise ClipsearchError(f"the watch daemon does not know the request {op!r}")
+
+    # --- files in the library folder ------------------------------------------------------
+    def _write_pid(self) -> None:
+        (self.home / PID_FILE).write_text(str(os.getpid()), encoding="ascii")
+
+    def _write_state(self, state: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._state_written < 1.0:
+            return
+        self._state_written = now
+        try:
+            _write_json(self.home / STATE_DIR / "state.json", {
+                "pid": os.getpid(), "state": state, "started_at": self.started, "updated_at": time.time(),
+                "backlog": len(self.changes), "offline": self._offline, "polled": sorted(self._polled),
+                "roots": len(self._watches), "error": self.error, **self.totals})
+        except OSError:
+            pass  # a full or read-only library folder: status shows the last state
+
+    def _shutdown(self) -> None:
+        for observer in (self._observer, self._poller):
+            if observer is not None:
+                observer.stop()
+        for observer in (self._observer, self._poller):
+            if observer is not None and observer.is_alive():
+                observer.join(5)
+        if self._build is not None:
+            self._build.join()
+        for name in (PID_FILE, f"{STATE_DIR}/state.json"):
+            try:
+                (self.home / name).unlink(missing_ok=True)
+            except OSError:
+                pass
+        if self.writer is not None:
+            self.writer.close()
+        log.info("watch daemon stopped")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Written whole or not at all (readers never see half a file)."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temporary.write_text(json.dumps(value), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _stats_json(stats) -> dict:
+    names = ("found", "unchanged", "new", "changed", "moved", "embedded", "failed", "restored", "deleted", "vanished")
+    return {**{n: getattr(stats, n) for n in names}, "elapsed": stats.elapsed, "offline": stats.offline,
+            "problems": [[p.path, p.error] for p in stats.problems]}
+
+
+# --- for the other commands -----------------------------------------------------------------
+@dataclass(frozen=True)
+class DaemonState:
+    pid: int
+    state: str
+    started_at: float
+    backlog: int
+    offline: list[str]
+    polled: list[str]
+    error: str | None
+    indexed: int
+    deleted: int
+
+
+def daemon_pid(home: Path) -> int | None:
+    """The pid of the watch daemon of this library, if one runs (its pid file, and the write
+    lock held)."""
+    try:
+        pid = int((Path(home) / PID_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_held(Path(home)) else None
+
+
+def daemon_state(home: Path) -> DaemonState | None:
+    """What the running daemon last said of itself, or None if none runs."""
+    pid = daemon_pid(home)
+    if pid is None:
+        return None
+    try:
+        data = json.loads((Path(home) / STATE_DIR / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    return DaemonState(pid, data.get("state", "starting"), data.get("started_at") or time.time(),
+                       data.get("backlog", 0), data.get("offline", []), data.get("polled", []), data.get("error"),
+                       data.get("indexed", 0), data.get("deleted", 0))
+
+
+def ask_daemon(home: Path, request: dict, timeout: float | None = None) -> Any:
+    """Hand a request to the running daemon and wait for its answer: a CrawlReport for a
+    crawl, else the answer's fields. Raises ClipsearchError if it fails or the daemon stops."""
+    home = Path(home)
+    name = f"{time.time():.6f}-{secrets.token_hex(4)}.json"
+    requests = home / STATE_DIR / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    _write_json(requests / name, request)
+    answer_path = home / STATE_DIR / "answers" / name
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not answer_path.exists():
+        if daemon_pid(home) is None:
+            (requests / name).unlink(missing_ok=True)
+            raise ClipsearchError("the watch daemon stopped before it answered; run the command again")
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClipsearchError("the watch daemon did not answer in time; it carries on with the request")
+        time.sleep(0.1)
+    answer = json.loads(answer_path.read_text(encoding="utf-8"))
+    answer_path.unlink(missing_ok=True)
+    if not answer.get("ok"):
+        raise ClipsearchError(answer.get("error") or "the watch daemon could not do it")
+    if request.get("op") == "crawl":
+        return _crawl_report(home, answer)
+    return answer
+
+
+def _crawl_report(home: Path, answer: dict) -> CrawlReport:
+    from ..index import ForestDamaged, read_manifest
+    from ..library import CrawlReport
+    from .pipeline import CrawlStats
+    from .scan import WalkProblem
+
+    data = dict(answer["stats"])
+    elapsed = data.pop("elapsed")
+    problems = [WalkProblem(p, e) for p, e in data.pop("problems")]
+    stats = CrawlStats(**data, problems=problems)
+    stats.finished = stats.started + elapsed
+    try:
+        manifest = read_manifest(home / "index")
+    except ForestDamaged:
+        manifest = None
+    return CrawlReport(stats, manifest, bool(answer.get("rebuilt")))
+
+
+def start_detached(home: Path, arguments: Sequence[str], timeout: float = 60.0) -> int:
+    """Start `clipsearch watch ARGUMENTS` in the background (output to HOME/watch.log) and
+    wait until it watches; returns its pid."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    running = daemon_pid(home)
+    if running is not None:
+        raise ClipsearchError(f"the watch daemon already runs (process {running}); `clipsearch watch --stop` stops it")
+    logfile = open(home / LOG_FILE, "ab")
+    options: dict[str, Any] = {}
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        options["start_new_session"] = True
+    with logfile:
+        child = subprocess.Popen([sys.executable, "-m", "clipsearch.cli", "--home", str(home), "watch", *arguments],
+                                 stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, **options)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = (home / LOG_FILE).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise ClipsearchError("the watch daemon did not start: " + (" / ".join(tail) or f"exit {child.returncode}"))
+        if daemon_pid(home) == child.pid:
+            return child.pid
+        time.sleep(0.1)
+    return child.pid  # still starting (a large library's first reconcile): it carries on
+
+
+def stop_daemon(home: Path, timeout: float = 60.0) -> int | None:
+    """Ask the running daemon to stop and wait until it has; its pid, or None if none ran."""
+    home = Path(home)
+    pid = daemon_pid(home)
+    if pid is None:
+        return None
+    requests = home / STATE_DIR / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    request = requests / f"{time.time():.6f}-stop.json"
+    _write_json(request, {"op": "stop"})
+    if sys.platform != "win32":
+        import signal
+
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout
+    while is_held(home):
+        if time.monotonic() > deadline:
+            raise ClipsearchError(f"the watch daemon (process {pid}) has not stopped yet; it finishes the batch in "
+                                  "hand first")
+        time.sleep(0.1)
+    request.unlink(missing_ok=True)
+    return pid

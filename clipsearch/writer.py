@@ -1,0 +1,243 @@
+"""The library's one writer: the write lock and a catalog connection, held until closed.
+
+Everything that changes a library goes through a Writer: a crawl (`Library.crawl` opens one
+for its length), and the watch daemon, which holds one for as long as it runs and feeds it
+the changes its file system events name (files to check, moves, deleted folders, folders
+that went offline or came back). Searches never need it: readers are never blocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from .catalog.lock import WriteLock
+from .catalog.store import Root, Store
+from .errors import ClipsearchError
+from .ingest.scan import FileRecord, ScanRules
+from .paths import PathRule, absolute
+
+if TYPE_CHECKING:
+    from . import embed as embed_mod
+    from .catalog.store import Write
+    from .ingest.pipeline import CrawlStats, CrawlTask
+    from .library import CrawlReport, Library
+
+log = logging.getLogger("clipsearch")
+
+
+class Writer:
+    """`with library.writer() as writer:` holds the write lock (or raises LibraryBusy)."""
+
+    def __init__(self, library: Library):
+        self.library = library
+        self.settings = library.settings
+        self.rule = PathRule.for_setting(self.settings.path_case)
+        self._lock = WriteLock(self.settings.home)
+        self._lock.__enter__()
+        try:
+            self.store = Store(self.settings.catalog_path)
+        except BaseException:
+            self._lock.__exit__()
+            raise
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+        self._lock.__exit__()
+
+    # --- crawl ----------------------------------------------------------------------------
+    def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None, given: dict | None = None,
+              retry_failed: bool = False, on_progress: Callable[[CrawlStats], None] | None = None,
+              on_index: Callable[[int, int], None] | None = None,
+              on_commit: Callable[[Sequence[Write]], None] | None = None, refresh_index: bool = True) -> CrawlReport:
+        """Library.crawl under this writer's lock. Roots whose folder is missing go offline
+        instead of being walked (their files are kept)."""
+        from .ingest.pipeline import CrawlStats, Pipeline
+        from .library import CrawlReport, _log_crawl
+
+        paths = [self._folder(f) for f in folders]
+        embedder = self._prepare_model(model)
+        tasks, offline = self._tasks(paths, given or {})
+        if tasks:
+            pipeline = Pipeline(self.store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
+                                max_pixels=self.settings.max_pixels, retry_failed=retry_failed,
+                                on_progress=on_progress, on_commit=on_commit, rule=self.rule)
+            log.info("crawl of %s with %s", ", ".join(t.folder for t in tasks), embedder.spec)
+            stats = pipeline.run()
+        else:
+            stats = CrawlStats()
+            stats.finished = time.monotonic()
+        stats.offline = offline
+        _log_crawl(stats)
+        manifest, rebuilt = self.refresh_index(on_index) if refresh_index else (None, False)
+        return CrawlReport(stats, manifest, rebuilt)
+
+    def update(self, records: Sequence[FileRecord],
+               on_commit: Callable[[Sequence[Write]], None] | None = None) -> CrawlStats:
+        """Check these files (new or changed ones are embedded; nothing else is looked at)."""
+        from .ingest.pipeline import CrawlTask, Pipeline
+
+        by_root: dict[int, list[FileRecord]] = defaultdict(list)
+        for record in records:
+            by_root[record.root_id].append(record)
+        roots = {r.id: r for r in self.store.roots()}
+        tasks = [CrawlTask(root_id, roots[root_id].path, self.rules(roots[root_id]), whole_root=False,
+                           records=tuple(part)) for root_id, part in by_root.items() if root_id in roots]
+        embedder = self._prepare_model(None)
+        return Pipeline(self.store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
+                        max_pixels=self.settings.max_pixels, on_commit=on_commit, rule=self.rule).run()
+
+    def _prepare_model(self, asked: str | None) -> embed_mod.Embedder:
+        spec = self.library._model_for(self.store, asked)
+        embedder = self.library.embedder(spec)
+        if self.store.get_meta("dim") is None:
+            self.store.set_meta("model", embedder.spec)  # binding once the first vector (and dim) is written
+        return embedder
+
+    def _folder(self, folder: str | os.PathLike) -> str:
+        path = absolute(folder)
+        if not os.path.exists(path):
+            known = next((r for r in self.store.roots() if self.rule.same(r.path, path)), None)
+            if known is not None:
+                return known.path  # a root that is offline: the crawl says so
+            raise ClipsearchError(f"no such folder: {folder}")
+        if not os.path.isdir(path):
+            raise ClipsearchError(f"not a folder: {folder}")
+        return path
+
+    def _tasks(self, paths: list[str], given: dict) -> tuple[list[CrawlTask], list[str]]:
+        from .ingest.pipeline import CrawlTask
+
+        rule = self.rule
+        if paths:
+            for path in paths:
+                if not any(rule.under(path, r.path) for r in self.store.roots()):
+                    self.store.add_root(path, rule)  # folds known roots inside it into it
+            roots = self.store.roots()
+            # Each folder belongs to the root that contains it, among the roots as they are now.
+            targets = [(path, max((r for r in roots if rule.under(path, r.path)), key=lambda r: len(r.path)))
+                       for path in paths]
+        else:
+            targets = [(r.path, r) for r in self.store.roots()]
+            if not targets:
+                raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
+        # A folder inside (or equal to) another folder of the same root is walked once, as part of it.
+        kept: list[tuple[str, Root]] = []
+        for path, root in sorted(targets, key=lambda t: len(t[0])):
+            if not any(k.id == root.id and rule.under(path, k_path) for k_path, k in kept):
+                kept.append((path, root))
+        tasks, offline = [], []
+        for path, root in kept:
+            if not self.check_root(root):
+                offline.append(root.path)
+                continue
+            if not rule.same(path, root.path):
+                # A part of a root is walked by the root's own rules, so that the next crawl of
+                # the whole root agrees with it about which files exist.
+                if given:
+                    flags = ", ".join("--" + name.replace("include_", "").replace("_", "-") for name in given)
+                    raise ClipsearchError(f"{flags}: scan rules belong to the whole folder {root.path}; "
+                                          f"run `clipsearch crawl {root.path}` with them")
+                rules = self.library._rules(root, {})
+                _check_not_skipped(path, root.path, rules)
+                tasks.append(CrawlTask(root.id, path, rules, whole_root=False))
+                continue
+            if given:
+                options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
+                self.store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
+            tasks.append(CrawlTask(root.id, root.path, self.library._rules(root, given), whole_root=True))
+        return tasks, offline
+
+    # --- roots ----------------------------------------------------------------------------
+    def roots(self) -> list[Root]:
+        return self.store.roots()
+
+    def rules(self, root: Root) -> ScanRules:
+        return self.library._rules(root, {})
+
+    def root_of(self, path: str, roots: Sequence[Root] | None = None) -> Root | None:
+        """The innermost root that holds path, if any."""
+        holding = [r for r in (roots if roots is not None else self.store.roots()) if self.rule.under(path, r.path)]
+        return max(holding, key=lambda r: len(r.path)) if holding else None
+
+    def present(self, root: Root) -> bool:
+        """Whether a root's folder is there. A folder that is missing or cannot be listed is
+        not; nor is an empty one while the catalog holds photos of it: the mount point of a
+        drive that is not plugged in (deleting every photo is seen file by file instead)."""
+        try:
+            with os.scandir(root.path) as listing:
+                empty = next(listing, None) is None
+        except OSError:
+            return False
+        return not empty or not self.store.root_counts().get(root.id)
+
+    def check_root(self, root: Root) -> bool:
+        """Bring a root's offline state up to date with its folder; True if it is online."""
+        if self.present(root):
+            if root.offline_since is not None:
+                self.store.set_online(root.id)
+                log.info("online again: %s", root.path)
+            return True
+        if root.offline_since is None:
+            count = self.store.set_offline(root.id)
+            log.warning("offline: %s is not there; its %d photos are kept and left out of results "
+                        "until it is back", root.path, count)
+        return False
+
+    def remove_root(self, folder: str | os.PathLike) -> tuple[Root, int]:
+        """Stop indexing a root: its photos leave the results. Returns the root and how many."""
+        path = absolute(folder)
+        root = next((r for r in self.store.roots() if self.rule.same(r.path, path)), None)
+        if root is None:
+            inside = self.root_of(path)
+            hint = (f"; it is inside {inside.path}: use --exclude to skip part of a folder" if inside else
+                    "; `clipsearch roots` lists them")
+            raise ClipsearchError(f"{folder} is not one of this library's folders{hint}")
+        count = self.store.remove_root(root.id)
+        log.info("folder removed: %s (%d photos left the results)", root.path, count)
+        return root, count
+
+    # --- the watch daemon's changes -------------------------------------------------------
+    def delete_paths(self, paths: Sequence[str]) -> int:
+        return self.store.delete_paths(paths)
+
+    def delete_under(self, folder: str) -> int:
+        return self.store.delete_under(folder)
+
+    def move(self, src: str, dest: str, is_dir: bool) -> int:
+        """Rows at src (a file, or everything under a folder) take the paths under dest and keep
+        their vectors. A destination outside every root, or skipped by its rules, is a deletion."""
+        root = self.root_of(dest)
+        if root is None or (not is_dir and not self.rules(root).admits(dest, root.path)):
+            return self.delete_under(src) if is_dir else self.delete_paths([src])
+        return self.store.move(src, dest, root.id, is_dir)
+
+    # --- index ----------------------------------------------------------------------------
+    def refresh_index(self, on_index: Callable[[int, int], None] | None = None):
+        """Build the forest unless the current one is sound and built from this catalog as it is."""
+        manifest, rebuilt = self.library._refresh_index(self.store, on_index)
+        if rebuilt and manifest:
+            log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
+        return manifest, rebuilt
+
+
+def _check_not_skipped(folder: str, root: str, rules: ScanRules) -> None:
+    """Refuse a subfolder that its root's rules skip (excluded or hidden): its files would be
+    indexed now and deleted again by the next crawl of the root."""
+    current = folder
+    while current != root and len(current) > len(root):
+        hidden = os.path.basename(current).startswith(".") and not rules.include_hidden
+        if hidden or rules.excluded(current, is_dir=True):
+            raise ClipsearchError(f"{folder} is skipped by the rules of {root} "
+                                  f"({'hidden' if hidden else 'excluded'}); change them with "
+                                  f"`clipsearch crawl {root} --hidden` or --exclude")
+        current = os.path.dirname(current)
