@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -222,6 +223,8 @@ class Watcher:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
 
+        # watchdog warns when a folder's watch is added twice in an event storm; it copes.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")
         self.writer = self.library.writer()  # LibraryBusy if another process writes
         try:
             self._write_pid()
@@ -319,7 +322,7 @@ class Watcher:
             self._watch(root)
             if not initial and (held or root.offline_since is not None):
                 log.info("watching again: %s", root.path)
-                self._reconcile.add(root.id)  # what changed while it was away
+                self._reconcile_roots({root.id})  # what changed while it was away
             elif not initial:
                 log.info("watching %s", root.path)
         for root_id in [i for i in self._watches if i not in {r.id for r in roots}]:
@@ -491,7 +494,10 @@ class Watcher:
                 self._last_check = 0.0  # look at requests now
                 self.changes.wake.set()
 
-        self._observer.schedule(Wake(), str(folder), recursive=False)
+        try:
+            self._observer.schedule(Wake(), str(folder), recursive=False)
+        except OSError:
+            pass  # no inotify watch to spare: requests are still looked at every check_every seconds
 
     def _answer_requests(self) -> None:
         folder = self.home / STATE_DIR / "requests"
