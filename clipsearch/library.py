@@ -26,6 +26,7 @@ from .config import Settings
 from .errors import ClipsearchError, LibraryBusy
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .ingest.scan import ScanRules
+from .paths import PathRule
 from .query import Query, Term
 from .query import parse as parse_query
 from .search import SearchResult, rank, results_for
@@ -186,6 +187,7 @@ class Library:
         given = {name: value for name, value in (("exclude", exclude), ("extensions", extensions),
                                                  ("include_hidden", include_hidden),
                                                  ("follow_symlinks", follow_symlinks)) if value is not None}
+        self._check_folders(folders)  # before anything is written
         try:
             writer = self.writer()
         except LibraryBusy:
@@ -202,6 +204,25 @@ class Library:
         with writer:
             return writer.crawl(folders, model=model, given=given, retry_failed=retry_failed,
                                 on_progress=on_progress, on_index=on_index)
+
+    def _check_folders(self, folders: Sequence[str | os.PathLike]) -> None:
+        """Refuse a folder that does not exist (unless it is a root of the library: offline)
+        or is not a folder, in one line."""
+        for folder in folders:
+            path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+            if os.path.isdir(path):
+                continue
+            if os.path.exists(path):
+                raise ClipsearchError(f"not a folder: {folder}")
+            store = Store.open_existing(self.settings.catalog_path)
+            if store is None:
+                raise ClipsearchError(f"no such folder: {folder}")
+            try:
+                rule = PathRule.for_setting(self.settings.path_case)
+                if not any(rule.same(r.path, path) for r in store.roots()):
+                    raise ClipsearchError(f"no such folder: {folder}")
+            finally:
+                store.close()
 
     @_storage_guard
     def remove_root(self, folder: str | os.PathLike) -> tuple[str, int]:

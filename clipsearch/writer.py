@@ -217,7 +217,13 @@ class Writer:
         """Rows at src (a file, or everything under a folder) take the paths under dest and keep
         their vectors. A destination outside every root, or skipped by its rules, is a deletion."""
         root = self.root_of(dest)
-        if root is None or (not is_dir and not self.rules(root).admits(dest, root.path)):
+        if root is not None:
+            rules = self.rules(root)
+            # A folder is judged by a photo inside it (its own name and every folder above).
+            probe = os.path.join(dest, "photo." + min(rules.extensions)) if is_dir else dest
+            if not rules.admits(probe, root.path):
+                root = None
+        if root is None:
             return self.delete_under(src) if is_dir else self.delete_paths([src])
         return self.store.move(src, dest, root.id, is_dir)
 

@@ -38,6 +38,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -508,6 +509,151 @@ def bench_recrawl(data: Path, count: int) -> dict:
     return {"files": count, "first_crawl_s": first, "unchanged_recrawl_s": _timed_runs(cli, 3)}
 
 
+# --- the watch daemon -----------------------------------------------------------------------
+def _proc(pid: int) -> dict:
+    """VmRSS and VmHWM (MiB) and CPU seconds (user + system) of a running process (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    memory = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status if line.startswith(("VmRSS", "VmHWM"))}
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return {"rss_mb": memory["VmRSS"], "peak_mb": memory["VmHWM"], "cpu_s": cpu}
+
+
+def _start_daemon(home: Path, debounce: float | None = None) -> subprocess.Popen:
+    from clipsearch.ingest.watch import daemon_state
+
+    args = [sys.executable, "-m", "clipsearch.cli", "--home", str(home), "watch"]
+    if debounce is not None:
+        args += ["--debounce", str(debounce)]
+    daemon = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while True:
+        state = daemon_state(home)
+        if state is not None and state.pid == daemon.pid and state.state == "watching":
+            return daemon
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the daemon did not start (exit {daemon.returncode})")
+        time.sleep(0.05)
+
+
+def _stop_daemon(daemon: subprocess.Popen) -> None:
+    daemon.terminate()
+    daemon.wait(60)
+
+
+def _live(home: Path, paths: list[str]) -> int:
+    store = Store.open_existing(home / "catalog.db")
+    if store is None:
+        return 0
+    try:
+        known = store.known_paths(paths)
+        return sum(k.status == "live" and k.has_vector for k in known.values())
+    finally:
+        store.close()
+
+
+def _live_total(home: Path) -> int:
+    store = Store.open_existing(home / "catalog.db")
+    try:
+        return store.live_count() if store else 0
+    finally:
+        if store:
+            store.close()
+
+
+def bench_watch_latency(data: Path, model: str, device: str, photos: int = 10) -> dict:
+    """Seconds from a photo's last write (closed) to its row being searchable, at the default
+    debounce, with the model already loaded by a first photo."""
+    tag = model.replace("/", "_").replace(":", "_")[-40:]
+    root, home = data / f"watch-latency-{tag}", data / f"watch-latency-home-{tag}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    source = generated_photos(data, 200)
+    sources = sorted(source.glob("*.jpg"))[: photos + 3]
+    for path in sources[:2]:
+        shutil.copy(path, root / path.name)
+    subprocess.run([sys.executable, "-m", "clipsearch.cli", "--home", str(home), "crawl", str(root), "--model", model,
+                    "--device", device], check=True, capture_output=True)
+    daemon = _start_daemon(home)
+    try:
+        delays = []
+        for i, path in enumerate(sources[2:]):
+            target = root / f"new-{i:03d}.jpg"
+            data_bytes = path.read_bytes()
+            with open(target, "wb") as handle:
+                handle.write(data_bytes)
+            written = time.perf_counter()
+            while not _live(home, [str(target)]):
+                time.sleep(0.005)
+            delays.append(time.perf_counter() - written)
+        warm = delays[1:]  # the first loads the model
+    finally:
+        _stop_daemon(daemon)
+    return {"model": model, "first_photo_s (model load)": delays[0], "p50_s": statistics.median(warm),
+            "max_s": max(warm), "photos": len(warm)}
+
+
+def bench_watch_idle(data: Path, count: int, seconds: float = 30.0) -> dict:
+    """RSS and CPU of an idle daemon watching `count` files (indexed once with the tiny model)."""
+    tree = _tree(data, count)
+    home = data / f"recrawl-home-{count}"
+    if not (home / ".complete").exists():
+        bench_recrawl(data, count)
+    started = time.perf_counter()
+    daemon = _start_daemon(home)
+    ready = time.perf_counter() - started
+    try:
+        time.sleep(5)  # settle: the start-up reconcile's memory handed back
+        before = _proc(daemon.pid)
+        time.sleep(seconds)
+        after = _proc(daemon.pid)
+    finally:
+        _stop_daemon(daemon)
+    return {"files": count, "folders": sum(1 for _ in tree.iterdir()), "start_to_watching_s": ready,
+            "idle_rss_mb": after["rss_mb"], "peak_rss_mb": after["peak_mb"],
+            "idle_cpu_percent": 100 * (after["cpu_s"] - before["cpu_s"]) / seconds}
+
+
+def bench_watch_storm(data: Path, count: int = 10_000) -> dict:
+    """`count` files appearing at once in a watched folder (a folder moved in) against a crawl
+    of the same files, both with the tiny model (decode-bound, like a real storm on a GPU)."""
+    def storm_folder(name: str) -> Path:
+        folder = data / name
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(_tree(data, count), folder)
+        return folder
+
+    times = {}
+    for way in ("crawl", "watch"):
+        home, root = data / f"storm-home-{way}", data / f"storm-root-{way}"
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        shutil.copy(next(generated_photos(data, 200).glob("*.jpg")), root / "first.jpg")
+        cli = [sys.executable, "-m", "clipsearch.cli", "--home", str(home), "crawl"]
+        subprocess.run(cli + [str(root), "--model", TINY_MODEL, "--device", "cpu"], check=True, capture_output=True)
+        files = storm_folder(f"storm-files-{way}")
+        if way == "crawl":
+            os.rename(files, root / "storm")
+            start = time.perf_counter()
+            subprocess.run(cli, check=True, capture_output=True)
+            times[way] = time.perf_counter() - start
+        else:
+            daemon = _start_daemon(home)
+            try:
+                start = time.perf_counter()
+                os.rename(files, root / "storm")
+                while _live_total(home) < count + 1:
+                    time.sleep(0.05)
+                times[way] = time.perf_counter() - start
+                peak = _proc(daemon.pid)["peak_mb"]
+            finally:
+                _stop_daemon(daemon)
+        shutil.rmtree(root)
+    return {"files": count, "crawl_s": times["crawl"], "watch_storm_s": times["watch"],
+            "ratio": times["watch"] / times["crawl"], "daemon_peak_rss_mb": peak}
+
+
 # --- main -----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -534,6 +680,9 @@ def main() -> None:
     recrawl = sub.add_parser("recrawl", help="unchanged re-crawl of a large tree")
     recrawl.add_argument("--count", type=int, default=100_000)
     sub.add_parser("towers", help="the image tower per image: torch, onnxruntime fp32 and int8; export time")
+    watch = sub.add_parser("watch", help="the daemon: write-to-searchable latency, idle cost, a 10,000-file storm")
+    watch.add_argument("--files", type=int, default=100_000, help="files watched while idle (default: %(default)s)")
+    watch.add_argument("--storm", type=int, default=10_000)
     photos = sub.add_parser("photos", help="generate the default photos only")
     photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
@@ -560,6 +709,11 @@ def main() -> None:
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
         results["towers"] = bench_towers(args.model)
+    if args.what in (None, "watch"):
+        results["watch-latency"] = bench_watch_latency(data, args.model, args.device)
+        results["watch-latency-tiny"] = bench_watch_latency(data, TINY_MODEL, "cpu")
+        results["watch-storm"] = bench_watch_storm(data, getattr(args, "storm", 10_000))
+        results["watch-idle"] = bench_watch_idle(data, getattr(args, "files", 100_000))
     for name, figures in results.items():
         print(f"[{name}]")
         width = max(map(len, figures))

@@ -229,8 +229,9 @@ def test_a_root_that_disappears_does_not_delete_its_photos(library, tmp_path):
     shutil.move(tmp_path / "drive", tmp_path / "unplugged")
     report = library.crawl()
     assert report.stats.deleted == 0
-    assert report.stats.problems
-    assert library.status().counts["live"] == 3
+    assert report.stats.offline == [str(tmp_path / "drive")]
+    counts = library.status().counts
+    assert counts["offline"] == 3 and counts["live"] == 0 and counts["deleted"] == 0
 
 
 def test_two_photos_swapping_names_both_stay_searchable(library, embedder, home, tmp_path):
