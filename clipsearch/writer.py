@@ -137,9 +137,12 @@ class Writer:
                 kept.append((path, root))
         tasks, offline = [], []
         for path, root in kept:
+            was_offline = root.offline_since is not None
             if not self.check_root(root):
                 offline.append(root.path)
                 continue
+            if was_offline:
+                path = root.path  # back: all of it is walked, or the rest would stay offline
             if not rule.same(path, root.path):
                 # A part of a root is walked by the root's own rules, so that the next crawl of
                 # the whole root agrees with it about which files exist.
@@ -155,7 +158,8 @@ class Writer:
                 options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
                 self.store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
             tasks.append(CrawlTask(root.id, root.path, self.library._rules(root, given), whole_root=True))
-        return tasks, offline
+        unique = {(t.root_id, t.folder): t for t in tasks}  # two folders of a root that came back
+        return list(unique.values()), offline
 
     # --- roots ----------------------------------------------------------------------------
     def roots(self) -> list[Root]:
@@ -178,7 +182,7 @@ class Writer:
                 empty = next(listing, None) is None
         except OSError:
             return False
-        return not empty or not self.store.root_counts().get(root.id)
+        return not empty or not self.store.has_files(root.id)
 
     def check_root(self, root: Root) -> bool:
         """Bring a root's offline state up to date with its folder; True if it is online."""

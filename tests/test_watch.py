@@ -141,6 +141,45 @@ def test_a_renamed_folder_and_a_moved_file_keep_their_vectors(library, photos, e
     assert not any(path.startswith(str(photos / "trip")) for path in after)
 
 
+def test_a_file_or_folder_moved_where_the_rules_do_not_look_leaves_the_results(library, photos, tmp_path):
+    library.crawl([photos])
+    home = library.settings.home
+    with watching(library):
+        (photos / ".hidden").mkdir()
+        (photos / "photo_0000.jpg").rename(photos / ".hidden" / "photo_0000.jpg")
+        (photos / "trip").rename(tmp_path / "elsewhere")  # out of the library
+        wait_for(lambda: status_of(home, photos / "photo_0000.jpg") == "deleted", "the file hidden away")
+        wait_for(lambda: status_of(home, photos / "trip" / "photo_0003.jpg") == "deleted", "the folder moved out")
+    assert not any(".hidden" in p or "elsewhere" in p for p in rows(home))
+
+
+def test_a_folder_replaced_by_another_of_the_same_name_leaves_no_ghosts(library, photos, tmp_path):
+    library.crawl([photos])
+    home = library.settings.home
+    make_photos(tmp_path / "new-trip", 2, start_seed=300)
+    with watching(library):
+        shutil.rmtree(photos / "trip")
+        (tmp_path / "new-trip").rename(photos / "trip")
+        wait_for(lambda: status_of(home, photos / "trip" / "photo_0005.jpg") == "deleted", "the old files gone")
+        wait_for(lambda: status_of(home, photos / "trip" / "photo_0001.jpg") == "live"
+                 and rows(home)[str(photos / "trip" / "photo_0001.jpg")][2] == file_hash(str(photos / "trip" /
+                                                                                          "photo_0001.jpg")),
+                 "the new files indexed")
+    live = {p for p, (_, s, _, _) in rows(home).items() if s == "live" and "/trip/" in p}
+    assert live == {str(photos / "trip" / "photo_0000.jpg"), str(photos / "trip" / "photo_0001.jpg")}
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="file names there are always valid Unicode")
+def test_a_file_name_that_is_not_utf8_is_skipped_and_the_daemon_goes_on(library, photos, tmp_path):
+    library.crawl([photos])
+    home = library.settings.home
+    with watching(library):
+        with open(os.path.join(os.fsencode(photos), b"caf\xe9.jpg"), "wb") as handle:
+            handle.write(make_photo(tmp_path / "latin1.jpg", 920).read_bytes())
+        shutil.copy(make_photo(tmp_path / "after.jpg", 921), photos / "after.jpg")
+        wait_for(lambda: status_of(home, photos / "after.jpg") == "live", "the next photo indexed")
+
+
 def test_a_deleted_folder_marks_its_files_deleted(library, photos):
     library.crawl([photos])
     home = library.settings.home

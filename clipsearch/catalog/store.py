@@ -566,6 +566,11 @@ class Store:
             counts.setdefault(root_id, {})[status] = count
         return counts
 
+    def has_files(self, root_id: int) -> bool:
+        """Whether the root has live or offline files (an empty folder then means an outage)."""
+        return self.db.execute("SELECT 1 FROM files WHERE root_id = ? AND status IN (?, ?) LIMIT 1",
+                               [root_id, LIVE, OFFLINE]).fetchone() is not None
+
     def offline_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE status = ?", [OFFLINE]).fetchone()[0]
 

@@ -85,7 +85,7 @@ def _is_hidden(entry: os.DirEntry) -> bool:
     return bool(attributes & getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 0))
 
 
-def _valid_name(path: str) -> bool:
+def valid_name(path: str) -> bool:
     # On POSIX, names that are not valid UTF-8 come back with surrogate escapes; SQLite
     # cannot store them as text, so such files are reported rather than silently dropped.
     try:
@@ -137,7 +137,7 @@ def walk(root: str, root_id: int, rules: ScanRules) -> Iterator[FileRecord | Wal
                     continue
                 if rules.excluded(entry.path):
                     continue
-                if not _valid_name(entry.path):
+                if not valid_name(entry.path):
                     yield WalkProblem(entry.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                                       "file name is not valid UTF-8; rename it to index it")
                     continue

@@ -41,7 +41,7 @@ from ..catalog.faults import storage_error
 from ..catalog.lock import is_held
 from ..errors import ClipsearchError
 from ..paths import is_under
-from .scan import FileRecord
+from .scan import FileRecord, valid_name
 
 if TYPE_CHECKING:
     from ..catalog.store import Root, Write
@@ -171,8 +171,13 @@ class _Handler:
         kind, src = event.event_type, os.fsdecode(event.src_path)
         if kind in ("opened", "closed_no_write") or (event.is_directory and kind in ("modified", "created")):
             return
+        dest = os.fsdecode(getattr(event, "dest_path", "") or "")
+        if not valid_name(src) or not valid_name(dest):
+            # The catalog stores text; the crawl reports such names (rename the file to index it).
+            log.warning("not indexed: a file name that is not valid UTF-8 under %s", os.path.dirname(src)[:200]
+                        .encode("utf-8", "replace").decode())
+            return
         if kind == "moved":
-            dest = os.fsdecode(event.dest_path)
             if event.is_directory or self.admits(src) or self.admits(dest):
                 self.changes.move(src, dest, event.is_directory)
             if not event.is_directory and self.admits(dest):
@@ -213,7 +218,9 @@ class Watcher:
         self._last_work = time.monotonic()
         self._last_check = 0.0
         self._retry_at = 0.0
-        self._reconcile: set[int] = set()  # roots to walk once quiet (after a storm, or coming back)
+        self._reconcile: set[int] = set()  # roots to walk once quiet (after a storm)
+        self._reconcile_now: set[int] = set()  # roots to walk at once (back online; a failed catch-up)
+        self._build_failed = 0.0  # when the last background build failed (not tried again for a while)
         self._offline: list[str] = []
         self._state_written = 0.0
         self.totals = {"indexed": 0, "moved": 0, "deleted": 0, "failed": 0}
@@ -237,7 +244,8 @@ class Watcher:
             folders = ", ".join(r.path for r in self.writer.roots()) or "no folders yet"
             log.info("watching %s (debounce %.1f s)", folders, self.changes.debounce)
             self._check_roots(initial=True)
-            self._guarded(self._reconcile_all)
+            if not self._guarded(self._reconcile_all):
+                self._reconcile_now.update(r.id for r in self.writer.roots())  # caught up once writing works
             self.ready.set()
             self._write_state("watching")
             while not stop.is_set():
@@ -250,12 +258,13 @@ class Watcher:
             self._shutdown()
 
     def _wait(self) -> float:
-        due = self.changes.next_due()
         waits = [self.check_every]
-        if due is not None:
-            waits.append(max(due, 0.02))
-        if self._retry_at:
+        if self._retry_at:  # a storage failure: nothing is tried before the retry time
             waits.append(max(0.05, self._retry_at - time.monotonic()))
+        else:
+            due = self.changes.next_due()
+            if due is not None:
+                waits.append(max(due, 0.02))
         return min(waits)
 
     def _cycle(self) -> None:
@@ -272,12 +281,17 @@ class Watcher:
                 self.changes.give_back(batch)
                 return
             self._last_work = time.monotonic()
+        if self._reconcile_now:  # roots back online, or a start-up catch-up that failed
+            roots, self._reconcile_now = self._reconcile_now, set()
+            if not self._guarded(self._reconcile_roots, roots):
+                self._reconcile_now |= roots
+                return
         quiet = time.monotonic() - max(self._last_work, self.changes.last_event)
         if self._reconcile and quiet >= min(self.quiet_rebuild, 5.0) and not len(self.changes):
             roots, self._reconcile = self._reconcile, set()
             if not self._guarded(self._reconcile_roots, roots):
                 self._reconcile |= roots
-        self._maybe_rebuild(quiet)
+        self._guarded(self._maybe_rebuild, quiet)
         if quiet >= self.idle_release and self.library.release_model():
             log.info("model released after %.0f idle seconds", quiet)
         self._write_state("watching")
@@ -319,10 +333,14 @@ class Watcher:
             if not self.writer.check_root(root):
                 offline.append(root.path)
                 continue
-            self._watch(root)
+            try:
+                self._watch(root)
+            except OSError as exc:  # gone again, or not readable: looked at again on the next check
+                log.warning("cannot watch %s: %s", root.path, exc.strerror or exc)
+                continue
             if not initial and (held or root.offline_since is not None):
                 log.info("watching again: %s", root.path)
-                self._reconcile_roots({root.id})  # what changed while it was away
+                self._reconcile_now.add(root.id)  # what changed while it was away
             elif not initial:
                 log.info("watching %s", root.path)
         for root_id in [i for i in self._watches if i not in {r.id for r in roots}]:
@@ -358,40 +376,50 @@ class Watcher:
 
     # --- applying changes -----------------------------------------------------------------
     def _apply(self, batch: Batch) -> None:
+        """Apply a batch: operations in order, then the stable paths. Operations applied are
+        taken out of the batch as they commit, so that a failure gives back only the rest."""
         assert self.writer is not None
         roots = self.writer.roots()
         online = {r.id for r in roots if r.offline_since is None and r.id in self._watches}
+        rules = {r.id: self.writer.rules(r) for r in roots}
 
         def reachable(path: str) -> bool:
             root = self.writer.root_of(path, roots) if self.writer else None
             return root is not None and root.id in online and os.path.isdir(root.path)
 
-        gone: list[str] = []
-        for op, path, dest, is_dir in batch.ops:
+        while batch.ops:
+            op, path, dest, is_dir = batch.ops[0]
             if op == "move":
-                if gone:
-                    self._delete(gone)
-                    gone = []
                 moved = self.writer.move(path, dest or path, is_dir)
                 if moved:
                     self.totals["moved"] += moved
                     log.info("moved %s -> %s%s", path, dest, f" ({moved} photos)" if is_dir else "")
-            elif os.path.lexists(path) or not reachable(path):
-                continue  # back already, or its whole root is away (offline, not deleted)
+            elif not reachable(path):
+                pass  # its whole root is away: offline, not deleted
             elif is_dir:
+                # Even if a folder of that name is back (replaced by another): what is in it now
+                # is checked file by file through its own events.
                 count = self.writer.delete_under(path)
                 if count:
                     self.totals["deleted"] += count
                     log.info("deleted %s (%d photos)", path, count)
             else:
-                gone.append(path)
-        if gone:
-            self._delete(gone)
+                # Consecutive file deletions go together, in one transaction.
+                gone = []
+                while batch.ops and batch.ops[0][0] == "delete" and not batch.ops[0][3]:
+                    if not os.path.lexists(batch.ops[0][1]) and reachable(batch.ops[0][1]):
+                        gone.append(batch.ops[0][1])
+                    batch.ops.pop(0)
+                if gone:
+                    self._delete(gone)
+                continue
+            batch.ops.pop(0)
         records: list[FileRecord] = []
+        gone = []
         for path in batch.ready:
             root = self.writer.root_of(path, roots)
-            if root is None or root.id not in online:
-                continue
+            if root is None or root.id not in online or not rules[root.id].admits(path, root.path):
+                continue  # away, or moved where the rules do not look (its row, if any, went with the move)
             try:
                 st = os.stat(path)
             except OSError:
@@ -451,6 +479,8 @@ class Watcher:
         rebuild_share, or when anything changed and all has been quiet for quiet_rebuild."""
         if self._build is not None and self._build.is_alive():
             return
+        if self._build_failed and time.monotonic() - self._build_failed < 300:
+            return
         assert self.writer is not None
         store = self.writer.store
         if not store.get_meta("dim"):
@@ -477,7 +507,8 @@ class Watcher:
             manifest = self.library._build(store, None)
             log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
         except Exception as exc:  # noqa: BLE001 - searches score new rows exactly meanwhile
-            log.error("index rebuild failed (%s: %s); tried again later", type(exc).__name__, exc)
+            self._build_failed = time.monotonic()
+            log.error("index rebuild failed (%s: %s); tried again in 5 minutes", type(exc).__name__, exc)
         finally:
             store.close()
 
@@ -487,7 +518,14 @@ class Watcher:
         folder.mkdir(parents=True, exist_ok=True)
         (self.home / STATE_DIR / "answers").mkdir(exist_ok=True)
         for stale in folder.glob("*.json"):  # left by a daemon that stopped: their askers gave up
+            try:
+                request = json.loads(stale.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                request = {}
             stale.unlink(missing_ok=True)
+            if request.get("op") not in (None, "stop"):
+                _write_json(self.home / STATE_DIR / "answers" / stale.name, {
+                    "ok": False, "error": "the watch daemon restarted before it answered; run the command again"})
 
         class Wake:
             def dispatch(_self, event) -> None:  # noqa: N805
@@ -507,10 +545,17 @@ class Watcher:
             except (OSError, ValueError):
                 continue  # being written
             path.unlink(missing_ok=True)
+            if self._build is not None:
+                self._build.join()  # one forest build at a time: the request may build too
             try:
                 answer = self._answer(request)
-            except ClipsearchError as exc:
-                answer = {"ok": False, "error": str(exc)}
+            except _Stop:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the asker gets the reason, the daemon goes on
+                error = storage_error(exc, self.home) if isinstance(exc, (sqlite3.Error, OSError)) else None
+                answer = {"ok": False, "error": str(error or exc)}
+                if not isinstance(exc, ClipsearchError) and error is None:
+                    log.error("request %s failed", request.get("op"), exc_info=exc)
             _write_json(self.home / STATE_DIR / "answers" / path.name, answer)
 
     def _answer(self, request: dict) -> dict:
@@ -523,6 +568,9 @@ class Watcher:
             report = self.writer.crawl(request.get("folders") or (), model=request.get("model"),
                                        given=request.get("given") or {}, retry_failed=bool(request.get("retry_failed")),
                                        on_commit=self._log_written)
+            if request.get("given"):  # the rules changed: watch with the new ones
+                for root_id in list(self._watches):
+                    self._unwatch(root_id)
             self._check_roots()
             return {"ok": True, "stats": _stats_json(report.stats), "rebuilt": report.rebuilt}
         if op == "remove-root":
