@@ -215,7 +215,8 @@ def status_view(status: LibraryStatus) -> Table:
         built = _dt.datetime.fromtimestamp(m.built_at).strftime("%Y-%m-%d %H:%M")
         table.add_row("index", f"generation {m.generation}: {m.count} photos, {m.trees} trees, built {built}")
         if status.pending:
-            table.add_row("changed since", f"{status.pending} files (scored exactly until the next crawl)")
+            until = "the watch daemon rebuilds the index" if status.daemon else "the next crawl"
+            table.add_row("changed since", f"{status.pending} files (scored exactly until {until})")
     table.add_row("catalog size", human_size(status.catalog_bytes))
     return table
 

@@ -344,6 +344,20 @@ def test_polling_finds_changes_without_file_system_events(library, photos, tmp_p
         wait_for(lambda: status_of(library.settings.home, photos / "photo_0000.jpg") == "deleted", "the deletion")
 
 
+def test_the_model_is_released_when_idle_and_loaded_again_for_new_photos(home, photos, tmp_path):
+    from clipsearch.config import load_settings
+    from clipsearch.library import Library
+
+    library = Library(load_settings(home, model=TINY_MODEL, device="cpu"))
+    library.crawl([photos])
+    with watching(library, idle_release=0.5):
+        shutil.copy(make_photo(tmp_path / "a.jpg", 930), photos / "a.jpg")
+        wait_for(lambda: status_of(home, photos / "a.jpg") == "live", "the first photo")
+        wait_for(lambda: library._embedder is None, "the model released")
+        shutil.copy(make_photo(tmp_path / "b.jpg", 931), photos / "b.jpg")
+        wait_for(lambda: status_of(home, photos / "b.jpg") == "live", "a photo after the release")
+
+
 def test_changes_wait_until_the_file_keeps_still():
     now = [0.0]
     changes = Changes(debounce=1.0, clock=lambda: now[0])
