@@ -432,6 +432,18 @@ def test_a_full_library_disk_is_logged_and_the_daemon_catches_up_when_space_retu
     assert "full" in caplog.text.lower()
 
 
+def test_a_watch_whose_reader_thread_died_is_watched_again(library, photos, tmp_path):
+    library.crawl([photos])
+    with watching(library) as watcher:
+        [(observer, watch, _)] = watcher._watches.values()
+        [emitter] = [e for e in observer.emitters if e.watch == watch]
+        emitter.stop()
+        emitter.join(10)
+        shutil.copy(make_photo(tmp_path / "x.jpg", 941), photos / "after-restart.jpg")
+        wait_for(lambda: status_of(library.settings.home, photos / "after-restart.jpg") == "live",
+                 "the photo found by the new watch (or its reconcile)")
+
+
 # --- the daemon as a user runs it ------------------------------------------------------------
 def _env(home: Path) -> dict:
     return {"CLIPSEARCH_HOME": str(home), "CLIPSEARCH_DEVICE": "cpu"}

@@ -345,7 +345,9 @@ class Watcher:
             identity = _identity(root.path)
             held = self._watches.get(root.id)
             if held and held[2] == identity and identity is not None and root.offline_since is None:
-                continue  # the same folder as before (a drive re-plugged gets a new identity)
+                if _alive(held[0], held[1]):
+                    continue  # the same folder as before (a drive re-plugged gets a new identity)
+                log.warning("the watch of %s stopped; watching it again", root.path)
             if held:
                 self._unwatch(root.id)
             if not self.writer.check_root(root):
@@ -647,6 +649,12 @@ class _Stop(Exception):
 def _wake_on(stop: threading.Event, wake: threading.Event) -> None:
     stop.wait()
     wake.set()
+
+
+def _alive(observer, watch) -> bool:
+    """Whether the thread that reads a watch's events still runs (an inotify emitter stops
+    when, say, the watch limit is reached on a new subfolder)."""
+    return any(emitter.watch == watch and emitter.is_alive() for emitter in observer.emitters)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
