@@ -26,11 +26,11 @@ from .config import Settings
 from .errors import ClipsearchError, LibraryBusy
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .ingest.scan import ScanRules
-from .paths import PathRule
+from .paths import PathRule, absolute
 from .query import Query, Term
 from .query import parse as parse_query
 from .search import SearchResult, rank, results_for
-from .writer import Writer
+from .writer import Writer, folder_to_crawl
 
 if TYPE_CHECKING:
     from .ingest.pipeline import CrawlStats
@@ -199,7 +199,7 @@ class Library:
             if on_handover:
                 on_handover(pid)
             return watch.ask_daemon(self.settings.home, {
-                "op": "crawl", "folders": [os.path.abspath(os.path.expanduser(os.fspath(f))) for f in folders],
+                "op": "crawl", "folders": [absolute(f) for f in folders],
                 "model": model, "given": given, "retry_failed": retry_failed})
         with writer:
             return writer.crawl(folders, model=model, given=given, retry_failed=retry_failed,
@@ -207,22 +207,19 @@ class Library:
 
     def _check_folders(self, folders: Sequence[str | os.PathLike]) -> None:
         """Refuse a folder that does not exist (unless it is a root of the library: offline)
-        or is not a folder, in one line."""
+        or is not a folder, in one line, before anything is written."""
+        rule = PathRule.for_setting(self.settings.path_case)
         for folder in folders:
-            path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
-            if os.path.isdir(path):
-                continue
-            if os.path.exists(path):
-                raise ClipsearchError(f"not a folder: {folder}")
-            store = Store.open_existing(self.settings.catalog_path)
-            if store is None:
-                raise ClipsearchError(f"no such folder: {folder}")
-            try:
-                rule = PathRule.for_setting(self.settings.path_case)
-                if not any(rule.same(r.path, path) for r in store.roots()):
-                    raise ClipsearchError(f"no such folder: {folder}")
-            finally:
-                store.close()
+            folder_to_crawl(folder, self._roots_now, rule)
+
+    def _roots_now(self) -> list[Root]:
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            return []
+        try:
+            return store.roots()
+        finally:
+            store.close()
 
     @_storage_guard
     def remove_root(self, folder: str | os.PathLike) -> tuple[str, int]:
@@ -236,7 +233,7 @@ class Library:
             if watch.daemon_pid(self.settings.home) is None:
                 raise
             answer = watch.ask_daemon(self.settings.home, {"op": "remove-root",
-                                                           "folder": os.path.abspath(os.fspath(folder))})
+                                                           "folder": absolute(folder)})
             return answer["folder"], answer["count"]
         with writer:
             root, count = writer.remove_root(folder)
@@ -404,7 +401,7 @@ class Library:
         photos that pass them (score None)."""
         parsed = self.parse(text) if isinstance(text, str) or text is None else text
         if image is not None:
-            path = os.path.abspath(os.path.expanduser(os.fspath(image)))
+            path = absolute(image)
             parsed = dataclasses.replace(parsed, terms=(*parsed.terms, Term(1.0, image=path)))
         if parsed.is_empty and like is None:
             raise ClipsearchError("give a text query or --image PATH")

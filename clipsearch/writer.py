@@ -104,15 +104,7 @@ class Writer:
         return embedder
 
     def _folder(self, folder: str | os.PathLike) -> str:
-        path = absolute(folder)
-        if not os.path.exists(path):
-            known = next((r for r in self.store.roots() if self.rule.same(r.path, path)), None)
-            if known is not None:
-                return known.path  # a root that is offline: the crawl says so
-            raise ClipsearchError(f"no such folder: {folder}")
-        if not os.path.isdir(path):
-            raise ClipsearchError(f"not a folder: {folder}")
-        return path
+        return folder_to_crawl(folder, self.store.roots, self.rule)
 
     def _tasks(self, paths: list[str], given: dict) -> tuple[list[CrawlTask], list[str]]:
         from .ingest.pipeline import CrawlTask
@@ -238,6 +230,21 @@ class Writer:
         if rebuilt and manifest:
             log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
         return manifest, rebuilt
+
+
+def folder_to_crawl(folder: str | os.PathLike, roots: Callable[[], Sequence[Root]], rule: PathRule) -> str:
+    """The absolute path of a folder given to crawl: one that exists, or a root of the
+    library that is missing (offline: the crawl says so). Else a one-line ClipsearchError.
+    `roots` is called only for a missing folder."""
+    path = absolute(folder)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise ClipsearchError(f"not a folder: {folder}")
+    known = next((r for r in roots() if rule.same(r.path, path)), None)
+    if known is None:
+        raise ClipsearchError(f"no such folder: {folder}")
+    return known.path
 
 
 def _check_not_skipped(folder: str, root: str, rules: ScanRules) -> None:
