@@ -289,8 +289,8 @@ class Watcher:
         now = time.monotonic()
         if now - self._last_check >= self.check_every:
             self._last_check = now
-            self._guarded(self._check_roots)
-            self._guarded(self._answer_requests)
+            self._guarded(self._check_roots, clears=False)
+            self._guarded(self._answer_requests, clears=False)
         if self._retry_at and now < self._retry_at:
             return
         batch = self.changes.take()
@@ -309,14 +309,15 @@ class Watcher:
             roots, self._reconcile = self._reconcile, set()
             if not self._guarded(self._reconcile_roots, roots):
                 self._reconcile |= roots
-        self._guarded(self._maybe_rebuild, quiet)
+        self._guarded(self._maybe_rebuild, quiet, clears=False)
         if quiet >= self.idle_release and self.library.release_model():
             log.info("model released after %.0f idle seconds", quiet)
         self._write_state("watching")
 
-    def _guarded(self, work, *args) -> bool:
+    def _guarded(self, work, *args, clears: bool = True) -> bool:
         """Run work; a storage failure (a full disk, a read-only folder) is logged once and
-        retried after a while, the daemon goes on."""
+        retried after a while, the daemon goes on. Only work that writes the changes (clears)
+        says, by succeeding, that the failure is over: checks that wrote nothing prove nothing."""
         try:
             work(*args)
         except (ClipsearchError, sqlite3.Error, OSError) as exc:
@@ -330,9 +331,10 @@ class Watcher:
             self._retry_at = time.monotonic() + self.retry_after
             self._write_state("waiting", force=True)
             return False
-        if self.error:
-            log.info("writing works again: catching up")
-        self.error, self._retry_at = None, 0.0
+        if clears:
+            if self.error:
+                log.info("writing works again: catching up")
+            self.error, self._retry_at = None, 0.0
         return True
 
     # --- roots ----------------------------------------------------------------------------
