@@ -509,6 +509,36 @@ def bench_recrawl(data: Path, count: int) -> dict:
     return {"files": count, "first_crawl_s": first, "unchanged_recrawl_s": _timed_runs(cli, 3)}
 
 
+# --- decode scaling (issue 12) ----------------------------------------------------------------
+def _decode_one(path: str) -> int:
+    """Decode and preprocess one file as the crawl does for ViT-B-32-256 (256 px, bicubic)."""
+    from clipsearch.ingest.decode import Preprocess
+
+    try:
+        return load_image(path, Preprocess(256), 200_000_000)[0].nbytes
+    except DecodeError:
+        return 0
+
+
+def bench_decode_scaling(folder: Path, widths: list[int]) -> dict:
+    """images/s of load_image over the folder's files with N threads and N processes (the
+    processes hand the uint8 model input back, pickled, as worker processes would)."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    files = [r.path for r in walk(str(folder), 0, ScanRules.make(DEFAULT_EXTENSIONS)) if hasattr(r, "size")]
+    figures: dict = {"files": len(files), "cores": os.cpu_count()}
+    for path in files:  # every configuration reads from the page cache
+        Path(path).read_bytes()
+    for width in widths:
+        for kind, pool in (("threads", ThreadPoolExecutor), ("processes", ProcessPoolExecutor)):
+            with pool(width) as executor:
+                list(executor.map(_decode_one, files[:width]))  # workers started and warm
+                start = time.perf_counter()
+                list(executor.map(_decode_one, files, chunksize=1))
+                figures[f"{kind}_{width}_images_per_s"] = len(files) / (time.perf_counter() - start)
+    return figures
+
+
 # --- the watch daemon -----------------------------------------------------------------------
 def _proc(pid: int) -> dict:
     """VmRSS and VmHWM (MiB) and CPU seconds (user + system) of a running process (Linux)."""
@@ -681,6 +711,9 @@ def main() -> None:
     recrawl = sub.add_parser("recrawl", help="unchanged re-crawl of a large tree")
     recrawl.add_argument("--count", type=int, default=100_000)
     sub.add_parser("towers", help="the image tower per image: torch, onnxruntime fp32 and int8; export time")
+    scaling = sub.add_parser("decode", help="decode scaling: images/s with N threads and N processes")
+    scaling.add_argument("folder", type=Path, nargs="?", help="photos (default: generated)")
+    scaling.add_argument("--widths", type=int, nargs="+", default=None, help="worker counts (default: 1 and cores)")
     watch = sub.add_parser("watch", help="the daemon: write-to-searchable latency, idle cost, a 10,000-file storm")
     watch.add_argument("--files", type=int, default=100_000, help="files watched while idle (default: %(default)s)")
     watch.add_argument("--storm", type=int, default=10_000)
@@ -710,6 +743,9 @@ def main() -> None:
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
         results["towers"] = bench_towers(args.model)
+    if args.what == "decode":
+        folder = args.folder or generated_photos(data, 200)
+        results["decode"] = bench_decode_scaling(folder, args.widths or sorted({1, os.cpu_count() or 1}))
     if args.what in (None, "watch"):
         results["watch-latency"] = bench_watch_latency(data, args.model, args.device)
         results["watch-latency-tiny"] = bench_watch_latency(data, TINY_MODEL, "cpu")
