@@ -40,6 +40,9 @@ class Settings:
     # Decode threads; None means one per core.
     workers: int | None = None
     max_pixels: int = 200_000_000
+    # MB that images being decoded side by side may hold; None: sized from the number of
+    # decode workers and the memory available (ingest/decode.py decode_budget).
+    decode_memory_mb: int | None = None
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     exclude: tuple[str, ...] = ()
     include_hidden: bool = False

@@ -23,7 +23,7 @@ from .paths import PathRule, absolute
 if TYPE_CHECKING:
     from . import embed as embed_mod
     from .catalog.store import Write
-    from .ingest.pipeline import CrawlStats, CrawlTask
+    from .ingest.pipeline import CrawlStats, CrawlTask, Pipeline
     from .library import CrawlReport, Library
 
 log = logging.getLogger("clipsearch")
@@ -61,16 +61,15 @@ class Writer:
               on_commit: Callable[[Sequence[Write]], None] | None = None, refresh_index: bool = True) -> CrawlReport:
         """Library.crawl under this writer's lock. Roots whose folder is missing go offline
         instead of being walked (their files are kept)."""
-        from .ingest.pipeline import CrawlStats, Pipeline
+        from .ingest.pipeline import CrawlStats
         from .library import CrawlReport, _log_crawl
 
         paths = [self._folder(f) for f in folders]
         embedder = self._prepare_model(model)
         tasks, offline = self._tasks(paths, given or {})
         if tasks:
-            pipeline = Pipeline(self.store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
-                                max_pixels=self.settings.max_pixels, retry_failed=retry_failed,
-                                on_progress=on_progress, on_commit=on_commit, rule=self.rule)
+            pipeline = self._pipeline(embedder, tasks, retry_failed=retry_failed, on_progress=on_progress,
+                                      on_commit=on_commit)
             log.info("crawl of %s with %s", ", ".join(t.folder for t in tasks), embedder.spec)
             stats = pipeline.run()
         else:
@@ -84,7 +83,7 @@ class Writer:
     def update(self, records: Sequence[FileRecord],
                on_commit: Callable[[Sequence[Write]], None] | None = None) -> CrawlStats:
         """Check these files (new or changed ones are embedded; nothing else is looked at)."""
-        from .ingest.pipeline import CrawlTask, Pipeline
+        from .ingest.pipeline import CrawlTask
 
         by_root: dict[int, list[FileRecord]] = defaultdict(list)
         for record in records:
@@ -93,8 +92,15 @@ class Writer:
         tasks = [CrawlTask(root_id, roots[root_id].path, self.rules(roots[root_id]), whole_root=False,
                            records=tuple(part)) for root_id, part in by_root.items() if root_id in roots]
         embedder = self._prepare_model(None)
+        return self._pipeline(embedder, tasks, on_commit=on_commit).run()
+
+    def _pipeline(self, embedder: embed_mod.Embedder, tasks: list[CrawlTask], **options) -> Pipeline:
+        from .ingest.pipeline import Pipeline
+
+        memory = self.settings.decode_memory_mb
         return Pipeline(self.store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
-                        max_pixels=self.settings.max_pixels, on_commit=on_commit, rule=self.rule).run()
+                        max_pixels=self.settings.max_pixels, decode_memory=memory << 20 if memory else None,
+                        rule=self.rule, **options)
 
     def _prepare_model(self, asked: str | None) -> embed_mod.Embedder:
         spec = self.library._model_for(self.store, asked)

@@ -118,3 +118,23 @@ def test_the_decode_budget_keeps_large_decodes_apart_and_lets_small_ones_by():
     assert events[3:] == ["a out", "b in", "b out"]
     decode("huge", 150)  # over the limit alone: it runs, since nothing else holds anything
     assert events[-2:] == ["huge in", "huge out"]
+
+
+def test_the_decode_budget_grows_with_the_workers_and_the_memory_there_is():
+    from clipsearch.ingest.decode import BUDGET_FLOOR, available_memory, decode_budget
+
+    mb, gb = 1 << 20, 1 << 30
+    assert decode_budget(2, available=128 * gb) == BUDGET_FLOOR == 128 * mb  # a 2-core laptop: as measured
+    assert decode_budget(16, available=128 * gb) == 14 * 160 * mb  # a 16-core workstation: 14 large decodes more
+    assert decode_budget(16, available=4 * gb) == 512 * mb  # never more than an eighth of what is free
+    assert decode_budget(16, available=256 * mb) == BUDGET_FLOOR  # nor less than the floor
+    assert available_memory() is None or available_memory() > 0
+
+
+def test_a_crawl_with_a_tiny_decode_budget_decodes_one_at_a_time_and_indexes_everything(make_library, tmp_path):
+    from .conftest import make_photos
+
+    library = make_library(decode_memory_mb=1, workers=4)
+    make_photos(tmp_path / "photos", 6)
+    report = library.crawl([tmp_path / "photos"])
+    assert report.stats.embedded == 6 and report.stats.failed == 0

@@ -109,6 +109,41 @@ class MemoryBudget:
                 self._cond.notify_all()
 
 
+# Decode budget: what decodes running side by side may hold (estimated at 12 bytes a pixel).
+BUDGET_FLOOR = 128 << 20  # a 6 MP PNG beside reduced JPEGs, a 12 MP WebP or PNG (~150 MB) alone
+_LARGE_DECODE = 160 << 20  # room for one more 12 MP WebP or PNG at full size
+
+
+def decode_budget(workers: int, available: int | None = None) -> int:
+    """The crawl's decode budget for this many decode workers, in bytes. The floor keeps a
+    2-core laptop where it was measured (docs/benchmarks.md: peak RSS); each worker beyond
+    two adds room for one large decode, so on a 16-core workstation large files decode side
+    by side instead of one at a time (a fixed 128 MB serialised them: issue 12). Never more
+    than an eighth of the memory available now (`available`, else asked of the system)."""
+    wanted = max(BUDGET_FLOOR, (workers - 2) * _LARGE_DECODE)
+    if available is None:
+        available = available_memory()
+    if available is not None:
+        wanted = min(wanted, available // 8)
+    return max(BUDGET_FLOOR, wanted)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now, where the system says (Linux's
+    MemAvailable; else free physical pages), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def load_image(path: str, prep: Preprocess, max_pixels: int,
                budget: MemoryBudget | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode path into model input (uint8, prep.size x prep.size x 3) and its metadata."""

@@ -39,16 +39,13 @@ from ..catalog.store import (
 )
 from ..embed import Embedder
 from ..paths import EXACT_CASE, PathRule, is_under
-from .decode import DecodeError, MemoryBudget, file_hash, load_image
+from .decode import DecodeError, MemoryBudget, decode_budget, file_hash, load_image
 from .scan import FileRecord, ScanRules, WalkProblem, walk
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
 _WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committed together
 _HANDOFF = 256  # records passed from a crawler to the classifier at a time (queues cost ~10 us a hand-off)
-# What decodes running side by side may hold (estimated at 12 bytes a pixel): a 6 MP PNG runs
-# beside reduced-size JPEGs, a 12 MP WebP or PNG (about 150 MB) alone (docs/benchmarks.md).
-_DECODE_BUDGET = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -127,7 +124,7 @@ class Pipeline:
     """Runs one crawl; `run()` blocks, calling `on_progress(stats)` a few times a second."""
 
     def __init__(self, store: Store, embedder: Embedder, tasks: list[CrawlTask], *, workers: int,
-                 max_pixels: int, retry_failed: bool = False,
+                 max_pixels: int, retry_failed: bool = False, decode_memory: int | None = None,
                  on_progress: Callable[[CrawlStats], None] | None = None,
                  on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE):
         self.store = store
@@ -144,7 +141,8 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._found: queue.Queue = queue.Queue(maxsize=64)
         self._to_decode: queue.Queue = queue.Queue(maxsize=self.workers * 8)
-        self._decode_budget = MemoryBudget(_DECODE_BUDGET)
+        # What decodes side by side may hold: sized from the workers and the machine, or set.
+        self._decode_budget = MemoryBudget(decode_memory or decode_budget(self.workers))
         # Made when the model is loaded (its batch size sizes it), on the first file to decode.
         self._to_embed: queue.Queue | None = None
         self._model_lock = threading.Lock()
