@@ -405,6 +405,8 @@ class Library:
             parsed = dataclasses.replace(parsed, terms=(*parsed.terms, Term(1.0, image=path)))
         if parsed.is_empty and like is None:
             raise ClipsearchError("give a text query or --image PATH")
+        if parsed.filters.folders and not PathRule.for_setting(self.settings.path_case).case_sensitive:
+            parsed = dataclasses.replace(parsed, filters=dataclasses.replace(parsed.filters, fold_case=True))
         if k < 1:
             raise ClipsearchError("-k must be at least 1")
         store = self._reader()

@@ -73,6 +73,9 @@ class Filters:
     before: str | None = None  # ISO date, exclusive
     extensions: tuple[str, ...] = ()  # lower case, no dot
     cameras: tuple[str, ...] = ()  # lower case substrings of "make model"
+    # Not syntax: set by the library where the file system ignores case (`in:d:/photos`
+    # then finds D:/Photos; ASCII letters only, as SQLite's NOCASE).
+    fold_case: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.folders or self.folder_names or self.after or self.before or self.extensions

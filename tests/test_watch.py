@@ -540,3 +540,16 @@ def test_ten_thousand_files_copied_at_once_are_all_indexed_in_bounded_memory(tmp
         daemon.terminate()
         daemon.wait(30)
     assert peak_kib < 1_500_000, f"peak RSS {peak_kib // 1024} MiB"
+
+
+def test_a_folder_filter_ignores_case_where_the_file_system_does(make_library, tmp_path):
+    folder = tmp_path / "Photos"
+    make_photos(folder / "Trip", 3)
+    make_photos(folder / "Home", 2, start_seed=40)
+    insensitive = make_library(path_case="insensitive")
+    insensitive.crawl([folder])
+    spelt_otherwise = str(folder / "Trip").upper()
+    found = insensitive.search(f"x in:{spelt_otherwise}", k=10)
+    assert sorted(r.path for r in found) == sorted(str(p) for p in (folder / "Trip").iterdir())
+    sensitive = make_library(path_case="sensitive")
+    assert sensitive.search(f"x in:{spelt_otherwise}", k=10) == []

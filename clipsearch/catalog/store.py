@@ -602,7 +602,8 @@ def _filter_sql(filters: Filters) -> tuple[str, list]:
     if filters.folders:
         parts = []
         for folder in filters.folders:
-            parts.append("(path >= ? AND path < ?)")
+            collate = " COLLATE NOCASE" if filters.fold_case else ""
+            parts.append(f"(path >= ?{collate} AND path < ?{collate})")
             params.extend(_prefix_range(folder))
         any_of(parts)
     if filters.folder_names:
