@@ -39,10 +39,13 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _daemon_pid(home: Path) -> str | None:
+DAEMON_PID_FILE = "watch.pid"  # written by the watch daemon (ingest/watch.py), which holds the lock
+
+
+def recorded_daemon_pid(home: Path) -> str | None:
     """The pid in the watch daemon's pid file, if there is one (it may be stale)."""
     try:
-        return (home / "watch.pid").read_text(encoding="ascii").strip() or None
+        return (Path(home) / DAEMON_PID_FILE).read_text(encoding="ascii").strip() or None
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -77,8 +80,9 @@ class WriteLock:
             os.close(fd)
             if self._quiet:
                 raise LibraryBusy(holder)
-            if holder == _daemon_pid(self.path.parent) or (holder == "?" and _daemon_pid(self.path.parent)):
-                raise LibraryBusy(f"the watch daemon (process {_daemon_pid(self.path.parent)}) keeps the library at "
+            daemon = recorded_daemon_pid(self.path.parent)
+            if daemon is not None and holder in (daemon, "?"):
+                raise LibraryBusy(f"the watch daemon (process {daemon}) keeps the library at "
                                   f"{self.path.parent} current and is its one writer; stop it first with "
                                   "`clipsearch watch --stop` (searches work meanwhile)")
             raise LibraryBusy(f"the library at {self.path.parent} is busy: clipsearch process {holder} is "

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..catalog.faults import storage_error
-from ..catalog.lock import is_held
+from ..catalog.lock import DAEMON_PID_FILE, is_held, recorded_daemon_pid
 from ..errors import ClipsearchError
 from ..paths import is_under
 from .scan import FileRecord, valid_name
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clipsearch")
 
-PID_FILE, LOG_FILE, STATE_DIR = "watch.pid", "watch.log", "watch"
+PID_FILE, LOG_FILE, STATE_DIR = DAEMON_PID_FILE, "watch.log", "watch"
 _INOTIFY_LIMIT = ("the system's limit of inotify watches is reached; {root} is polled instead (slower to notice "
                   "changes). Raise the limit: `sudo sysctl fs.inotify.max_user_watches=524288` (and "
                   "fs.inotify.max_user_instances), and make it permanent in /etc/sysctl.d/")
@@ -698,8 +698,8 @@ def daemon_pid(home: Path) -> int | None:
     """The pid of the watch daemon of this library, if one runs (its pid file, and the write
     lock held)."""
     try:
-        pid = int((Path(home) / PID_FILE).read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
+        pid = int(recorded_daemon_pid(Path(home)) or "")
+    except ValueError:
         return None
     return pid if is_held(Path(home)) else None
 
