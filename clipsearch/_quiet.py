@@ -64,6 +64,7 @@ def decoder_chatter_to_log() -> Iterator[Chatter]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
+            warnings.simplefilter("ignore", DeprecationWarning)  # for developers, not about photos
             warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
                 chatter.add(f"{category.__name__}: {message}")
             yield chatter

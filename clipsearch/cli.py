@@ -120,7 +120,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
                               "ViT-B/32, or a checkpoint path. An existing library keeps its own.")
 @device_option
 @batch_size_option
-@click.option("--workers", type=int, help="Decode threads (default: one per core).")
+@click.option("--workers", type=int,
+              help="Images decoded side by side, in threads or worker processes (default: one per core).")
 @click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels (default 200000000).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before even if they did not change.")
 @home_option

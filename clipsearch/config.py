@@ -24,6 +24,7 @@ else:  # pragma: no cover
 
 APP_NAME = "clipsearch"
 PRECISIONS = ("fp32", "int8")  # of the CPU image tower (imagetower.MIN_COSINE)
+DECODE_MODES = ("auto", "threads", "processes")  # ingest/workers.py MODES
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 
 
@@ -37,8 +38,13 @@ class Settings:
     device: str = "auto"
     # None means: chosen from the device (bigger on a GPU).
     batch_size: int | None = None
-    # Decode threads; None means one per core.
+    # CPU decode workers; None means one per core.
     workers: int | None = None
+    # Where they decode: "threads", "processes" (scale with cores, cost memory), or "auto":
+    # processes from 4 workers up (ingest/workers.py).
+    decode_in: str = "auto"
+    # Decode JPEGs on the GPU (nvJPEG) when the model runs on a CUDA GPU.
+    gpu_decode: bool = True
     max_pixels: int = 200_000_000
     # MB that images being decoded side by side may hold; None: sized from the number of
     # decode workers and the memory available (ingest/decode.py decode_budget).
@@ -155,6 +161,8 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
     settings = dataclasses.replace(settings, **values)
     if settings.path_case not in ("auto", "sensitive", "insensitive"):
         raise ClipsearchError(f"path_case = {settings.path_case!r} is not one of: auto, sensitive, insensitive")
+    if settings.decode_in not in DECODE_MODES:
+        raise ClipsearchError(f"decode_in = {settings.decode_in!r} is not one of: {', '.join(DECODE_MODES)}")
     if settings.image_precision not in PRECISIONS:
         raise ClipsearchError(f"image_precision = {settings.image_precision!r} is not one of: {', '.join(PRECISIONS)}")
     return settings

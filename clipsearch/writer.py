@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .library import CrawlReport, Library
 
 log = logging.getLogger("clipsearch")
+_FEW = 64  # the daemon's changes: fewer files than this decode in threads (no processes to start)
 
 
 class Writer:
@@ -92,14 +93,20 @@ class Writer:
         tasks = [CrawlTask(root_id, roots[root_id].path, self.rules(roots[root_id]), whole_root=False,
                            records=tuple(part)) for root_id, part in by_root.items() if root_id in roots]
         embedder = self._prepare_model(None)
-        return self._pipeline(embedder, tasks, on_commit=on_commit).run()
+        # A few changed files are not worth starting worker processes for.
+        threads = {"decode_in": "threads"} if len(records) < _FEW else {}
+        return self._pipeline(embedder, tasks, on_commit=on_commit, **threads).run()
 
     def _pipeline(self, embedder: embed_mod.Embedder, tasks: list[CrawlTask], **options) -> Pipeline:
         from .ingest.pipeline import Pipeline
+        from .ingest.workers import default_workers
 
-        memory = self.settings.decode_memory_mb
-        return Pipeline(self.store, embedder, tasks, workers=self.settings.workers or os.cpu_count() or 1,
-                        max_pixels=self.settings.max_pixels, decode_memory=memory << 20 if memory else None,
+        settings = self.settings
+        memory = settings.decode_memory_mb
+        options = {"decode_in": settings.decode_in, "device_decode": "auto" if settings.gpu_decode else None,
+                   **options}
+        return Pipeline(self.store, embedder, tasks, workers=settings.workers or default_workers(),
+                        max_pixels=settings.max_pixels, decode_memory=memory << 20 if memory else None,
                         rule=self.rule, **options)
 
     def _prepare_model(self, asked: str | None) -> embed_mod.Embedder:

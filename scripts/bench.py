@@ -145,8 +145,9 @@ def _cpu_seconds(fn) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def bench_crawl(folder: Path, model: str, sample: int, device: str) -> dict:
+def bench_crawl(folder: Path, model: str, sample: int, device: str, decode_in: str = "auto") -> dict:
     from clipsearch.embed import OpenClipEmbedder
+    from clipsearch.ingest.workers import default_workers, pick_mode
 
     files = [r.path for r in walk(str(folder), 0, ScanRules.make(DEFAULT_EXTENSIONS)) if hasattr(r, "size")]
     if not files:
@@ -166,72 +167,158 @@ def bench_crawl(folder: Path, model: str, sample: int, device: str) -> dict:
     batch = np.stack(decoded)
     embedder.embed_images(batch)  # warm-up
     embed_cpu, embed_wall = _cpu_seconds(lambda: embedder.embed_images(batch))
-    cores = os.cpu_count() or 1
-    on_gpu = embedder.device != "cpu"
+    if embedder.device.startswith("cuda"):
+        big = np.concatenate([batch] * max(1, 1024 // len(batch)))  # the model's own batch size
+        for start in range(0, len(big), embedder.batch_size):
+            embedder.embed_images(big[start:start + embedder.batch_size])
+        _, embed_wall = _cpu_seconds(lambda: [embedder.embed_images(big[i:i + embedder.batch_size])
+                                              for i in range(0, len(big), embedder.batch_size)])
+        batch = big
+    cores = default_workers()
+    on_gpu = embedder.device.startswith("cuda")
     preprocess = embedder.preprocess
     model_rate = len(batch) / embed_wall
     embedder = None  # freed before the crawl's own process starts
     # The crawl itself in a fresh process: its peak RSS is the crawl's alone.
-    child = subprocess.run([sys.executable, __file__, "--model", model, "--device", device, "_crawl", str(folder)],
-                           capture_output=True, text=True)
+    child = subprocess.run([sys.executable, __file__, "--model", model, "--device", device, "_crawl", str(folder),
+                            "--decode-in", decode_in], capture_output=True, text=True)
     if child.returncode != 0:
         sys.exit(child.stderr)
     crawl = json.loads(child.stdout)
-    # After the crawl, so that its threads leave nothing behind in this process while it runs.
-    decode_rate = _decode_rate(picked, preprocess, cores)  # the crawl's decode threads, full width
-    if on_gpu:
-        # The model runs beside the CPU's decoding: the crawl is held by the slower of the two.
-        limit = min(decode_rate, model_rate)
-    else:
-        # Decoding and the model share the cores: their CPU-seconds per image add up.
-        limit = cores / (decode_cpu / len(picked) + embed_cpu / len(batch))
-    return {
-        "photos": len(files), "cores": cores, "model": model, "device": crawl["device"],
+    # After the crawl, so that nothing of these measurements runs beside it. The crawl's own
+    # decoders at full width, over enough files to keep every worker busy for a while.
+    rated = files[:max(len(picked), 12 * cores)]
+    jpegs = [p for p in rated if p.lower().endswith((".jpg", ".jpeg"))]
+    others = [p for p in rated if p not in set(jpegs)]
+    mode = pick_mode(decode_in, cores)
+    cpu_rate = _decode_rate(rated, preprocess, cores, mode)
+    figures: dict = {
+        "photos": len(files), "cores": cores, "model": model, "device": crawl["device"], "decode_in": mode,
         "decode_cpu_ms_per_image": 1000 * decode_cpu / len(picked),
         "model_cpu_ms_per_image": 1000 * embed_cpu / len(batch),
         "model_wall_ms_per_image": 1000 * embed_wall / len(batch),
-        "decode_images_per_s_at_full_width": decode_rate, "model_images_per_s": model_rate,
-        "gpu_decode_images_per_s": "not built yet (issue 12)" if on_gpu else "no GPU",
-        "limit": "min(decode, model)" if on_gpu else "cores / (decode + model CPU-s per image)",
-        "limit_images_per_s": limit,
-        **crawl, "achieved_over_limit": crawl["crawl_images_per_s"] / limit,
+        "model_images_per_s": model_rate,
+        "cpu_decode_images_per_s_at_full_width": cpu_rate,
     }
+    if on_gpu:
+        gpu_rate = _gpu_decode_rate(jpegs, preprocess, crawl["device"]) if jpegs else 0.0
+        cpu_jpeg = _decode_rate(jpegs, preprocess, cores, mode) if jpegs else 0.0
+        cpu_other = _decode_rate(others, preprocess, cores, mode) if others else 0.0
+        share = len(jpegs) / len(rated)
+        # JPEGs go to the GPU and, while it is busy, to the CPU workers; everything else only
+        # to the CPU. The most both can decode of this mix, a second: the CPU spends
+        # (1 - share) / cpu_other of each image-second on the others, the rest on JPEGs.
+        decode_limit = (gpu_rate + cpu_jpeg) / (share + (cpu_jpeg * (1 - share) / cpu_other if cpu_other else 0.0))
+        if cpu_other:
+            decode_limit = min(decode_limit, cpu_other / (1 - share) if share < 1 else decode_limit)
+        figures.update({"gpu_decode_images_per_s": gpu_rate, "cpu_decode_jpeg_images_per_s": cpu_jpeg,
+                        "cpu_decode_other_images_per_s": cpu_other, "jpeg_share": share,
+                        "decode_limit_images_per_s": decode_limit,
+                        "limit": "min(model, GPU + CPU decode of this mix)"})
+        limit = min(model_rate, decode_limit)
+    else:
+        figures["gpu_decode_images_per_s"] = "no GPU"
+        # Decoding and the model share the cores: their CPU-seconds per image add up.
+        figures["limit"] = "cores / (decode + model CPU-s per image)"
+        limit = cores / (decode_cpu / len(picked) + embed_cpu / len(batch))
+    figures["limit_images_per_s"] = limit
+    return {**figures, **crawl, "achieved_over_limit": crawl["crawl_images_per_s"] / limit}
 
 
-def _decode_rate(files: list[str], preprocess, workers: int) -> float:
-    """images/s of the crawl's decoding with `workers` threads over files (page cache warm)."""
+def _decode_rate(files: list[str], preprocess, workers: int, mode: str) -> float:
+    """images/s of the crawl's own CPU decoder (ingest/workers.py: threads or processes)
+    with `workers` workers over files (page cache warm), fed as the crawl feeds it."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from clipsearch.ingest.decode import decode_budget
+    from clipsearch.ingest.workers import decoder
+
+    cpu_decoder = decoder(mode, workers, decode_budget(workers), preprocess, 200_000_000)
 
     def one(path: str) -> None:
         try:
-            load_image(path, preprocess, 200_000_000)
+            cpu_decoder.decode(path)
         except DecodeError:
             pass
 
-    with ThreadPoolExecutor(workers) as pool:
-        start = time.perf_counter()
-        list(pool.map(one, files))
-        return len(files) / (time.perf_counter() - start)
+    try:
+        with ThreadPoolExecutor(workers + 2 if cpu_decoder.processes else workers) as pool:
+            list(pool.map(one, files[:workers]))  # processes started, caches warm
+            start = time.perf_counter()
+            list(pool.map(one, files))
+            return len(files) / (time.perf_counter() - start)
+    finally:
+        cpu_decoder.close()
 
 
-def _crawl_child(folder: Path, model: str, device: str) -> None:
+def _gpu_decode_rate(files: list[str], preprocess, device: str) -> float:
+    """JPEGs/s of the device decoder (nvJPEG), in the crawl's batches, bytes already read."""
+    from clipsearch.ingest.devicedecode import BATCH_FILES, decode_jpegs, read_jpeg
+
+    jpegs = [j for j in (read_jpeg(bytearray(Path(p).read_bytes()), 200_000_000) for p in files) if j is not None]
+    if not jpegs:
+        return 0.0
+    decode_jpegs(jpegs[:BATCH_FILES], preprocess, device)  # warm-up: nvJPEG's handles, kernels
+    start = time.perf_counter()
+    for at in range(0, len(jpegs), BATCH_FILES):
+        decode_jpegs(jpegs[at:at + BATCH_FILES], preprocess, device)
+    return len(jpegs) / (time.perf_counter() - start)
+
+
+def _crawl_child(folder: Path, model: str, device: str, decode_in: str) -> None:
     with tempfile.TemporaryDirectory() as home:
-        library = Library(load_settings(home, model=model, device=device))
+        library = Library(load_settings(home, model=model, device=device, decode_in=decode_in))
+        workers = _WorkerMemory()
         start = time.perf_counter()
         report = library.crawl([folder])
         wall = time.perf_counter() - start
+        worker_mb = workers.total_mb()
         stats = report.stats
         done = max(stats.embedded, 1)
         print(json.dumps({
             "device": library.embedder(library.status().model).device,
-            "embedded": stats.embedded, "failed": stats.failed,
+            "embedded": stats.embedded, "failed": stats.failed, "decoded_on_gpu": stats.device_decoded,
             "crawl_images_per_s": stats.images_per_second,
             "crawl_wall_s_with_model_load_and_index": wall,
             "crawl_decode_cpu_ms_per_image": 1000 * stats.decode_cpu_s / done,
             "crawl_model_wall_ms_per_image": 1000 * stats.embed_wall_s / done,
             "crawl_write_ms_per_image": 1000 * stats.write_wall_s / done,
             "crawl_peak_rss_mb": _peak_rss_mb(),
+            "crawl_worker_processes": len(workers.peaks),
+            "crawl_peak_rss_mb_with_workers": _peak_rss_mb() + worker_mb,
         }))
+
+
+class _WorkerMemory:
+    """Peak RSS of this process's children (decode worker processes), summed over them:
+    each child's VmHWM, read a few times a second while they live (Linux)."""
+
+    def __init__(self):
+        import threading
+
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.25):
+            for task in Path("/proc/self/task").glob("*/children"):
+                try:
+                    pids = task.read_text().split()
+                except OSError:
+                    continue
+                for pid in pids:
+                    try:
+                        peak = _proc(int(pid))["peak_mb"]
+                    except (OSError, KeyError, ValueError, IndexError):
+                        continue
+                    self.peaks[int(pid)] = max(peak, self.peaks.get(int(pid), 0.0))
+
+    def total_mb(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.peaks.values())
 
 
 def _peak_rss_mb() -> float:
@@ -725,8 +812,10 @@ def main() -> None:
     crawl.add_argument("folder", type=Path, nargs="?", help="photos (default: generated)")
     crawl.add_argument("--photos", type=int, default=200, help="generated photos (default: %(default)s)")
     crawl.add_argument("--sample", type=int, default=48, help="images used to time decode and model alone")
+    crawl.add_argument("--decode-in", default="auto", choices=["auto", "threads", "processes"])
     child = sub.add_parser("_crawl")
     child.add_argument("folder", type=Path)
+    child.add_argument("--decode-in", default="auto")
     query = sub.add_parser("query", help="warm and cold query latency")
     query.add_argument("--count", type=int, default=100_000)
     prompt = sub.add_parser("prompt", help="warm and filtered queries in the prompt; time to the first prompt")
@@ -751,14 +840,15 @@ def main() -> None:
     data = args.data or default_data_dir()
 
     if args.what == "_crawl":
-        return _crawl_child(args.folder, args.model, args.device)
+        return _crawl_child(args.folder, args.model, args.device, args.decode_in)
     results: dict[str, dict] = {}
     if args.what == "photos":
         print(generated_photos(data, args.photos))
         return
     if args.what in (None, "crawl"):
         folder = getattr(args, "folder", None) or generated_photos(data, getattr(args, "photos", 200))
-        results["crawl"] = bench_crawl(folder, args.model, getattr(args, "sample", 48), args.device)
+        results["crawl"] = bench_crawl(folder, args.model, getattr(args, "sample", 48), args.device,
+                                       getattr(args, "decode_in", "auto"))
     if args.what in (None, "query"):
         results["query"] = bench_query(data, args.model, getattr(args, "count", 100_000), args.device)
     if args.what in (None, "prompt"):

@@ -3,7 +3,8 @@
 `load_image` returns the model's input as a uint8 HxWx3 array (normalisation to the
 model's mean/std happens in embed.py, on the model's device) together with the photo's
 metadata. Every failure becomes a DecodeError whose message is fit to show a user.
-Pillow releases the GIL while it decodes, so a pool of threads decodes in parallel.
+Pillow releases the GIL for part of a decode: threads decode side by side, but only worker
+processes scale with cores (ingest/workers.py chooses).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def load_image(path: str, prep: Preprocess, max_pixels: int,
     try:
         with Image.open(path) as img:
             _refuse_over_limit(*img.size, max_pixels)
-            meta = _metadata(img)
+            meta = image_metadata(img)
             if img.format == "JPEG":
                 # libjpeg decodes at 1/2, 1/4 or 1/8 scale for free; ask for the smallest that
                 # still covers the model input on both sides.
@@ -159,7 +160,7 @@ def load_image(path: str, prep: Preprocess, max_pixels: int,
             with budget.hold(img.width * img.height * 4 * 3) if budget else nullcontext():
                 img.load()
                 upright: Image.Image = img
-                if _orientation(img) not in (None, 1):
+                if exif_orientation(img) not in (None, 1):
                     upright = ImageOps.exif_transpose(img)
                 pixels = _to_model_input(_to_rgb(upright), prep)
             return pixels, meta
@@ -216,7 +217,8 @@ def _to_model_input(img: Image.Image, prep: Preprocess) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _metadata(img: Image.Image) -> ImageMeta:
+def image_metadata(img: Image.Image) -> ImageMeta:
+    """The photo's upright size, date, camera and place, from its header (nothing is decoded)."""
     width, height = img.size
     meta = ImageMeta(width=width, height=height, format=img.format)
     try:
@@ -224,7 +226,7 @@ def _metadata(img: Image.Image) -> ImageMeta:
     except Exception:  # noqa: BLE001 - broken EXIF never fails the photo
         return meta
     try:
-        if _orientation(img) in (5, 6, 7, 8):
+        if exif_orientation(img) in (5, 6, 7, 8):
             meta.width, meta.height = height, width
         meta.camera_make = _text(exif.get(_MAKE))
         meta.camera_model = _text(exif.get(_MODEL))
@@ -239,7 +241,8 @@ def _metadata(img: Image.Image) -> ImageMeta:
     return meta
 
 
-def _orientation(img: Image.Image) -> int | None:
+def exif_orientation(img: Image.Image) -> int | None:
+    """EXIF orientation 1-8 (1: upright as stored), or None without one."""
     try:
         return img.getexif().get(_ORIENTATION)
     except Exception:  # noqa: BLE001
@@ -288,7 +291,7 @@ def load_thumbnail(path: str, size: int, max_pixels: int, budget: MemoryBudget |
             with budget.hold(img.width * img.height * 4 * 3) if budget else nullcontext():
                 img.load()
                 upright: Image.Image = img
-                if _orientation(img) not in (None, 1):
+                if exif_orientation(img) not in (None, 1):
                     upright = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(upright)
                 scale = min(1.0, size / max(rgb.size))

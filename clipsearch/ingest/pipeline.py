@@ -1,11 +1,13 @@
 """The crawl: bounded, threaded stages from folders to stored vectors.
 
-    crawlers (a thread per folder) -> classify (against the catalog) -> decode pool
-        -> embedder (batches) -> writer (one transaction per batch)
+    crawlers (a thread per folder) -> classify (against the catalog) -> readers (hash)
+        -> CPU decoders (threads or processes; ingest/workers.py) -+-> embedder (batches)
+        -> device decoder (JPEGs, when the model runs on CUDA) ---+   -> writer (a transaction a batch)
 
-Every stage is a thread joined to the next by a bounded queue, so a slow disk never
-fills memory and the model always has decoded work a few batches ahead. Files whose
-size and mtime are unchanged are never opened. New or changed files are hashed first:
+Every stage is joined to the next by a bounded queue, so a slow disk never fills memory
+and the model always has decoded work a few batches ahead. Files whose size and mtime are
+unchanged are never opened. New or changed files are read and hashed first, by more
+readers than there are decoders (a slow disk or a network share must not starve them):
 bytes the catalog already has a vector for (a move, a rename, a copy) are not decoded.
 A killed crawl loses at most the batches not yet committed; the next crawl redoes them.
 """
@@ -39,13 +41,17 @@ from ..catalog.store import (
 )
 from ..embed import Embedder
 from ..paths import EXACT_CASE, PathRule, is_under
-from .decode import DecodeError, MemoryBudget, decode_budget, file_hash, load_image
+from .decode import DecodeError, decode_budget, file_hash
+from .devicedecode import BATCH_FILES, BATCH_PIXELS, JpegInput, decode_jpegs, read_jpeg
 from .scan import FileRecord, ScanRules, WalkProblem, walk
+from .workers import PROCESSES, ProcessDecoder, ThreadDecoder, decoder, pick_mode
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
 _WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committed together
 _HANDOFF = 256  # records passed from a crawler to the classifier at a time (queues cost ~10 us a hand-off)
+_READERS = 4  # at least this many files are read (and hashed) side by side
+_JPEG = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class CrawlStats:
     restored: int = 0
     deleted: int = 0
     vanished: int = 0  # gone between being found and being read: neither indexed nor failed
+    device_decoded: int = 0  # JPEGs decoded on the model's device (the rest on the CPU)
     problems: list[WalkProblem] = field(default_factory=list)
     offline: list[str] = field(default_factory=list)  # roots not there: kept, not walked
     decoder_messages: int = 0  # warnings and errors of image libraries, sent to the log
@@ -83,7 +90,8 @@ class CrawlStats:
     model_ready: float | None = None  # when the model was loaded, if it was needed
     finished: float | None = None
     # Where the time went for the embedded files, summed over the crawl (scripts/bench.py
-    # reports it per image): CPU time of hashing and decoding, wall time of model calls, and
+    # reports it per image): CPU time of hashing and decoding (in whichever thread or process
+    # it ran; a device decode counts its CPU side only), wall time of model calls, and
     # wall time of catalog commits (of every kind of write).
     decode_cpu_s: float = 0.0
     embed_wall_s: float = 0.0
@@ -125,8 +133,12 @@ class Pipeline:
 
     def __init__(self, store: Store, embedder: Embedder, tasks: list[CrawlTask], *, workers: int,
                  max_pixels: int, retry_failed: bool = False, decode_memory: int | None = None,
+                 decode_in: str = "auto", device_decode: str | None = "auto",
                  on_progress: Callable[[CrawlStats], None] | None = None,
                  on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE):
+        """`workers`: CPU decode workers; `decode_in`: auto, threads or processes (workers.py);
+        `device_decode`: "auto" (JPEGs on the model's device when that is a CUDA GPU), None
+        (never), or a torch device that decodes them whatever the model runs on (tests: "cpu")."""
         self.store = store
         self.embedder = embedder
         self.tasks = tasks
@@ -139,12 +151,22 @@ class Pipeline:
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
+        self._mode = pick_mode(decode_in, self.workers)
+        self._device_decode = device_decode
+        self._device: str | None = None  # where JPEGs are decoded, once the model is loaded
+        self._device_failures = 0
+        self.readers = max(_READERS, self.workers)
+        # Threads wait on worker processes: a few more than there are processes keep them fed.
+        self.decoders = self.workers + 2 if self._mode == PROCESSES else self.workers
         self._found: queue.Queue = queue.Queue(maxsize=64)
-        self._to_decode: queue.Queue = queue.Queue(maxsize=self.workers * 8)
+        self._to_read: queue.Queue = queue.Queue(maxsize=self.readers * 8)
+        self._to_decode: queue.Queue = queue.Queue(maxsize=self.decoders * 4)
+        self._to_device: queue.Queue = queue.Queue(maxsize=BATCH_FILES)
         # What decodes side by side may hold: sized from the workers and the machine, or set.
-        self._decode_budget = MemoryBudget(decode_memory or decode_budget(self.workers))
-        # Made when the model is loaded (its batch size sizes it), on the first file to decode.
+        self._budget = decode_memory or decode_budget(self.workers)
+        # Made when the model is loaded (its batch size sizes the queue, its input the decoder).
         self._to_embed: queue.Queue | None = None
+        self._decoder: ThreadDecoder | ProcessDecoder | None = None
         self._model_lock = threading.Lock()
         self._model_ready = threading.Event()
         self._to_write: queue.Queue = queue.Queue(maxsize=8)
@@ -155,23 +177,34 @@ class Pipeline:
         self._twins: Store | None = None  # a reader for _claim, guarded by _hash_lock
         self._in_flight: set[str] = set()
         self._hash_lock = threading.Lock()
-        self._decoders_left = self.workers
-        self._decoders_lock = threading.Lock()
+        self._left = {"readers": self.readers, "producers": self.decoders + (device_decode is not None)}
+        self._left_lock = threading.Lock()
         self.stats.crawlers = len(tasks)
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> CrawlStats:
         threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
         threads.append(self._thread(self._classify))
-        threads += [self._thread(self._decode) for _ in range(self.workers)]
+        threads += [self._thread(self._read) for _ in range(self.readers)]
+        threads += [self._thread(self._decode) for _ in range(self.decoders)]
+        if self._device_decode is not None:
+            threads.append(self._thread(self._decode_on_device))
         threads.append(self._thread(self._embed))
         writer = self._thread(self._write)
         threads.append(writer)
         try:
+            # Worker processes start in here, so their descriptor 2 is the log's too.
             with decoder_chatter_to_log() as chatter:
-                while any(t.is_alive() for t in threads):
-                    writer.join(0.1)
-                    self._tick()
+                try:
+                    while any(t.is_alive() for t in threads):
+                        writer.join(0.1)
+                        self._tick()
+                except BaseException:
+                    self._stop.set()
+                    raise
+                finally:
+                    if self._decoder is not None:
+                        self._decoder.close(wait=not self._stop.is_set())
                 self.stats.decoder_messages = chatter.count
         except BaseException:
             # Ctrl-C: the writer finishes the transaction in hand, everything else stops. A
@@ -277,7 +310,7 @@ class Pipeline:
                 known: KnownFile | None = known_files.get(key(record.path))
                 if known is None:
                     counts["new"] += 1
-                    self._put(self._to_decode, record)
+                    self._put(self._to_read, record)
                     continue
                 seen.add(known.id)
                 if known.path and known.path != record.path:
@@ -294,28 +327,47 @@ class Pipeline:
                     counts["unchanged"] += 1
                 else:
                     counts["changed"] += 1
-                    self._put(self._to_decode, record)
+                    self._put(self._to_read, record)
             self.stats.add(**counts)
-        for _ in range(self.workers):
-            self._put(self._to_decode, _END)
+        for _ in range(self.readers):
+            self._put(self._to_read, _END)
 
     def _load_model(self) -> queue.Queue:
-        """Load the model (once, by the first decoder that needs it); returns the embed queue."""
+        """Load the model (once, by the first reader that needs it) and make the decoders
+        for its input; returns the embed queue."""
         with self._model_lock:
             if self._to_embed is None:
                 self.stats.loading_model = True
                 try:
                     batch_size = self.embedder.batch_size  # loads the model
+                    prep = self.embedder.preprocess
                 finally:
                     self.stats.loading_model = False
                 self.stats.model_ready = time.monotonic()
+                self._decoder = decoder(self._mode, self.workers, self._budget, prep, self.max_pixels)
+                self._device = self._pick_device()
                 # Decoders keep up to three batches ready for the model.
                 self._to_embed = queue.Queue(maxsize=3 * max(1, batch_size))
                 self._model_ready.set()
             return self._to_embed
 
-    def _decode(self) -> None:
-        while (record := self._get(self._to_decode)) is not _END:
+    def _pick_device(self) -> str | None:
+        from . import devicedecode
+
+        wanted = self._device_decode
+        if wanted == "auto":
+            wanted = getattr(self.embedder, "device", "cpu")
+            if not wanted.startswith("cuda"):
+                return None
+        if wanted is None or not devicedecode.available(wanted):
+            return None
+        return wanted
+
+    def _read(self) -> None:
+        """Hash each file (reading it is what a slow disk makes slow: readers outnumber
+        decoders) and send it on: to the writer if its bytes already have a vector, to the
+        device if it is a JPEG for it, else to the CPU decoders."""
+        while (record := self._get(self._to_read)) is not _END:
             cpu = time.thread_time()
             try:
                 digest = file_hash(record.path)
@@ -330,26 +382,108 @@ class Pipeline:
                 self._put(self._to_write, claim)
                 continue
             hashing = time.thread_time() - cpu
-            to_embed = self._load_model()  # the first file waits here while the model loads
+            self._load_model()  # the first file waits here while the model loads
             cpu = time.thread_time()
-            try:
-                pixels, meta = load_image(record.path, self.embedder.preprocess, self.max_pixels,
-                                          self._decode_budget)
-            except DecodeError as exc:
-                self._put(self._to_write, Failed(record, digest, str(exc)))
-                continue
+            jpeg = self._for_device(record)
             self.stats.add(decode_cpu_s=hashing + time.thread_time() - cpu)
-            self._put(to_embed, (record, digest, meta, pixels))
-        with self._decoders_lock:
-            self._decoders_left -= 1
-            last = self._decoders_left == 0
-        if last:
-            with self._model_lock:
-                embed_queue = self._to_embed
-            if embed_queue is None:
-                self._model_ready.set()  # nothing to embed: the model was never needed
+            if jpeg is not None:
+                self._put(self._to_device, (record, digest, jpeg))
             else:
-                self._put(embed_queue, _END)
+                self._put(self._to_decode, (record, digest))
+        if self._last("readers"):
+            for _ in range(self.decoders):
+                self._put(self._to_decode, _END)
+            if self._device_decode is not None:
+                self._put(self._to_device, _END)
+
+    def _for_device(self, record: FileRecord) -> JpegInput | None:
+        """The JPEG for the device, or None for the CPU decoders: not a plain JPEG, or the
+        device has a batch in hand and a full one waiting (then the CPU decodes JPEGs too,
+        as on a 16-core workstation the GPU and the cores together decode the most)."""
+        if self._device is None or not record.path.lower().endswith(_JPEG) or self._to_device.full():
+            return None
+        try:
+            with open(record.path, "rb") as handle:  # just hashed: read from the page cache
+                data = bytearray(handle.read())
+        except OSError:
+            return None  # the CPU decoder says what is wrong
+        return read_jpeg(data, self.max_pixels)
+
+    def _last(self, kind: str) -> bool:
+        with self._left_lock:
+            self._left[kind] -= 1
+            return self._left[kind] == 0
+
+    def _decoded(self, record: FileRecord, digest: str, meta, pixels) -> None:
+        assert self._to_embed is not None
+        self._put(self._to_embed, (record, digest, meta, pixels))
+
+    def _decode_on_cpu(self, record: FileRecord, digest: str) -> None:
+        assert self._decoder is not None
+        try:
+            decoded = self._decoder.decode(record.path)
+        except DecodeError as exc:
+            self._put(self._to_write, Failed(record, digest, str(exc)))
+            return
+        self.stats.add(decode_cpu_s=decoded.cpu_s)
+        self._decoded(record, digest, decoded.meta, decoded.pixels)
+
+    def _decode(self) -> None:
+        while (item := self._get(self._to_decode)) is not _END:
+            self._decode_on_cpu(*item)
+        self._producer_done()
+
+    def _decode_on_device(self) -> None:
+        """Decode JPEGs on the device in batches of up to BATCH_FILES files or BATCH_PIXELS
+        pixels; a batch is also sent when no more JPEGs are waiting."""
+        batch: list[tuple[FileRecord, str, JpegInput]] = []
+        pixels = 0
+        while True:
+            item = self._get(self._to_device, timeout=0.02 if batch else None)
+            if item is not None and item is not _END:
+                batch.append(item)
+                pixels += item[2].pixels
+            if batch and (item is None or item is _END or len(batch) >= BATCH_FILES or pixels >= BATCH_PIXELS):
+                self._device_batch(batch)
+                batch, pixels = [], 0
+            if item is _END:
+                break
+        self._producer_done()
+
+    def _device_batch(self, batch: list[tuple[FileRecord, str, JpegInput]]) -> None:
+        device = self._device
+        outputs: list = [None] * len(batch)
+        if device is not None:
+            try:
+                outputs = decode_jpegs([jpeg for _, _, jpeg in batch], self.embedder.preprocess, device)
+            except Exception as exc:  # noqa: BLE001 - out of device memory, a driver error: CPU decodes
+                log.warning("decoding JPEGs on %s failed (%s): they are decoded on the CPU", device, exc)
+        done = sum(out is not None for out in outputs)
+        if done == 0 and len(batch) > 1:
+            self._device_failures += 1
+            if self._device_failures >= 2 and self._device is not None:
+                log.warning("the device decoder refused two whole batches: the rest of this crawl "
+                            "decodes JPEGs on the CPU")
+                self._device = None
+        elif done:
+            self._device_failures = 0
+        self.stats.add(device_decoded=done)
+        for (record, digest, jpeg), out in zip(batch, outputs):
+            if out is None:  # refused by nvJPEG (or the device failed): the CPU decodes it
+                self._decode_on_cpu(record, digest)
+            else:
+                self._decoded(record, digest, jpeg.meta, out)
+
+    def _producer_done(self) -> None:
+        """A decoder has finished; the last one ends the embedder's stream."""
+        if not self._last("producers"):
+            return
+        with self._model_lock:
+            embed_queue = self._to_embed
+        if embed_queue is None:
+            self._model_ready.set()  # nothing to embed: the model was never needed
+        else:
+            self._put(embed_queue, _END)
 
     def _claim(self, record: FileRecord, digest: str) -> Reused | None:
         """A Reused item if these bytes already have a vector (or will, from a twin being
