@@ -215,6 +215,34 @@ def query(ctx, device):
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any but this computer's own (127.0.0.1, localhost, ::1) needs a token.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port to listen on.")
+@click.option("--token", help="The secret other computers must give (?token=...); made up and printed "
+                              "when --host is not loopback and none is given.")
+@click.option("--no-open", is_flag=True, help="Do not open the page in the web browser.")
+@device_option
+@home_option
+@click.pass_context
+def serve(ctx, host, port, token, no_open, device):
+    """A web gallery of the library: search, look, pick, download as a ZIP.
+
+    \b
+    clipsearch serve                  # http://127.0.0.1:8765, opened in the browser
+    clipsearch serve --port 9000 --no-open
+    clipsearch serve --host 0.0.0.0   # other computers too: with a token
+
+    The page takes the query language of `clipsearch search`; drop a photo on it to find
+    photos like it; tick photos and "Download ZIP" gives them with annotations.json
+    (COCO's layout). Photos crawled while it runs appear in the next query.
+    """
+    from .web.serve import run
+
+    run(_library(ctx, log=True, device=device), host=host, port=port, token=token, open_browser=not no_open,
+        console=_console())
+
+
+@cli.command()
 @click.option("--detach", is_flag=True, help="Run in the background (pid in HOME/watch.pid, output in HOME/watch.log).")
 @click.option("--stop", is_flag=True, help="Stop the daemon running in the background.")
 @click.option("--polling", is_flag=True,

@@ -29,7 +29,7 @@ from .ingest.scan import ScanRules
 from .paths import PathRule, absolute
 from .query import Query, Term
 from .query import parse as parse_query
-from .search import SearchResult, rank, results_for
+from .search import SearchResult, camera_name, gps_of, rank, results_for
 from .writer import Writer, folder_to_crawl
 
 if TYPE_CHECKING:
@@ -82,6 +82,22 @@ class RootInfo:
     include_hidden: bool
     follow_symlinks: bool
     crawled_at: float | None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo in the library, as a page or an export shows it."""
+
+    id: int
+    path: str
+    size: int | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: str | None
+    camera: str | None
+    gps: tuple[float, float] | None
+    hash: str | None
 
 
 @dataclass(frozen=True)
@@ -394,16 +410,18 @@ class Library:
     # --- queries --------------------------------------------------------------------------
     @_storage_guard
     def search(self, text: str | Query | None = None, image: str | os.PathLike | None = None, k: int = 10,
-               exact: bool = False, *, like: int | None = None, offset: int = 0) -> list[SearchResult]:
+               exact: bool = False, *, like: int | None = None, offset: int = 0,
+               image_data: bytes | None = None) -> list[SearchResult]:
         """Results offset+1 .. offset+k for a query in the query language (query.py), plus an
-        example image and the vector of the photo with id `like`, if given; all the parts'
-        vectors are added with their weights. A query of only filters lists the newest
-        photos that pass them (score None)."""
+        example image (a file, or `image_data`: an image's bytes, decoded in memory with the
+        crawl's guards and never stored) and the vector of the photo with id `like`, if given;
+        all the parts' vectors are added with their weights. A query of only filters lists
+        the newest photos that pass them (score None)."""
         parsed = self.parse(text) if isinstance(text, str) or text is None else text
         if image is not None:
             path = absolute(image)
             parsed = dataclasses.replace(parsed, terms=(*parsed.terms, Term(1.0, image=path)))
-        if parsed.is_empty and like is None:
+        if parsed.is_empty and like is None and image_data is None:
             raise ClipsearchError("give a text query or --image PATH")
         if parsed.filters.folders and not PathRule.for_setting(self.settings.path_case).case_sensitive:
             parsed = dataclasses.replace(parsed, filters=dataclasses.replace(parsed.filters, fold_case=True))
@@ -415,10 +433,10 @@ class Library:
             dim = int(store.get_meta("dim") or 0)
             if not dim:
                 raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
-            if not parsed.terms and like is None:
+            if not parsed.terms and like is None and image_data is None:
                 ids = store.newest(parsed.filters, k, offset)
                 return results_for(store, ids, [None] * len(ids), first_rank=offset + 1)
-            query = self._query_vector(store, spec, dim, parsed, like)
+            query = self._query_vector(store, spec, dim, parsed, like, image_data)
             forest = None if exact else self._current_forest(store)
             results = rank(store, forest, query, k, dim, exact=exact, filters=parsed.filters, offset=offset)
             self._offline_notice(store)
@@ -543,20 +561,23 @@ class Library:
         notices, self._notices = self._notices, []
         return notices
 
-    def _query_vector(self, store: Store, spec: str, dim: int, query: Query, like: int | None) -> np.ndarray:
+    def _query_vector(self, store: Store, spec: str, dim: int, query: Query, like: int | None,
+                      image_data: bytes | None = None) -> np.ndarray:
         """The weighted sum of the query's parts' vectors, L2-normalised. Texts go to the model
-        in one call; images are decoded with the crawl's guards."""
+        in one call; images (files, or bytes sent, weight 1) are decoded with the crawl's guards."""
         parts: list[np.ndarray] = []
         texts = [t for t in query.terms if t.text is not None]
-        images = [t for t in query.terms if t.image is not None]
+        images: list[tuple[float, str | bytes]] = [(t.weight, t.image) for t in query.terms if t.image is not None]
+        if image_data is not None:
+            images.append((1.0, image_data))
         if texts or images:
             embedder = self.embedder(spec)
             if texts:
                 vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
                 parts.extend(t.weight * v for t, v in zip(texts, vectors))
             if images:
-                pixels = np.stack([self._query_pixels(embedder, t.image) for t in images if t.image is not None])
-                parts.extend(t.weight * v for t, v in zip(images, embedder.embed_images(pixels)))
+                pixels = np.stack([self._query_pixels(embedder, source) for _, source in images])
+                parts.extend(weight * v for (weight, _), v in zip(images, embedder.embed_images(pixels)))
         if like is not None:
             ids, vectors = store.vectors([like], dim)
             if not len(ids):
@@ -568,9 +589,18 @@ class Library:
             raise ClipsearchError(f"the parts of '{query}' cancel out: nothing is left to search for")
         return vector / norm
 
-    def _query_pixels(self, embedder: embed_mod.Embedder, path: str) -> np.ndarray:
+    def _query_pixels(self, embedder: embed_mod.Embedder, path: str | bytes) -> np.ndarray:
+        import io
+
         from .ingest.decode import DecodeError, load_image
 
+        if isinstance(path, bytes):  # an image sent to a page: in memory only
+            if not path:
+                raise ClipsearchError("the image sent is empty")
+            try:
+                return load_image(io.BytesIO(path), embedder.preprocess, self.settings.max_pixels)[0]
+            except DecodeError as exc:
+                raise ClipsearchError(f"the image sent: {exc}") from None
         if not os.path.isfile(path):
             raise ClipsearchError(f"{path}: no such file")
         try:
@@ -604,6 +634,21 @@ class Library:
                                  daemon_state(self.settings.home))
         finally:
             store.close()
+
+    @_storage_guard
+    def photos(self, file_ids: Sequence[int]) -> dict[int, Photo]:
+        """The photos among file_ids that are in the library now (live: not deleted, failed
+        or offline), by id. What a page may show or hand out: nothing else."""
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            return {}
+        try:
+            rows = store.rows([int(i) for i in file_ids])
+        finally:
+            store.close()
+        return {i: Photo(r.id, r.path, r.size, r.width, r.height, r.format, r.taken_at, camera_name(r.extra),
+                         gps_of(r.extra), r.hash)
+                for i, r in rows.items() if r.status == "live"}
 
     @_storage_guard
     def errors(self, limit: int | None = None) -> list[FileRow]:

@@ -42,6 +42,8 @@ class SearchResult:
     width: int | None
     height: int | None
     format: str | None
+    camera: str | None = None  # make and model, as the photo's EXIF says
+    gps: tuple[float, float] | None = None  # latitude, longitude
 
 
 def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: int,
@@ -63,6 +65,19 @@ def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: in
     return results_for(store, ids[offset:], scores[offset:], first_rank=offset + 1)
 
 
+def camera_name(extra: dict) -> str | None:
+    """"Canon EOS 5D" from EXIF make and model (the make once, where the model repeats it)."""
+    make, model = extra.get("camera_make"), extra.get("camera_model")
+    if make and model and model.lower().startswith(make.split()[0].lower()):
+        return model
+    return " ".join(p for p in (make, model) if p) or None
+
+
+def gps_of(extra: dict) -> tuple[float, float] | None:
+    lat, lon = extra.get("gps_lat"), extra.get("gps_lon")
+    return (lat, lon) if lat is not None and lon is not None else None
+
+
 def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchResult]:
     """SearchResults for file ids and their scores (None: no score), in the order given."""
     ids = [int(i) for i in ids]
@@ -74,7 +89,7 @@ def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchRe
             continue  # changed between the two reads (a crawl is writing)
         results.append(SearchResult(first_rank + len(results), round(float(score), 6) if score is not None else None,
                                     file_id, row.path, row.size, row.mtime_ns, row.taken_at, row.width, row.height,
-                                    row.format))
+                                    row.format, camera_name(row.extra), gps_of(row.extra)))
     return results
 
 

@@ -6,6 +6,7 @@
     python scripts/bench.py index [--count N]    # forest recall@10, query time, build, size
     python scripts/bench.py recrawl              # unchanged re-crawl of a 100k-file tree
     python scripts/bench.py towers               # the image tower: torch vs onnxruntime per image
+    python scripts/bench.py web                  # the gallery: results, thumbnails, a ZIP
     python scripts/bench.py photos               # only generate the default photos
 
 Common options: --model (default ViT-B-32-256:random: the default preset's architecture
@@ -654,6 +655,74 @@ def bench_decode_scaling(folder: Path, widths: list[int]) -> dict:
     return figures
 
 
+# --- the web gallery (issue 13) ---------------------------------------------------------------
+def bench_web(data: Path, model: str, count: int, device: str) -> dict:
+    """Through the app in-process (Starlette's TestClient: the app's own cost, no network):
+    result cards for a query on the 100k-vector library, server warm; thumbnails of the 200
+    generated photos, cold cache and cached; a ZIP of them."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from clipsearch.embed import OpenClipEmbedder, canonical
+    from clipsearch.web.app import create_app
+
+    spec = canonical(model)
+    home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
+    _fill_library(home, spec, OpenClipEmbedder(spec, device=device).dim, count)
+    library = Library(load_settings(home, device=device))
+    library.embedder(spec).load()
+    figures: dict = {"photos": count}
+    with TestClient(create_app(library), base_url="http://127.0.0.1:8765") as client:
+        client.get("/results", params={"q": "warm up"})
+        for path, name in (("/results", "results_html"), ("/api/search", "search_json")):
+            times = []
+            for i in range(30):
+                start = time.perf_counter()
+                answer = client.get(path, params={"q": QUERIES[i % len(QUERIES)]})
+                times.append(time.perf_counter() - start)
+                assert answer.status_code == 200, answer.text
+            times.sort()
+            figures[f"{name}_48_p50_ms"] = 1000 * statistics.median(times)
+            figures[f"{name}_48_p95_ms"] = 1000 * times[int(0.95 * len(times)) - 1]
+        library_times = []
+        for i in range(30):
+            start = time.perf_counter()
+            library.search(QUERIES[i % len(QUERIES)], k=48)
+            library_times.append(time.perf_counter() - start)
+        figures["library_search_48_p50_ms"] = 1000 * statistics.median(library_times)
+
+    photos = generated_photos(data, 200)
+    thumbs_home = data / "web-thumbs-home"
+    if not (thumbs_home / ".complete").exists():
+        shutil.rmtree(thumbs_home, ignore_errors=True)
+        Library(load_settings(thumbs_home, model=TINY_MODEL, device="cpu")).crawl([photos])
+        (thumbs_home / ".complete").touch()
+    shutil.rmtree(thumbs_home / "thumbs", ignore_errors=True)
+    small = Library(load_settings(thumbs_home, device="cpu"))
+    ids = [r.file_id for r in small.search("sort:newest", k=1000)]
+    with TestClient(create_app(small), base_url="http://127.0.0.1:8765") as client:
+        start = time.perf_counter()
+        for file_id in ids:
+            assert client.get(f"/thumb/{file_id}/256").status_code == 200
+        figures["thumbnails_cold_per_s"] = len(ids) / (time.perf_counter() - start)
+        times = []
+        for file_id in ids:
+            start = time.perf_counter()
+            client.get(f"/thumb/{file_id}/256")
+            times.append(time.perf_counter() - start)
+        figures["thumbnail_cached_p50_ms"] = 1000 * statistics.median(times)
+        start = time.perf_counter()
+        size = 0
+        with client.stream("POST", "/download", data={"ids": ",".join(map(str, ids))}) as answer:
+            for piece in answer.iter_bytes():
+                size += len(piece)
+        seconds = time.perf_counter() - start
+        figures["zip_mb"] = size / 1e6
+        figures["zip_mb_per_s"] = size / 1e6 / seconds
+    return figures
+
+
 # --- the watch daemon -----------------------------------------------------------------------
 def _proc(pid: int) -> dict:
     """VmRSS and VmHWM (MiB) and CPU seconds (user + system) of a running process (Linux)."""
@@ -834,6 +903,8 @@ def main() -> None:
     watch = sub.add_parser("watch", help="the daemon: write-to-searchable latency, idle cost, a 10,000-file storm")
     watch.add_argument("--files", type=int, default=100_000, help="files watched while idle (default: %(default)s)")
     watch.add_argument("--storm", type=int, default=10_000)
+    web = sub.add_parser("web", help="the gallery: result cards at 100k, thumbnails cold and cached, a ZIP")
+    web.add_argument("--count", type=int, default=100_000)
     photos = sub.add_parser("photos", help="generate the default photos only")
     photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
@@ -864,6 +935,8 @@ def main() -> None:
     if args.what == "decode":
         folder = args.folder or generated_photos(data, 200)
         results["decode"] = bench_decode_scaling(folder, args.widths or sorted({1, os.cpu_count() or 1}))
+    if args.what in (None, "web"):
+        results["web"] = bench_web(data, args.model, getattr(args, "count", 100_000), args.device)
     if args.what in (None, "watch"):
         results["watch-latency"] = bench_watch_latency(data, args.model, args.device)
         results["watch-latency-tiny"] = bench_watch_latency(data, TINY_MODEL, "cpu")

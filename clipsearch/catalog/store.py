@@ -122,6 +122,7 @@ class FileRow:
     status: str
     error: str | None
     extra: dict = field(default_factory=dict)
+    hash: str | None = None  # of the file's bytes (BLAKE2b-128, hex)
 
 
 class _Connection:
@@ -541,12 +542,13 @@ class Store:
             chunk = ids[start:start + _CHUNK]
             cursor = self.db.execute(
                 "SELECT id, path, size, mtime_ns, width, height, format, taken_at, status, error, "
-                f"camera_make, camera_model, gps_lat, gps_lon FROM files WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk)
+                f"camera_make, camera_model, gps_lat, gps_lon, hash FROM files "
+                f"WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             for r in cursor:
-                extra = {k: v for k, v in zip(("camera_make", "camera_model", "gps_lat", "gps_lon"), r[10:])
+                extra = {k: v for k, v in zip(("camera_make", "camera_model", "gps_lat", "gps_lon"), r[10:14])
                          if v is not None}
-                found[r[0]] = FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], extra=extra)
+                found[r[0]] = FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], extra=extra,
+                                      hash=r[14])
         return found
 
     def counts_by_status(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -79,10 +80,12 @@ def _os_message(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _is_empty(path: str) -> bool:
+def _is_empty(path: str | BinaryIO) -> bool:
     try:
+        if not isinstance(path, str):
+            return path.seek(0, os.SEEK_END) == 0
         return os.path.getsize(path) == 0
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -145,9 +148,10 @@ def available_memory() -> int | None:
         return None
 
 
-def load_image(path: str, prep: Preprocess, max_pixels: int,
+def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
                budget: MemoryBudget | None = None) -> tuple[np.ndarray, ImageMeta]:
-    """Decode path into model input (uint8, prep.size x prep.size x 3) and its metadata."""
+    """Decode path (or an open binary file) into model input (uint8, prep.size x prep.size x 3)
+    and its metadata."""
     try:
         with Image.open(path) as img:
             _refuse_over_limit(*img.size, max_pixels)
@@ -313,7 +317,7 @@ def _refuse_over_limit(width: int, height: int, max_pixels: int) -> None:
             f"{max_pixels / 1e6:.0f} MP limit (setting max_pixels)")
 
 
-def _decode_error(exc: Exception, path: str) -> DecodeError:
+def _decode_error(exc: Exception, path: str | BinaryIO) -> DecodeError:
     """What went wrong while decoding path, in words fit to show a user."""
     if isinstance(exc, UnidentifiedImageError):
         if _is_empty(path):
