@@ -168,6 +168,7 @@ def bench_crawl(folder: Path, model: str, sample: int, device: str, decode_in: s
     batch = np.stack(decoded)
     embedder.embed_images(batch)  # warm-up
     embed_cpu, embed_wall = _cpu_seconds(lambda: embedder.embed_images(batch))
+    model_cpu_ms = 1000 * embed_cpu / len(batch)
     if embedder.device.startswith("cuda"):
         big = np.concatenate([batch] * max(1, 1024 // len(batch)))  # the model's own batch size
         for start in range(0, len(big), embedder.batch_size):
@@ -188,15 +189,17 @@ def bench_crawl(folder: Path, model: str, sample: int, device: str, decode_in: s
     crawl = json.loads(child.stdout)
     # After the crawl, so that nothing of these measurements runs beside it. The crawl's own
     # decoders at full width, over enough files to keep every worker busy for a while.
-    rated = files[:max(len(picked), 12 * cores)]
-    jpegs = [p for p in rated if p.lower().endswith((".jpg", ".jpeg"))]
+    want = max(len(picked), 12 * cores)
+    rated = files[:: max(1, len(files) // want)][:want]  # spread over the folder: its mix
+    device_jpegs = _device_jpegs(rated) if on_gpu else []
+    jpegs = [p for p in rated if p in set(device_jpegs)]
     others = [p for p in rated if p not in set(jpegs)]
     mode = pick_mode(decode_in, cores)
     cpu_rate = _decode_rate(rated, preprocess, cores, mode)
     figures: dict = {
         "photos": len(files), "cores": cores, "model": model, "device": crawl["device"], "decode_in": mode,
         "decode_cpu_ms_per_image": 1000 * decode_cpu / len(picked),
-        "model_cpu_ms_per_image": 1000 * embed_cpu / len(batch),
+        "model_cpu_ms_per_image": model_cpu_ms,
         "model_wall_ms_per_image": 1000 * embed_wall / len(batch),
         "model_images_per_s": model_rate,
         "cpu_decode_images_per_s_at_full_width": cpu_rate,
@@ -206,12 +209,18 @@ def bench_crawl(folder: Path, model: str, sample: int, device: str, decode_in: s
         cpu_jpeg = _decode_rate(jpegs, preprocess, cores, mode) if jpegs else 0.0
         cpu_other = _decode_rate(others, preprocess, cores, mode) if others else 0.0
         share = len(jpegs) / len(rated)
-        # JPEGs go to the GPU and, while it is busy, to the CPU workers; everything else only
-        # to the CPU. The most both can decode of this mix, a second: the CPU spends
-        # (1 - share) / cpu_other of each image-second on the others, the rest on JPEGs.
-        decode_limit = (gpu_rate + cpu_jpeg) / (share + (cpu_jpeg * (1 - share) / cpu_other if cpu_other else 0.0))
-        if cpu_other:
-            decode_limit = min(decode_limit, cpu_other / (1 - share) if share < 1 else decode_limit)
+        # JPEGs the GPU takes go to it and, while it is busy, to the CPU workers; everything
+        # else only to the CPU. Of T images a second, the CPU must decode (1 - share) T others
+        # (taking (1 - share) T / cpu_other of its time) and share T - gpu JPEGs in the rest:
+        # T = (gpu + cpu_jpeg) / (share + cpu_jpeg (1 - share) / cpu_other). An upper bound:
+        # the cores also hash every file and feed the GPU.
+        if share == 0:
+            decode_limit = cpu_other
+        elif share == 1 or not cpu_other:
+            decode_limit = gpu_rate + cpu_jpeg
+        else:
+            decode_limit = min((gpu_rate + cpu_jpeg) / (share + cpu_jpeg * (1 - share) / cpu_other),
+                               cpu_other / (1 - share) + gpu_rate)
         figures.update({"gpu_decode_images_per_s": gpu_rate, "cpu_decode_jpeg_images_per_s": cpu_jpeg,
                         "cpu_decode_other_images_per_s": cpu_other, "jpeg_share": share,
                         "decode_limit_images_per_s": decode_limit,
@@ -252,17 +261,34 @@ def _decode_rate(files: list[str], preprocess, workers: int, mode: str) -> float
         cpu_decoder.close()
 
 
+def _device_jpegs(files: list[str]) -> list[str]:
+    """The files the crawl would send to the device decoder."""
+    from clipsearch.ingest.devicedecode import read_jpeg
+
+    return [p for p in files if p.lower().endswith((".jpg", ".jpeg", ".jpe", ".jfif"))
+            and read_jpeg(bytearray(Path(p).read_bytes()), 200_000_000) is not None]
+
+
 def _gpu_decode_rate(files: list[str], preprocess, device: str) -> float:
-    """JPEGs/s of the device decoder (nvJPEG), in the crawl's batches, bytes already read."""
-    from clipsearch.ingest.devicedecode import BATCH_FILES, decode_jpegs, read_jpeg
+    """JPEGs/s of the device decoder (nvJPEG), in the crawl's batches (BATCH_FILES files or
+    BATCH_PIXELS pixels, whichever comes first), bytes already read."""
+    from clipsearch.ingest.devicedecode import BATCH_FILES, BATCH_PIXELS, decode_jpegs, read_jpeg
 
     jpegs = [j for j in (read_jpeg(bytearray(Path(p).read_bytes()), 200_000_000) for p in files) if j is not None]
     if not jpegs:
         return 0.0
-    decode_jpegs(jpegs[:BATCH_FILES], preprocess, device)  # warm-up: nvJPEG's handles, kernels
+    batches, batch, pixels = [], [], 0
+    for jpeg in jpegs:
+        if batch and (len(batch) == BATCH_FILES or pixels + jpeg.pixels > BATCH_PIXELS):
+            batches.append(batch)
+            batch, pixels = [], 0
+        batch.append(jpeg)
+        pixels += jpeg.pixels
+    batches.append(batch)
+    decode_jpegs(batches[0], preprocess, device)  # warm-up: nvJPEG's handles, kernels
     start = time.perf_counter()
-    for at in range(0, len(jpegs), BATCH_FILES):
-        decode_jpegs(jpegs[at:at + BATCH_FILES], preprocess, device)
+    for batch in batches:
+        decode_jpegs(batch, preprocess, device)
     return len(jpegs) / (time.perf_counter() - start)
 
 

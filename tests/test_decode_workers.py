@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -163,13 +165,17 @@ def test_the_memory_budget_holds_across_worker_processes(tmp_path):
     small = [tmp_path / f"small-{10}-{i}" for i in range(3)]
     for path in [*large, *small]:
         path.write_text("")
+    warm = [tmp_path / f"warm-0-{i}" for i in range(6)]
+    for path in warm:
+        path.write_text("")
     pool = ProcessDecoder(6, 100, PREP, MAX_PIXELS, load=_hold_and_log)
     try:
-        threads = [threading.Thread(target=pool.decode, args=(str(p),)) for p in [*large, *small]]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        for batch in (warm, [*large, *small]):  # all six workers started first, then the test
+            threads = [threading.Thread(target=pool.decode, args=(str(p),)) for p in batch]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
     finally:
         pool.close()
     spans = sorted(json.loads(p.read_text()) for p in large)
@@ -210,7 +216,10 @@ def test_a_crawl_in_worker_processes_indexes_what_threads_do(odd, tmp_path, embe
     for path, (vector, row) in by_threads.items():
         np.testing.assert_allclose(by_processes[path][0], vector, atol=1e-5)
         assert by_processes[path][1].extra == row.extra
-    assert stats.decode_cpu_s > 0  # the workers' CPU time is counted too
+    # Worker processes started outside the log's redirection of descriptor 2 would hold its
+    # pipe open: the crawl would wait 5 s at its end and leave the pipe's reader behind.
+    assert not [t for t in threading.enumerate() if t.name == "clipsearch-chatter"]
+    assert stats.embedded + stats.moved == len(by_threads)  # really-a-png.jpg has shape.png's bytes
 
 
 # --- the device path, run on CPU tensors ---------------------------------------------------
@@ -232,9 +241,10 @@ def test_only_plain_jpegs_go_to_the_device(odd):
     def header(name: str):
         return devicedecode.read_jpeg(bytearray(odd[name].read_bytes()), MAX_PIXELS)
 
-    for name in ("plain", "grey", "tiny", "camera", "orientation-6", "truncated"):
-        assert header(name) is not None, name  # a truncated body is found out by decoding it
-    for name in ("cmyk", "progressive", "png", "png-named-jpg", "corrupt"):
+    for name in ("plain", "grey", "tiny", "camera", "orientation-6"):
+        assert header(name) is not None, name
+    # nvJPEG decodes some files Pillow refuses as truncated: those stay on the CPU path.
+    for name in ("cmyk", "progressive", "png", "png-named-jpg", "corrupt", "truncated"):
         assert header(name) is None, name
     assert devicedecode.read_jpeg(bytearray(odd["large"].read_bytes()), 1_000_000) is None  # over max_pixels
 
@@ -242,8 +252,7 @@ def test_only_plain_jpegs_go_to_the_device(odd):
 @pytest.mark.parametrize("prep", [Preprocess(64), Preprocess(64, "squash"), Preprocess(96, "longest", fill_color=128),
                                   Preprocess(64, interpolation="bilinear")])
 def test_the_device_path_gives_the_model_what_the_cpu_path_gives_it(odd, prep):
-    names = [n for n in odd if devicedecode.read_jpeg(bytearray(odd[n].read_bytes()), MAX_PIXELS) is not None
-             and n != "truncated"]
+    names = [n for n in odd if devicedecode.read_jpeg(bytearray(odd[n].read_bytes()), MAX_PIXELS) is not None]
     assert len(names) >= 12
     jpegs = [devicedecode.read_jpeg(bytearray(odd[n].read_bytes()), MAX_PIXELS) for n in names]
     outputs = devicedecode.decode_jpegs(jpegs, prep, "cpu")
@@ -259,9 +268,11 @@ def test_the_device_path_gives_the_model_what_the_cpu_path_gives_it(odd, prep):
 
 
 def test_a_file_the_device_decoder_refuses_is_told_apart_from_the_rest_of_its_batch(odd):
-    names = ["plain", "truncated", "tall"]
-    jpegs = [devicedecode.read_jpeg(bytearray(odd[n].read_bytes()), MAX_PIXELS) for n in names]
-    outputs = devicedecode.decode_jpegs(jpegs, PREP, "cpu")
+    plain, tall = (devicedecode.read_jpeg(bytearray(odd[n].read_bytes()), MAX_PIXELS) for n in ("plain", "tall"))
+    assert plain is not None and tall is not None
+    data = odd["large"].read_bytes()
+    cut = devicedecode.JpegInput(bytearray(data[: len(data) // 3]), plain.meta, 1, plain.pixels)  # past the check
+    outputs = devicedecode.decode_jpegs([plain, cut, tall], PREP, "cpu")
     assert outputs[1] is None
     assert outputs[0] is not None and outputs[2] is not None
 
@@ -300,3 +311,75 @@ def test_chatter_of_worker_processes_reaches_the_log(tmp_path, monkeypatch):
     assert result.stderr.strip() == "", result.stderr
     assert "image decoder warnings" in result.stdout
     assert "WEBP compression" in (home / "clipsearch.log").read_text(encoding="utf-8")
+
+
+def _hang(path: str, prep, max_pixels, budget):
+    """A decoder stuck on a hostile file."""
+    time.sleep(600)
+
+
+def test_stopping_a_crawl_ends_worker_processes_stuck_in_a_decode(tmp_path):
+    photo = make_photo(tmp_path / "stuck.jpg", 1)
+    pool = ProcessDecoder(2, 1 << 27, PREP, MAX_PIXELS, load=_hang)
+    caller = threading.Thread(target=lambda: _swallow(pool.decode, str(photo)), daemon=True)
+    caller.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (pool._pool and getattr(pool._pool, "_processes", None)):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the decode is in hand
+    processes = list(pool._pool._processes.values())
+    assert processes and all(p.is_alive() for p in processes)
+    pool.close(wait=False)  # Ctrl-C, a failed crawl
+    for process in processes:
+        process.join(10)
+        assert not process.is_alive()
+
+
+def _swallow(function, *args):
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 - the caller of a decode being stopped sees an error
+        pass
+
+
+def test_where_worker_processes_cannot_start_threads_decode_instead(tmp_path):
+    """Workers that die before they can answer (here: a sitecustomize that ends every
+    spawned child, as a broken environment would): the files must decode in threads, not be
+    recorded as having crashed the decoder."""
+    photos = [make_photo(tmp_path / f"p{i}.jpg", i) for i in range(3)]
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\nif 'spawn_main' in ' '.join(sys.orig_argv):\n    raise SystemExit(3)\n", encoding="utf-8")
+    script = tmp_path / "decode.py"
+    script.write_text(
+        "from clipsearch.ingest.decode import Preprocess\n"
+        "from clipsearch.ingest.workers import ProcessDecoder\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessDecoder(2, 1 << 27, Preprocess(64), 10**9)\n"
+        f"    shapes = [pool.decode(p).pixels.shape for p in {[str(p) for p in photos]!r}]\n"
+        "    print(pool.fell_back, shapes)\n"
+        "    pool.close()\n", encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=root,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root)])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "True [(64, 64, 3), (64, 64, 3), (64, 64, 3)]"
+    assert "decode worker processes could not start" in result.stderr  # said, once
+
+
+def test_a_device_that_refuses_whole_batches_is_left_for_the_cpu(odd, tmp_path, embedder, monkeypatch, caplog):
+    from clipsearch.ingest import pipeline
+
+    calls = []
+
+    def refuse_all(items, prep, device):
+        calls.append(len(items))
+        return [None] * len(items)
+
+    monkeypatch.setattr(pipeline, "decode_jpegs", refuse_all)
+    monkeypatch.setattr(pipeline, "BATCH_FILES", 4)  # several batches from this folder
+    stats, by_device, failed = _crawl(odd["plain"].parent, tmp_path / "refused.db", embedder, device_decode="cpu")
+    _, by_cpu, failed_too = _crawl(odd["plain"].parent, tmp_path / "cpu.db", embedder, device_decode=None)
+    assert stats.device_decoded == 0 and len(calls) == 2  # two refused batches, then the CPU alone
+    assert by_device.keys() == by_cpu.keys() and failed == failed_too
+    assert "refused two whole batches" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ class FileRow:
     hash: str | None = None  # of the file's bytes (BLAKE2b-128, hex)
 
 
+_MIGRATING = threading.Lock()
+
+
 class _Connection:
     """sqlite3 in autocommit mode with atomic(): all the store needs at run time. sqlite-utils
     (0.1-0.2 s to import) is loaded only when a catalog needs a migration."""
@@ -174,7 +178,11 @@ class Store:
             if self.db.execute("PRAGMA user_version").fetchone()[0] != len(MIGRATIONS):
                 import sqlite_utils
 
-                migrate(sqlite_utils.Database(conn))
+                # Two threads opening an old catalog at once (the gallery's warm-up and its
+                # first query) must not both upgrade it: the second would find it locked.
+                with _MIGRATING:
+                    if self.db.execute("PRAGMA user_version").fetchone()[0] != len(MIGRATIONS):
+                        migrate(sqlite_utils.Database(conn))
 
     @classmethod
     def open_existing(cls, path: str | Path) -> "Store | None":

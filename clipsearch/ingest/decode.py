@@ -72,6 +72,11 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def bytes_hash(data: bytes | bytearray) -> str:
+    """file_hash of bytes already in memory."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def _os_message(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"

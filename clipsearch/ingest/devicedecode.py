@@ -31,6 +31,8 @@ from .decode import ImageMeta, Preprocess, exif_orientation, image_metadata
 # What one device batch may hold decoded (3 bytes a pixel on the device): 24 12 MP photos.
 BATCH_PIXELS = 300_000_000
 BATCH_FILES = 64
+# JPEG files read into memory for the device and not yet decoded, at most (bytes).
+DEVICE_BYTES = 512 << 20
 
 
 @dataclass
@@ -47,6 +49,10 @@ def read_jpeg(data: bytearray, max_pixels: int) -> JpegInput | None:
     """The header of a JPEG fit for the device decoder, or None for a file that the CPU
     decoders should take (not a JPEG, CMYK or progressive, over the pixel limit, or a header
     Pillow cannot read: the CPU path gives those their proper errors)."""
+    # The main image's entropy-coded data must end with an end-of-image marker: nvJPEG
+    # decodes what libjpeg and Pillow refuse as truncated, and the two paths must agree.
+    if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        return None
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG" or img.mode not in ("RGB", "L") or img.info.get("progressive") \
@@ -137,7 +143,27 @@ def to_model_input(image, prep: Preprocess):
 
 def decode_jpegs(items: list[JpegInput], prep: Preprocess, device: str) -> list[np.ndarray | None]:
     """Model input (S x S x 3 uint8, on the host) for each JPEG, decoded on `device` in one
-    batch; None where the device decoder refused the file (the caller decodes it on the CPU)."""
+    batch; None where the device refused the file (the caller decodes it on the CPU).
+
+    On CUDA the work runs on a stream of its own: torchvision's decoder must not share the
+    default stream with the model running in another thread (it can free memory that the
+    other's queued kernels still read: pytorch/vision#9606). Each full-size image is turned
+    into model input and dropped before the next, so a batch holds one float copy at a time."""
+    import torch
+
+    if device.startswith("cuda"):
+        stream = _streams.get(device)
+        if stream is None:
+            stream = _streams[device] = torch.cuda.Stream(device)
+        with torch.cuda.stream(stream):
+            return _decode_jpegs(items, prep, device)
+    return _decode_jpegs(items, prep, device)
+
+
+_streams: dict = {}  # one CUDA stream a device, for the crawl's one device thread
+
+
+def _decode_jpegs(items: list[JpegInput], prep: Preprocess, device: str) -> list[np.ndarray | None]:
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -153,10 +179,18 @@ def decode_jpegs(items: list[JpegInput], prep: Preprocess, device: str) -> list[
                     images.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
                 except RuntimeError:
                     images.append(None)
+    ready: list = []
     with torch.inference_mode():
-        ready = [None if image is None
-                 else to_model_input(upright(reduce_like_draft(image, prep.size), item.orientation), prep)
-                 for image, item in zip(images, items)]
+        for at, item in enumerate(items):
+            image, images[at] = images[at], None  # the full-size decode is freed as it is used
+            if image is None:
+                ready.append(None)
+                continue
+            try:
+                ready.append(to_model_input(upright(reduce_like_draft(image, prep.size), item.orientation), prep))
+            except RuntimeError:  # out of device memory for this one: the CPU takes it
+                ready.append(None)
+            del image
         done = [image for image in ready if image is not None]
         host = torch.stack(done).permute(0, 2, 3, 1).contiguous().cpu().numpy() if done else None
     out: list[np.ndarray | None] = []

@@ -41,10 +41,10 @@ from ..catalog.store import (
 )
 from ..embed import Embedder
 from ..paths import EXACT_CASE, PathRule, is_under
-from .decode import DecodeError, decode_budget, file_hash
-from .devicedecode import BATCH_FILES, BATCH_PIXELS, JpegInput, decode_jpegs, read_jpeg
+from .decode import DecodeError, bytes_hash, decode_budget, file_hash
+from .devicedecode import BATCH_FILES, BATCH_PIXELS, DEVICE_BYTES, JpegInput, decode_jpegs, read_jpeg
 from .scan import FileRecord, ScanRules, WalkProblem, walk
-from .workers import PROCESSES, ProcessDecoder, ThreadDecoder, decoder, pick_mode
+from .workers import PROCESSES, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
@@ -179,25 +179,35 @@ class Pipeline:
         self._hash_lock = threading.Lock()
         self._left = {"readers": self.readers, "producers": self.decoders + (device_decode is not None)}
         self._left_lock = threading.Lock()
+        self._writer_done = threading.Event()
+        self._device_bytes = 0  # bytes of JPEGs read for the device and not yet decoded
         self.stats.crawlers = len(tasks)
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> CrawlStats:
-        threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
-        threads.append(self._thread(self._classify))
-        threads += [self._thread(self._read) for _ in range(self.readers)]
-        threads += [self._thread(self._decode) for _ in range(self.decoders)]
-        if self._device_decode is not None:
-            threads.append(self._thread(self._decode_on_device))
-        threads.append(self._thread(self._embed))
-        writer = self._thread(self._write)
-        threads.append(writer)
+        if self._mode == PROCESSES:
+            start_helpers()  # before descriptor 2 is redirected (workers.py)
+        threads: list[threading.Thread] = []
+        writer: threading.Thread | None = None
         try:
-            # Worker processes start in here, so their descriptor 2 is the log's too.
+            # The threads, and the worker processes, start in here: their descriptor 2 is the log's.
             with decoder_chatter_to_log() as chatter:
                 try:
+                    threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
+                    threads.append(self._thread(self._classify))
+                    threads += [self._thread(self._read) for _ in range(self.readers)]
+                    threads += [self._thread(self._decode) for _ in range(self.decoders)]
+                    if self._device_decode is not None:
+                        threads.append(self._thread(self._decode_on_device))
+                    threads.append(self._thread(self._embed))
+                    writer = self._thread(self._write)
+                    threads.append(writer)
+                    # Waiting on an Event, not joining: a Ctrl-C that lands in Thread.join
+                    # can leave the thread marked finished while it still commits (3.11).
                     while any(t.is_alive() for t in threads):
-                        writer.join(0.1)
+                        if self._writer_done.wait(0.1):
+                            for t in threads:
+                                t.join(0.1)
                         self._tick()
                 except BaseException:
                     self._stop.set()
@@ -210,7 +220,8 @@ class Pipeline:
             # Ctrl-C: the writer finishes the transaction in hand, everything else stops. A
             # thread busy loading the model is not waited for (daemon threads die with us).
             self._stop.set()
-            writer.join()
+            if writer is not None:
+                self._writer_done.wait()
             deadline = time.monotonic() + 2.0
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
@@ -262,8 +273,9 @@ class Pipeline:
         while True:
             if self._stop.is_set():
                 raise _Stopped
+            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
             try:
-                return q.get(timeout=0.1)
+                return q.get(timeout=wait) if wait > 0 else q.get_nowait()
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -366,11 +378,13 @@ class Pipeline:
     def _read(self) -> None:
         """Hash each file (reading it is what a slow disk makes slow: readers outnumber
         decoders) and send it on: to the writer if its bytes already have a vector, to the
-        device if it is a JPEG for it, else to the CPU decoders."""
+        device if it is a JPEG for it, else to the CPU decoders. A JPEG that may go to the
+        device is read into memory once, and the bytes hashed are the bytes decoded."""
         while (record := self._get(self._to_read)) is not _END:
             cpu = time.thread_time()
+            data = self._read_for_device(record)
             try:
-                digest = file_hash(record.path)
+                digest = file_hash(record.path) if data is None else bytes_hash(data)
             except DecodeError as exc:
                 if not os.path.lexists(record.path):
                     self.stats.add(vanished=1)  # deleted or moved away meanwhile: not a failure
@@ -379,16 +393,18 @@ class Pipeline:
                 continue
             claim = self._claim(record, digest)
             if claim is not None:
+                self._device_done(data)
                 self._put(self._to_write, claim)
                 continue
             hashing = time.thread_time() - cpu
             self._load_model()  # the first file waits here while the model loads
             cpu = time.thread_time()
-            jpeg = self._for_device(record)
+            jpeg = read_jpeg(data, self.max_pixels) if data is not None and self._device is not None else None
             self.stats.add(decode_cpu_s=hashing + time.thread_time() - cpu)
             if jpeg is not None:
                 self._put(self._to_device, (record, digest, jpeg))
             else:
+                self._device_done(data)
                 self._put(self._to_decode, (record, digest))
         if self._last("readers"):
             for _ in range(self.decoders):
@@ -396,18 +412,34 @@ class Pipeline:
             if self._device_decode is not None:
                 self._put(self._to_device, _END)
 
-    def _for_device(self, record: FileRecord) -> JpegInput | None:
-        """The JPEG for the device, or None for the CPU decoders: not a plain JPEG, or the
-        device has a batch in hand and a full one waiting (then the CPU decodes JPEGs too,
-        as on a 16-core workstation the GPU and the cores together decode the most)."""
-        if self._device is None or not record.path.lower().endswith(_JPEG) or self._to_device.full():
+    def _read_for_device(self, record: FileRecord) -> bytearray | None:
+        """The file's bytes if it may go to the device: a JPEG by name, the device known and
+        with room (at most DEVICE_BYTES read and waiting, a full batch waiting at most: else
+        the CPU decodes JPEGs too, and on a 16-core workstation the GPU and the cores together
+        decode the most). None: the CPU path (which reads the file itself)."""
+        undecided = self._device_decode is not None and not self._model_ready.is_set()  # until the model loads
+        if not (self._device or undecided) or not record.path.lower().endswith(_JPEG) or self._to_device.full():
             return None
+        size = record.size or 0
+        with self._left_lock:
+            if self._device_bytes and self._device_bytes + size > DEVICE_BYTES:
+                return None
+            self._device_bytes += size
         try:
-            with open(record.path, "rb") as handle:  # just hashed: read from the page cache
-                data = bytearray(handle.read())
+            with open(record.path, "rb") as handle:
+                data = bytearray(size + 1)
+                if handle.readinto(data) == size:
+                    del data[size:]
+                    return data
         except OSError:
-            return None  # the CPU decoder says what is wrong
-        return read_jpeg(data, self.max_pixels)
+            pass  # the CPU path says what is wrong
+        self._device_done(size)  # changed since it was listed: the CPU path takes it
+        return None
+
+    def _device_done(self, data: bytearray | int | None) -> None:
+        if data is not None:
+            with self._left_lock:
+                self._device_bytes -= data if isinstance(data, int) else len(data)
 
     def _last(self, kind: str) -> bool:
         with self._left_lock:
@@ -418,15 +450,17 @@ class Pipeline:
         assert self._to_embed is not None
         self._put(self._to_embed, (record, digest, meta, pixels))
 
-    def _decode_on_cpu(self, record: FileRecord, digest: str) -> None:
+    def _decode_on_cpu(self, record: FileRecord, digest: str) -> bool:
+        """Decode on the CPU and send on; False if the file failed."""
         assert self._decoder is not None
         try:
             decoded = self._decoder.decode(record.path)
         except DecodeError as exc:
             self._put(self._to_write, Failed(record, digest, str(exc)))
-            return
+            return False
         self.stats.add(decode_cpu_s=decoded.cpu_s)
         self._decoded(record, digest, decoded.meta, decoded.pixels)
+        return True
 
     def _decode(self) -> None:
         while (item := self._get(self._to_decode)) is not _END:
@@ -440,6 +474,9 @@ class Pipeline:
         pixels = 0
         while True:
             item = self._get(self._to_device, timeout=0.02 if batch else None)
+            if item is not None and item is not _END and batch and pixels + item[2].pixels > BATCH_PIXELS:
+                self._device_batch(batch)  # this one would take the batch over its pixels
+                batch, pixels = [], 0
             if item is not None and item is not _END:
                 batch.append(item)
                 pixels += item[2].pixels
@@ -458,21 +495,26 @@ class Pipeline:
                 outputs = decode_jpegs([jpeg for _, _, jpeg in batch], self.embedder.preprocess, device)
             except Exception as exc:  # noqa: BLE001 - out of device memory, a driver error: CPU decodes
                 log.warning("decoding JPEGs on %s failed (%s): they are decoded on the CPU", device, exc)
+        for _, _, jpeg in batch:
+            self._device_done(jpeg.data)
         done = sum(out is not None for out in outputs)
-        if done == 0 and len(batch) > 1:
+        self.stats.add(device_decoded=done)
+        rescued = 0
+        for (record, digest, jpeg), out in zip(batch, outputs):
+            if out is None:  # refused by nvJPEG (or the device failed): the CPU decodes it
+                rescued += self._decode_on_cpu(record, digest)
+            else:
+                self._decoded(record, digest, jpeg.meta, out)
+        # A batch the device refused whole, whose files the CPU could decode: the device is
+        # the trouble, not the files. Twice running, and the rest of the crawl stays on the CPU.
+        if done == 0 and rescued:
             self._device_failures += 1
             if self._device_failures >= 2 and self._device is not None:
-                log.warning("the device decoder refused two whole batches: the rest of this crawl "
-                            "decodes JPEGs on the CPU")
+                log.warning("the device decoder refused two whole batches of JPEGs the CPU could decode: "
+                            "the rest of this crawl decodes JPEGs on the CPU")
                 self._device = None
         elif done:
             self._device_failures = 0
-        self.stats.add(device_decoded=done)
-        for (record, digest, jpeg), out in zip(batch, outputs):
-            if out is None:  # refused by nvJPEG (or the device failed): the CPU decodes it
-                self._decode_on_cpu(record, digest)
-            else:
-                self._decoded(record, digest, jpeg.meta, out)
 
     def _producer_done(self) -> None:
         """A decoder has finished; the last one ends the embedder's stream."""
@@ -530,6 +572,12 @@ class Pipeline:
         self._put(self._to_write, _END)
 
     def _write(self) -> None:
+        try:
+            self._write_all()
+        finally:
+            self._writer_done.set()
+
+    def _write_all(self) -> None:
         writer = Store(self.store.path)
         pending: list[Write] = []
         waiting: list[Reused] = []

@@ -16,6 +16,7 @@ the file that kills a decoder is recorded as failed and the others are not.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .decode import DecodeError, ImageMeta, MemoryBudget, Preprocess, load_image
+
+log = logging.getLogger("clipsearch")
 
 THREADS, PROCESSES = "threads", "processes"
 MODES = ("auto", THREADS, PROCESSES)
@@ -121,18 +124,36 @@ class ProcessDecoder:
         self._alone: ProcessPoolExecutor | None = None  # for files that were in a broken pool
         self._alone_lock = threading.Lock()
         self._closed = False
+        self._fallback: ThreadDecoder | None = None
         self.restarts = 0
 
-    def _start(self, processes: int) -> ProcessPoolExecutor:
-        budget = SharedBudget(self._budget, self._context)
-        return ProcessPoolExecutor(processes, mp_context=self._context, initializer=_worker_start,
-                                   initargs=(budget, self._prep, self._max_pixels, self._load))
+    @property
+    def fell_back(self) -> bool:
+        """True once worker processes could not start here and threads decode instead."""
+        return self._fallback is not None
 
-    def _current(self) -> tuple[ProcessPoolExecutor, int]:
+    def _start(self, processes: int) -> ProcessPoolExecutor | None:
+        """A started pool whose workers answer, or None where worker processes cannot run
+        here (no shared memory, a script that spawning re-runs, a child that cannot import
+        clipsearch): then this decoder decodes in threads from now on, and logs why once."""
+        try:
+            budget = SharedBudget(self._budget, self._context)
+            pool = ProcessPoolExecutor(processes, mp_context=self._context, initializer=_worker_start,
+                                       initargs=(budget, self._prep, self._max_pixels, self._load))
+            pool.submit(_ping).result(timeout=120)
+            return pool
+        except (BrokenProcessPool, OSError, TimeoutError, RuntimeError) as exc:
+            if self._fallback is None:
+                log.warning("decode worker processes could not start (%s): decoding in threads "
+                            "(setting decode_in = \"threads\" says so for good)", exc or type(exc).__name__)
+                self._fallback = ThreadDecoder(self._budget, self._prep, self._max_pixels)
+            return None
+
+    def _current(self) -> tuple[ProcessPoolExecutor | None, int]:
         with self._lock:
             if self._closed:
                 raise DecodeError("the crawl is stopping")
-            if self._pool is None:
+            if self._pool is None and self._fallback is None:
                 self._pool = self._start(self.processes)
             return self._pool, self._generation
 
@@ -146,35 +167,64 @@ class ProcessDecoder:
 
     def decode(self, path: str) -> Decoded:
         pool, generation = self._current()
+        if pool is None:
+            assert self._fallback is not None
+            return self._fallback.decode(path)
         try:
             return pool.submit(_worker_decode, path).result()
         except BrokenProcessPool:
             self._replace(generation)
-        # In hand when a worker died: this file may be the one that killed it. Alone, it
-        # either decodes or is known to be the culprit.
+        # In hand when a worker died: this file may be the one that killed it. Alone, in a
+        # pool whose worker has answered, it either decodes or is known to be the culprit.
         with self._alone_lock:
             if self._closed:
                 raise DecodeError("the crawl is stopping")
             if self._alone is None:
                 self._alone = self._start(1)
+            if self._alone is None:
+                assert self._fallback is not None
+                return self._fallback.decode(path)
             try:
                 return self._alone.submit(_worker_decode, path).result()
             except BrokenProcessPool:
-                self._alone.shutdown(wait=False, cancel_futures=True)
+                _stop(self._alone, wait=False)
                 self._alone = None
                 raise DecodeError(CRASHED) from None
 
     def close(self, wait: bool = True) -> None:
-        """Stop the workers (wait=False: without waiting for the decodes in hand)."""
+        """Stop the workers; wait=False (Ctrl-C, a failed crawl): at once, ending the
+        decodes in hand (a decoder stuck on a hostile file must not keep the program alive)."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+            _stop(pool, wait)
         with self._alone_lock:
             alone, self._alone = self._alone, None
         if alone is not None:
-            alone.shutdown(wait=wait, cancel_futures=True)
+            _stop(alone, wait)
+
+
+def _stop(pool: ProcessPoolExecutor, wait: bool) -> None:
+    if not wait:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            try:
+                process.kill()
+            except (OSError, AttributeError, ValueError):
+                pass
+    pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def start_helpers() -> None:
+    """Start multiprocessing's resource tracker now, before descriptor 2 is redirected for a
+    crawl: it lives as long as the program, and holding the log's pipe it would keep the
+    redirection from closing (5 s lost at the end of every crawl)."""
+    try:
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    except (ImportError, OSError, AttributeError):
+        pass
 
 
 # --- in the worker processes ---------------------------------------------------------------
@@ -208,6 +258,10 @@ def _say(text: str) -> None:
         pass
 
 
+def _ping() -> bool:
+    return _worker is not None
+
+
 def _worker_decode(path: str) -> Decoded:
     assert _worker is not None, "worker not started"
     budget, prep, max_pixels, load = _worker
@@ -217,8 +271,16 @@ def _worker_decode(path: str) -> Decoded:
 
 
 def default_workers() -> int:
-    """One decode worker per core this process may use."""
+    """One decode worker per core this process may use: the cores it may run on, and no
+    more than a container's CPU quota (cgroup v2 cpu.max) allows."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cores = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
