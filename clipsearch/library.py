@@ -84,6 +84,21 @@ class RootInfo:
     crawled_at: float | None
 
 
+# An image sent to search with (the web page): photo formats only, at most 50 MP, and one
+# large decode at a time (a 14000 x 14000 PNG of a few hundred KB would hold 1.7 GB).
+UPLOAD_PIXELS = 50_000_000
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+@functools.cache
+def _upload_budget():
+    """One budget for every image sent, in every thread (made when first needed: the
+    decoder's import is not paid by commands that never decode)."""
+    from .ingest.decode import MemoryBudget
+
+    return MemoryBudget(256 << 20)
+
+
 @dataclass(frozen=True)
 class Photo:
     """A photo in the library, as a page or an export shows it."""
@@ -411,13 +426,14 @@ class Library:
     @_storage_guard
     def search(self, text: str | Query | None = None, image: str | os.PathLike | None = None, k: int = 10,
                exact: bool = False, *, like: int | None = None, offset: int = 0,
-               image_data: bytes | None = None) -> list[SearchResult]:
+               image_data: bytes | None = None, files: bool = True) -> list[SearchResult]:
         """Results offset+1 .. offset+k for a query in the query language (query.py), plus an
         example image (a file, or `image_data`: an image's bytes, decoded in memory with the
         crawl's guards and never stored) and the vector of the photo with id `like`, if given;
         all the parts' vectors are added with their weights. A query of only filters lists
-        the newest photos that pass them (score None)."""
-        parsed = self.parse(text) if isinstance(text, str) or text is None else text
+        the newest photos that pass them (score None). files=False: the query's words are
+        never taken for image files on this computer (a web page's queries)."""
+        parsed = self.parse(text, files) if isinstance(text, str) or text is None else text
         if image is not None:
             path = absolute(image)
             parsed = dataclasses.replace(parsed, terms=(*parsed.terms, Term(1.0, image=path)))
@@ -521,9 +537,10 @@ class Library:
         return floor
 
     @staticmethod
-    def parse(text: str | None) -> Query:
-        """The query language (query.py): a Query, or a QueryError naming the wrong part."""
-        return parse_query(text or "")
+    def parse(text: str | None, files: bool = True) -> Query:
+        """The query language (query.py): a Query, or a QueryError naming the wrong part.
+        files=False: no word is taken for an image file's path."""
+        return parse_query(text or "", files=files)
 
     def _current_forest(self, store: Store, retry: bool = True) -> Forest | None:
         """The forest the manifest names if it may answer for this catalog, else None (every
@@ -598,7 +615,8 @@ class Library:
             if not path:
                 raise ClipsearchError("the image sent is empty")
             try:
-                return load_image(io.BytesIO(path), embedder.preprocess, self.settings.max_pixels)[0]
+                return load_image(io.BytesIO(path), embedder.preprocess, min(self.settings.max_pixels, UPLOAD_PIXELS),
+                                  _upload_budget(), formats=UPLOAD_FORMATS)[0]
             except DecodeError as exc:
                 raise ClipsearchError(f"the image sent: {exc}") from None
         if not os.path.isfile(path):
@@ -632,6 +650,17 @@ class Library:
             return LibraryStatus(self.settings.home, store.get_meta("model"), int(dim) if dim else None, roots,
                                  store.counts_by_status(), manifest, pending, size, problem,
                                  daemon_state(self.settings.home))
+        finally:
+            store.close()
+
+    @_storage_guard
+    def folders(self) -> list[str]:
+        """The library's root folders that are online (no counting: a few milliseconds)."""
+        store = Store.open_existing(self.settings.catalog_path)
+        if store is None:
+            return []
+        try:
+            return [r.path for r in store.roots() if r.offline_since is None]
         finally:
             store.close()
 

@@ -146,8 +146,10 @@ _WEIGHT = re.compile(r"^([0-9.][^*/\\:]*)\*(.*)$", re.S)
 _FILTER = re.compile(r"^([A-Za-z]+):(.*)$", re.S)
 
 
-def parse(line: str, cwd: str | None = None) -> Query:
-    """The Query for a line of the query language; QueryError if a part of it is wrong."""
+def parse(line: str, cwd: str | None = None, files: bool = True) -> Query:
+    """The Query for a line of the query language; QueryError if a part of it is wrong.
+    files=False: a word is never taken for an image file's path (the file system is not
+    looked at: a web page's query must not reach the server's files)."""
     terms: list[tuple[float, list[_Token]]] = []
     sign, current = 1.0, list[_Token]()  # the term being collected
     values: dict[str, list[str]] = {}
@@ -174,14 +176,14 @@ def parse(line: str, cwd: str | None = None) -> Query:
         terms.append((sign, current))
     elif pending_operator:
         raise QueryError(f"'{pending_operator}' at the end has no term after it")
-    return Query(tuple(_term(sign, tokens, cwd) for sign, tokens in terms), *_filters(values, cwd))
+    return Query(tuple(_term(sign, tokens, cwd, files) for sign, tokens in terms), *_filters(values, cwd))
 
 
 _EXAMPLES = {"in": "in:~/Pictures/2021", "after": "after:2021-03-01", "before": "before:2022",
              "ext": "ext:jpg", "camera": "camera:canon", "min": "min:0.2", "sort": "sort:date"}
 
 
-def _term(sign: float, tokens: list[_Token], cwd: str | None) -> Term:
+def _term(sign: float, tokens: list[_Token], cwd: str | None, files: bool = True) -> Term:
     weight = 1.0
     first = tokens[0]
     match = None if first.quoted else _WEIGHT.match(first.text)
@@ -191,7 +193,7 @@ def _term(sign: float, tokens: list[_Token], cwd: str | None) -> Term:
         tokens = ([_Token(rest, False)] if rest else []) + tokens[1:]
         if not tokens:
             raise QueryError(f"the weight in '{first.text}' has no term after it, e.g. 2*cat")
-    if len(tokens) == 1:
+    if len(tokens) == 1 and files:
         image = _image_path(tokens[0].text, cwd)
         if image is not None:
             return Term(sign * weight, image=image)

@@ -148,7 +148,10 @@ def test_oversized_malformed_and_bomb_uploads_are_refused_in_words(client):
     bomb = io.BytesIO()
     Image.new("1", (30_000, 30_000)).save(bomb, "PNG")  # 900 MP, a few hundred KB
     answer = client.post("/results", content=bomb.getvalue())
-    assert answer.status_code == 400 and "over the 200 MP limit" in answer.text
+    assert answer.status_code == 400 and "over the 50 MP limit" in answer.text  # uploads: 50 MP at most
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    refused = client.post("/results", content=eps)
+    assert refused.status_code == 400 and "not an image" in refused.text  # photo formats only
 
 
 # --- thumbnails ----------------------------------------------------------------------------
@@ -235,6 +238,7 @@ def test_another_address_needs_the_token(gallery_library):
         assert remote.get("/").status_code == 401
         assert remote.get("/", params={"token": "wrong"}).status_code == 401
         assert remote.get("/api/search", params={"q": "red", "token": "s3cret-token"}).status_code == 200
+        assert remote.cookies.get("clipsearch_token_8765") == "s3cret-token"  # named by port
         assert remote.get("/api/search", params={"q": "red"}).status_code == 200  # the cookie now
     with TestClient(app, base_url="http://192.168.1.20:8765") as stranger:
         assert stranger.get("/original/1").status_code == 401
@@ -335,3 +339,85 @@ def test_the_page_fetches_nothing_from_the_internet(client):
     for asset in ("/static/app.js", "/static/style.css"):
         body = client.get(asset).text
         assert "https://" not in body and "http://" not in body
+
+
+def test_a_query_never_reaches_files_on_the_server(client, gallery_library):
+    """On the command line a word naming a file is an image query; from a page it is text:
+    a caller must learn nothing of the server's files, nor rank by one of them."""
+    _, _, base = gallery_library
+    for q in ("/etc/passwd", "/etc/does-not-exist", "~/.bashrc", str(base / "outside" / "secret.jpg")):
+        answer = client.get("/api/search", params={"q": q, "k": 3})
+        assert answer.status_code == 200, (q, answer.text)
+        assert not any("secret" in r["path"] for r in answer.json()["results"])
+    html_answer = client.get("/results", params={"q": "/etc/passwd"})
+    assert html_answer.status_code == 200 and "not an image" not in html_answer.text
+
+
+def test_odd_requests_get_messages_not_server_errors(client, gallery_library):
+    library, root, _ = gallery_library
+    photo_id = _ids(library, root / "camera.jpg")[root / "camera.jpg"]
+    for url in ("/original/99999999999999999999", "/thumb/99999999999999999999/256", "/photo/99999999999999999999",
+                "/original/0"):
+        assert client.get(url).status_code == 404, url
+    for form in ({"ids": "99999999999999999999"}, {"ids": str(photo_id), "scores": "[1]"},
+                 {"ids": str(photo_id), "scores": "[" * 100_000}):
+        answer = client.post("/download", data=form, headers={"origin": BASE})
+        assert answer.status_code in (400, 404) and "Traceback" not in answer.text, form
+    weird = client.post("/download", data={"ids": str(photo_id), "scores": json.dumps({str(photo_id): True})},
+                        headers={"origin": BASE})
+    coco = json.loads(zipfile.ZipFile(io.BytesIO(weird.content)).read("annotations/annotations.json"))
+    assert coco["images"][0]["score"] is None  # not a number: no score, and still valid JSON
+
+
+def test_other_sites_may_not_embed_the_gallery_and_cookies_of_others_do_not_matter(client, gallery_library):
+    library, root, _ = gallery_library
+    photo_id = _ids(library, root / "camera.jpg")[root / "camera.jpg"]
+    embedded = client.get(f"/original/{photo_id}",
+                          headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"})
+    assert embedded.status_code == 403
+    followed = client.get("/", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"})
+    assert followed.status_code == 200  # a link to the gallery from elsewhere still opens it
+    assert client.get(f"/original/{photo_id}").headers["cross-origin-resource-policy"] == "same-origin"
+    no_origin = client.post(f"/open-folder/{photo_id}", headers={"sec-fetch-site": "cross-site"})
+    assert no_origin.status_code == 403
+    app = create_app(library, host="0.0.0.0", port=8765, token="s3cret-token-0123456789")
+    with TestClient(app, base_url="http://192.168.1.20:8765") as remote:
+        remote.get("/", params={"token": "s3cret-token-0123456789"})
+        token = remote.cookies.get("clipsearch_token_8765")
+        remote.cookies.clear()
+        mixed = remote.get("/api/search", params={"q": "red"},
+                           headers={"cookie": f'prefs={{"a":1}}; clipsearch_token_8765={token}'})
+        assert mixed.status_code == 200
+
+
+def test_thumbnails_are_served_where_the_cache_cannot_be_written(gallery_library, tmp_path):
+    library, root, _ = gallery_library
+    photo_id = _ids(library, root / "b" / "red-circle-0001.png")[root / "b" / "red-circle-0001.png"]
+    app = create_app(library)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache's folder would be")
+    app.state.gallery.thumbs.folder = blocked
+    with TestClient(app, base_url=BASE) as client:
+        answer = client.get(f"/thumb/{photo_id}/256")
+        assert answer.status_code == 200 and Image.open(io.BytesIO(answer.content)).format == "JPEG"
+
+
+def test_zip_dates_and_names_that_a_zip_cannot_hold_as_they_are(tmp_path):
+    future = make_photo(tmp_path / "future.jpg", 3)
+    os.utime(future, (5_000_000_000, 5_000_000_000))  # the year 2128: past what a ZIP can date
+    photos = [export.Exported(1, str(future), 10, 10, None, None, None)]
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(export.zip_stream(photos, None, None))))
+    assert archive.getinfo("images/future.jpg").date_time[0] == 2107
+    names = export.unique_names([f"/x/{i % 3}/IMG.JPG" for i in range(2000)])
+    assert len(set(n.lower() for n in names)) == 2000 and names[:3] == ["IMG.JPG", "IMG-2.JPG", "IMG-3.JPG"]
+    from clipsearch.web.app import _disposition
+
+    header = _disposition("inline", '/p/new\nline"\\\r.jpg')
+    assert "\n" not in header and "\r" not in header and header.count('"') == 2
+
+
+def test_a_short_token_is_refused_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "clipsearch.cli", "--home", str(tmp_path / "home"), "serve",
+                             "--token", "abc", "--no-open"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--token: use at least 16" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -154,11 +154,12 @@ def available_memory() -> int | None:
 
 
 def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
-               budget: MemoryBudget | None = None) -> tuple[np.ndarray, ImageMeta]:
+               budget: MemoryBudget | None = None,
+               formats: tuple[str, ...] | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode path (or an open binary file) into model input (uint8, prep.size x prep.size x 3)
-    and its metadata."""
+    and its metadata; `formats`: Pillow's names of the only formats to accept."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=formats) as img:
             _refuse_over_limit(*img.size, max_pixels)
             meta = image_metadata(img)
             if img.format == "JPEG":

@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import html
 import json
+import logging
+import math
+import mimetypes
 import os
+import stat
 import threading
+import time
 from dataclasses import asdict
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
+import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -42,6 +48,7 @@ from . import export
 from .security import Guard, is_loopback
 from .thumbs import SIZES, Thumbnails
 
+log = logging.getLogger("clipsearch")
 PAGE = 48  # results a page
 MAX_PAGE = 500
 MAX_UPLOAD = 25 << 20  # bytes of an image sent for "photos like this"
@@ -56,23 +63,66 @@ class Gallery:
         self.thumbs = Thumbnails(library.settings.home / "thumbs", library.settings.max_pixels)
         self.rule = PathRule.for_setting(library.settings.path_case)
         self.opener = opener
-        self._search_lock = threading.Lock()  # one query at a time through the Library
+        self.lock = threading.Lock()  # one query (or the warm-up) at a time through the Library
+        # Thumbnails decode in a few threads of their own: a huge PNG must not take every
+        # thread the server has (the page, the large view and originals need some too).
+        self.thumb_threads = anyio.CapacityLimiter(4)
+        self._roots: tuple[float, list[str]] = (0.0, [])
 
-    def search(self, q: str, like: int | None, offset: int, k: int, image: bytes | None = None) -> list[SearchResult]:
-        with self._search_lock:
-            return self.library.search(q or None, k=k, like=like, offset=offset, image_data=image)
+    def search(self, q: str, like: int | None, offset: int, k: int,
+               image: bytes | None = None) -> tuple[list[SearchResult], list[str]]:
+        with self.lock:
+            found = self.library.search(q or None, k=k, like=like, offset=offset, image_data=image, files=False)
+            return found, self.library.take_notices()
 
-    def photo(self, file_id: int) -> Photo | None:
-        """The live photo with this id, if its file is a regular file inside a root (its real
-        path: a symlink that leads out of the roots is not followed out)."""
-        photo = self.library.photos([file_id]).get(file_id)
-        if photo is None:
+    def warm(self) -> None:
+        with self.lock:
+            try:
+                self.library.warm()
+            except ClipsearchError:
+                pass  # the first query says what is wrong
+
+    def roots(self) -> list[str]:
+        """The real paths of the online roots, looked up at most every 5 s."""
+        when, roots = self._roots
+        if time.monotonic() - when > 5:
+            roots = [os.path.realpath(path) for path in self.library.folders()]
+            self._roots = (time.monotonic(), roots)
+        return roots
+
+    def servable(self, photos: dict[int, Photo]) -> dict[int, tuple[Photo, str]]:
+        """Of live photos, those whose file is a regular file whose real path lies inside a
+        root (a symlink that leads out of the roots is not followed out), with that real path:
+        what is served is the real path, checked again when opened (open_checked)."""
+        roots = self.roots()
+        out = {}
+        for file_id, photo in photos.items():
+            real = os.path.realpath(photo.path)
+            if os.path.isfile(real) and any(self.rule.under(real, root) for root in roots):
+                out[file_id] = (photo, real)
+        return out
+
+    def photo(self, file_id: int) -> tuple[Photo, str] | None:
+        if not 0 < file_id < 2**63:
             return None
-        real = os.path.realpath(photo.path)
-        roots = [os.path.realpath(r.path) for r in self.library.roots() if r.online]
-        if not os.path.isfile(real) or not any(self.rule.under(real, root) for root in roots):
-            return None
-        return photo
+        return self.servable(self.library.photos([file_id])).get(file_id)
+
+
+def open_checked(real: str):
+    """The file at real, opened; None if what was opened is no longer what was checked
+    (replaced meanwhile by a link or another file)."""
+    try:
+        handle = open(real, "rb", buffering=0)
+    except OSError:
+        return None
+    try:
+        opened, now = os.fstat(handle.fileno()), os.stat(os.path.realpath(real))
+        if (opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino) and stat.S_ISREG(opened.st_mode):
+            return handle
+    except OSError:
+        pass
+    handle.close()
+    return None
 
 
 def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
@@ -133,59 +183,69 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
                 image = await _read_upload(request)
             if not q and like is None and image is None:
                 return problem("Type what you are looking for, or drop a photo on the page.")
-            found = await run_in_threadpool(gallery.search, q, like, offset, k, image)
+            found, notices = await run_in_threadpool(gallery.search, q, like, offset, k, image)
         except ClipsearchError as exc:
             return problem(str(exc), 413 if isinstance(exc, _TooLarge) else 400)
-        return HTMLResponse(_cards(found, q, like, offset, k, library.take_notices()))
+        return HTMLResponse(_cards(found, q, like, offset, k, notices))
 
     async def api_search(request: Request) -> JSONResponse:
         try:
             q, like, offset, k = _query(request)
             if not q and like is None:
                 raise ClipsearchError("give a query (q=...) or a photo (like=ID)")
-            found = await run_in_threadpool(gallery.search, q, like, offset, k)
+            found, notices = await run_in_threadpool(gallery.search, q, like, offset, k)
         except ClipsearchError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"query": q, "offset": offset, "results": [asdict(r) for r in found],
-                             "notices": library.take_notices()})
+                             "notices": notices})
 
     async def photo_view(request: Request) -> Response:
-        photo = await run_in_threadpool(gallery.photo, _id(request))
-        if photo is None:
+        found = await run_in_threadpool(gallery.photo, _id(request))
+        if found is None:
             return problem("That photo is not in the library (any more).", 404)
+        photo, _ = found
         return page("photo.html", photo=photo, name=os.path.basename(photo.path),
                     folder=os.path.dirname(photo.path), can_open=gallery.opener is not None)
 
     async def thumb(request: Request) -> Response:
-        photo = await run_in_threadpool(gallery.photo, _id(request))
-        if photo is None:
-            return Response("not in the library", status_code=404, media_type="text/plain")
         size = int(request.path_params["size"])
+        if size not in SIZES:
+            return Response(f"no thumbnails of {size} px", status_code=400, media_type="text/plain")
+        found = await run_in_threadpool(gallery.photo, _id(request))
+        if found is None:
+            return Response("not in the library", status_code=404, media_type="text/plain")
+        photo, real = found
         etag = f'"{photo.hash or photo.id}-{size}"'
+        headers = {"Cache-Control": "private, max-age=86400", "ETag": etag}
         if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
+            return Response(status_code=304, headers=headers)
         try:
-            path = await run_in_threadpool(gallery.thumbs.get, photo.hash, photo.path, size)
+            data = await anyio.to_thread.run_sync(gallery.thumbs.jpeg, photo.hash, real, size,
+                                                  limiter=gallery.thumb_threads)
         except DecodeError as exc:
-            return Response(str(exc), status_code=404 if size in SIZES else 400, media_type="text/plain")
-        return FileResponse(path, media_type="image/jpeg",
-                            headers={"Cache-Control": "private, max-age=86400", "ETag": etag})
+            return Response(str(exc), status_code=404, media_type="text/plain")
+        return Response(data, media_type="image/jpeg", headers=headers)
 
     async def original(request: Request) -> Response:
-        photo = await run_in_threadpool(gallery.photo, _id(request))
-        if photo is None:
+        found = await run_in_threadpool(gallery.photo, _id(request))
+        handle = None if found is None else await run_in_threadpool(open_checked, found[1])
+        if found is None or handle is None:
             return Response("not in the library", status_code=404, media_type="text/plain")
-        return FileResponse(photo.path, headers={"Cache-Control": "private, max-age=3600",
-                                                 "Content-Disposition": _disposition("inline", photo.path)})
+        photo, real = found
+        size = os.fstat(handle.fileno()).st_size
+        media = mimetypes.guess_type(real)[0] or "application/octet-stream"
+        return StreamingResponse(_chunks(handle), media_type=media, headers={
+            "Cache-Control": "private, max-age=3600", "Content-Length": str(size),
+            "Content-Disposition": _disposition("inline", photo.path)})
 
     async def open_folder(request: Request) -> Response:
         if gallery.opener is None:
             return problem("Opening folders is only possible on this computer's own page.", 403)
-        photo = await run_in_threadpool(gallery.photo, _id(request))
-        if photo is None:
+        found = await run_in_threadpool(gallery.photo, _id(request))
+        if found is None:
             return problem("That photo is not in the library (any more).", 404)
         try:
-            gallery.opener(os.path.dirname(photo.path))
+            gallery.opener(os.path.dirname(found[0].path))
         except ClipsearchError as exc:
             return problem(str(exc), 500)
         return Response(status_code=204)
@@ -199,22 +259,27 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
         try:
             ids = [int(i) for raw in fields.get("ids", []) for i in raw.split(",") if i.strip()]
             scores = json.loads(fields.get("scores", ["{}"])[0] or "{}")
-        except ValueError:
-            return problem("ids must be photo numbers separated by commas")
+        except (ValueError, RecursionError):
+            return problem("ids must be photo numbers separated by commas, scores an object")
+        if not isinstance(scores, dict):
+            return problem("scores must be an object of photo numbers and scores")
         if not ids:
             return problem("Tick the photos to download first.")
         if len(ids) > MAX_DOWNLOAD:
             return problem(f"At most {MAX_DOWNLOAD} photos a download.")
-        query = fields.get("q", [""])[0] or None
-        photos = await run_in_threadpool(lambda: [p for p in (gallery.photo(i) for i in dict.fromkeys(ids)) if p])
-        if not photos:
+        wanted = [i for i in dict.fromkeys(ids) if 0 < i < 2**63]
+        found = await run_in_threadpool(lambda: gallery.servable(library.photos(wanted)))
+        if not found:
             return problem("None of those photos is in the library now.", 404)
-        chosen = [export.Exported(p.id, p.path, p.width, p.height, p.taken_at, p.camera, p.gps,
-                                  _score(scores, p.id)) for p in photos]
+        chosen = [export.Exported(p.id, real, p.width, p.height, p.taken_at, p.camera, p.gps, _score(scores, p.id),
+                                  shown=p.path)
+                  for p, real in (found[i] for i in wanted if i in found)]
         model = (await run_in_threadpool(library.overview)).model
+        query = fields.get("q", [""])[0] or None
         slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in query or "")[:40].strip("-")
         name = f"clipsearch-{slug or 'photos'}"
-        return StreamingResponse(export.zip_stream(chosen, query, model), media_type="application/zip",
+        return StreamingResponse(export.zip_stream(chosen, query, model, opener=open_checked),
+                                 media_type="application/zip",
                                  headers={"Content-Disposition": f'attachment; filename="{name}.zip"'})
 
     routes = [
@@ -229,10 +294,16 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
         Route("/download", download, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("clipsearch.web", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes)
+    async def failed(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ClipsearchError):
+            return problem(str(exc), 503)
+        log.exception("the gallery failed on %s", request.url.path)
+        return problem("Something went wrong on the server; the log (clipsearch.log) says what.", 500)
+
+    app = Starlette(routes=routes, exception_handlers={Exception: failed, ClipsearchError: failed})
     app.add_middleware(Guard, host=host, port=port, token=token)
     app.state.gallery = gallery
-    threading.Thread(target=_warm, args=(library,), name="clipsearch-warm", daemon=True).start()
+    threading.Thread(target=gallery.warm, name="clipsearch-warm", daemon=True).start()
     return app
 
 
@@ -246,32 +317,38 @@ def _id(request: Request) -> int:
 
 def _score(scores: dict, file_id: int) -> float | None:
     value = scores.get(str(file_id))
-    return float(value) if isinstance(value, (int, float)) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _disposition(kind: str, path: str) -> str:
     name = os.path.basename(path)
-    ascii_name = name.encode("ascii", "replace").decode("ascii").replace('"', "_")
-    from urllib.parse import quote
-
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+    ascii_name = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in name)
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+def _chunks(handle, size: int = 1 << 20):
+    with handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
+async def _read_limited(request: Request, limit: int, what: str = "the request") -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(f"the image sent is over {limit >> 20} MB")
+        raise _TooLarge(f"{what} is over {limit >> 20} MB")
     parts, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise _TooLarge(f"the image sent is over {limit >> 20} MB")
+            raise _TooLarge(f"{what} is over {limit >> 20} MB")
         parts.append(chunk)
     return b"".join(parts)
 
 
 async def _read_upload(request: Request) -> bytes:
-    return await _read_limited(request, MAX_UPLOAD)
+    return await _read_limited(request, MAX_UPLOAD, "the image sent")
 
 
 def _warm(library: Library) -> None:

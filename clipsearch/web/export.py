@@ -14,8 +14,9 @@ import json
 import os
 import posixpath
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .. import __version__
 
@@ -34,6 +35,7 @@ class Exported:
     camera: str | None
     gps: tuple[float, float] | None
     score: float | None = None
+    shown: str | None = None  # the path as the catalog has it, where `path` is its real path
 
 
 class _Sink:
@@ -62,14 +64,16 @@ class _Sink:
 def unique_names(paths: Sequence[str]) -> list[str]:
     """File names for paths, made unique by a -2, -3 ... before the extension."""
     seen: set[str] = set()
+    counters: dict[str, int] = {}
     names = []
     for path in paths:
         base = os.path.basename(path) or "photo"
         stem, ext = os.path.splitext(base)
-        name, n = base, 1
+        name, n = base, counters.get(base.lower(), 1)
         while name.lower() in seen:
             n += 1
             name = f"{stem}-{n}{ext}"
+        counters[base.lower()] = n
         seen.add(name.lower())
         names.append(name)
     return names
@@ -81,7 +85,7 @@ def coco_annotations(photos: Sequence[Exported], names: Sequence[str], query: st
     images = []
     for number, (photo, name) in enumerate(zip(photos, names), start=1):
         entry: dict = {"id": number, "file_name": posixpath.join("images", name), "width": photo.width,
-                       "height": photo.height, "date_captured": photo.taken_at, "path": photo.path,
+                       "height": photo.height, "date_captured": photo.taken_at, "path": photo.shown or photo.path,
                        "score": photo.score, "camera": photo.camera, "clipsearch_id": photo.id}
         if photo.gps is not None:
             entry["gps"] = {"latitude": photo.gps[0], "longitude": photo.gps[1]}
@@ -94,25 +98,25 @@ def coco_annotations(photos: Sequence[Exported], names: Sequence[str], query: st
     return {"info": info, "licenses": [], "images": images, "annotations": [], "categories": []}
 
 
-def zip_stream(photos: Sequence[Exported], query: str | None, model: str | None) -> Iterator[bytes]:
+def zip_stream(photos: Sequence[Exported], query: str | None, model: str | None,
+               opener: Callable[[str], BinaryIO | None] | None = None) -> Iterator[bytes]:
     """The ZIP's bytes, a piece at a time. A photo that cannot be read now (moved, deleted
-    since the search) is left out and named in annotations.json's info.skipped."""
+    since the search; `opener` returning None) is left out and named in info.skipped."""
     sink = _Sink()
     kept: list[Exported] = []
     names: list[str] = []
     skipped: list[str] = []
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[call-overload]
-        for photo, name in zip(photos, unique_names([p.path for p in photos])):
-            try:
-                source = open(photo.path, "rb")
-            except OSError:
-                skipped.append(photo.path)
+        for photo, name in zip(photos, unique_names([p.shown or p.path for p in photos])):
+            source = _open(photo.path) if opener is None else opener(photo.path)
+            if source is None:
+                skipped.append(photo.shown or photo.path)
                 continue
             with source:
                 stat = os.fstat(source.fileno())
+                stamp = min(max(stat.st_mtime, _ZIP_FIRST), _ZIP_LAST)  # what a ZIP's dates can say
                 entry = zipfile.ZipInfo(posixpath.join("images", name),
-                                        date_time=datetime.datetime.fromtimestamp(max(stat.st_mtime, 315532800))
-                                        .timetuple()[:6])
+                                        date_time=datetime.datetime.fromtimestamp(stamp).timetuple()[:6])
                 entry.file_size = stat.st_size  # zip64 headers where a photo needs them
                 with archive.open(entry, "w") as target:
                     while chunk := source.read(_CHUNK):
@@ -124,3 +128,14 @@ def zip_stream(photos: Sequence[Exported], query: str | None, model: str | None)
         document = coco_annotations(kept, names, query, model, skipped)
         archive.writestr("annotations/annotations.json", json.dumps(document, indent=1, ensure_ascii=False))
     yield sink.take()
+
+
+_ZIP_FIRST = datetime.datetime(1980, 1, 2).timestamp()
+_ZIP_LAST = datetime.datetime(2107, 12, 30).timestamp()
+
+
+def _open(path: str) -> BinaryIO | None:
+    try:
+        return open(path, "rb")
+    except OSError:
+        return None

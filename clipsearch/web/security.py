@@ -5,20 +5,24 @@
   resolve to 127.0.0.1 (DNS rebinding) gets 421, not the user's photos.
 - Bound to any other address, a token is required: once in the URL (`?token=`), after
   which an HttpOnly, SameSite=Strict cookie carries it. Without it: 401.
-- A POST from a page of another origin (its Origin header) is refused: another site
-  cannot make the gallery open folders or build ZIPs in the user's name.
+- A POST from a page of another origin (its Origin header, or the browser's
+  Sec-Fetch-Site) is refused: another site cannot make the gallery open folders or build
+  ZIPs in the user's name; nor may it use the gallery's pages and pictures in its own
+  (Sec-Fetch-Site: cross-site is answered only for the user's own navigation to a page).
 - Every answer says: no sniffing, no framing, no referrer to other sites, scripts and styles
-  from here only.
+  from here only, not to be embedded by another site (Cross-Origin-Resource-Policy).
+- Only HTTP: no websockets.
 """
 
 from __future__ import annotations
 
 import hmac
-from http.cookies import SimpleCookie
+import ipaddress
 from urllib.parse import parse_qs, urlsplit
 
-COOKIE = "clipsearch_token"
+COOKIE = "clipsearch_token"  # with the port: cookies are shared by every port of a host
 _HEADERS = [
+    (b"cross-origin-resource-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts say Origin: null
@@ -29,7 +33,23 @@ _HEADERS = [
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+    """Whether host names this computer only: localhost, 127.x.x.x or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of cookie `name` in a Cookie header, read leniently: another application's
+    malformed cookie on the same host must not hide ours (http.cookies gives up on all)."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip().strip('"')
+    return None
 
 
 class Guard:
@@ -42,6 +62,7 @@ class Guard:
         self.loopback = is_loopback(host)
         if not self.loopback and not token:
             raise ValueError("a gallery bound to a non-loopback address needs a token")
+        self.cookie = f"{COOKIE}_{port}"
         self.names = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
         if port == 80:
             self.names |= {"127.0.0.1", "localhost", "[::1]"}
@@ -49,8 +70,10 @@ class Guard:
             self.names.add(f"{host}:{port}")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return None  # websockets: not served (the connection is closed unanswered)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
         if self.loopback and host.lower() not in self.names:
@@ -59,17 +82,21 @@ class Guard:
         set_cookie = None
         if self.token:
             given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
-            cookie = SimpleCookie(headers.get("cookie", ""))
-            held = cookie[COOKIE].value if COOKIE in cookie else None
+            held = cookie_value(headers.get("cookie", ""), self.cookie)
             if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
-                set_cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                set_cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
             elif held is None or not hmac.compare_digest(held.encode(), self.token.encode()):
                 return await _refuse(send, 401, "This gallery needs its token: open the address that "
                                                 "`clipsearch serve` printed, with ?token=... in it.")
+        site = headers.get("sec-fetch-site", "")
         if scope["method"] not in ("GET", "HEAD"):
             origin = headers.get("origin")
             if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != host.lower()):
                 return await _refuse(send, 403, "Refused: the request came from another web site.")
+            if site in ("cross-site", "same-site"):
+                return await _refuse(send, 403, "Refused: the request came from another web site.")
+        elif site == "cross-site" and headers.get("sec-fetch-mode") != "navigate":
+            return await _refuse(send, 403, "Refused: another web site may not use this gallery's pictures.")
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":

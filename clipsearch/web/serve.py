@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import webbrowser
@@ -19,6 +20,8 @@ def run(library: Library, *, host: str, port: int, token: str | None, open_brows
     from .app import create_app
 
     local = is_loopback(host)
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,}", token):
+        raise ClipsearchError("--token: use at least 16 letters, digits, '-' or '_' (or leave it out to get one)")
     if not local and not token:
         token = secrets.token_urlsafe(18)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -43,7 +46,10 @@ def run(library: Library, *, host: str, port: int, token: str | None, open_brows
         threading.Thread(target=opener, daemon=True).start()
     try:
         server.run()
-    except OSError as exc:
-        raise ClipsearchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (OSError, SystemExit) as exc:  # uvicorn exits (3) when it cannot bind
+        if server.started:
+            raise
+        detail = exc.strerror if isinstance(exc, OSError) else "in use by another program? try --port"
+        raise ClipsearchError(f"cannot listen on {host}:{port} ({detail})") from None
     if not server.started:
         raise ClipsearchError(f"cannot listen on {host}:{port} (in use by another program? try --port)")

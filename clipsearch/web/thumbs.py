@@ -11,6 +11,7 @@ its file).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from pathlib import Path
@@ -36,7 +37,8 @@ class Thumbnails:
         return self.folder / key[:2] / f"{key}-{size}.jpg"
 
     def get(self, content_hash: str | None, path: str, size: int) -> Path:
-        """The cached thumbnail's file, made now if it is not there. Raises DecodeError."""
+        """The cached thumbnail's file, made now if it is not there. Raises DecodeError, and
+        OSError where the cache cannot be written."""
         if size not in SIZES:
             raise DecodeError(f"no thumbnails of {size} px (only {', '.join(map(str, SIZES))})")
         target = self.path_for(content_hash, path, size)
@@ -45,17 +47,44 @@ class Thumbnails:
             return target
         except FileNotFoundError:
             pass
+        self._save(self._make(path, size), target)
+        return target
+
+    def jpeg(self, content_hash: str | None, path: str, size: int) -> bytes:
+        """The thumbnail's bytes: from the cache, else made now and cached if the cache can be
+        written (a read-only or full library folder still gets thumbnails). Raises DecodeError."""
+        if size not in SIZES:
+            raise DecodeError(f"no thumbnails of {size} px (only {', '.join(map(str, SIZES))})")
+        target = self.path_for(content_hash, path, size)
+        try:
+            data = target.read_bytes()
+            os.utime(target)
+            return data
+        except OSError:
+            pass
+        data = self._make(path, size)
+        try:
+            self._save(data, target)
+        except OSError:
+            pass
+        return data
+
+    def _make(self, path: str, size: int) -> bytes:
         image = load_thumbnail(path, size, self.max_pixels, _BUDGET)
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85, optimize=True)
+        self.made += 1
+        return out.getvalue()
+
+    def _save(self, data: bytes, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{threading.get_ident()}.part")
         try:
-            image.save(partial, "JPEG", quality=85, optimize=True)
+            partial.write_bytes(data)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
-        self.made += 1
-        self._account(target.stat().st_size, keep=target)
-        return target
+        self._account(len(data), keep=target)
 
     def _account(self, added: int, keep: Path) -> None:
         with self._lock:
