@@ -48,6 +48,27 @@ def open_path(path: str | os.PathLike[str]) -> None:
                               "open the file with a viewer of your choice") from None
 
 
+def reveal(path: str | os.PathLike[str]) -> None:
+    """Show the file in the desktop's file manager (its folder open, the file picked where
+    the platform can: Finder, Explorer) and return without waiting. Raises ClipsearchError
+    as open_path does. On macOS `open FOLDER` would launch a folder that is an app bundle."""
+    target = os.path.abspath(os.fspath(path))
+    if not os.path.exists(target):
+        raise ClipsearchError(f"cannot show {target}: the file does not exist")
+    if sys.platform == "darwin":
+        args = ["open", "-R", target]
+    elif sys.platform == "win32":
+        args = ["explorer", f"/select,{target}"]
+    else:
+        args = ["xdg-open", os.path.dirname(target)]
+    try:
+        _launch(args)
+    except FileNotFoundError:
+        raise ClipsearchError(f"cannot show {target}: `{args[0]}` is not installed") from None
+    except OSError as exc:
+        raise ClipsearchError(f"cannot show {target} with `{args[0]}` ({exc.strerror or exc})") from None
+
+
 def _opener(path: str) -> list[str]:
     if sys.platform == "win32":
         return [_STARTFILE, path]
@@ -58,8 +79,8 @@ def _opener(path: str) -> list[str]:
 
 def _launch(args: list[str]) -> None:
     """Start args[0] on args[1:] detached from the prompt: no shared output, no waiting."""
-    if sys.platform == "win32":
-        os.startfile(args[1])
+    if args[0] == _STARTFILE:
+        os.startfile(args[1])  # type: ignore[attr-defined]  # Windows only
         return
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, close_fds=True,

@@ -258,6 +258,17 @@ def test_open_path_hands_exactly_the_file_to_the_platform_opener(photos, monkeyp
     assert launched == [[program, os.path.abspath(photos["rotated"])]]
 
 
+@pytest.mark.parametrize("platform, expected", [
+    ("linux", lambda f: ["xdg-open", os.path.dirname(f)]), ("darwin", lambda f: ["open", "-R", f]),
+    ("win32", lambda f: ["explorer", f"/select,{f}"])])
+def test_reveal_shows_the_file_in_its_folder_and_never_launches_the_folder(photos, monkeypatch, platform, expected):
+    launched = []
+    monkeypatch.setattr(viewer, "_launch", launched.append)
+    monkeypatch.setattr(sys, "platform", platform)
+    viewer.reveal(photos["rotated"])
+    assert launched == [expected(os.path.abspath(photos["rotated"]))]
+
+
 def test_open_path_makes_a_relative_path_absolute(photos, monkeypatch):
     launched = []
     monkeypatch.setattr(viewer, "_launch", launched.append)

@@ -226,7 +226,7 @@ def test_posts_from_another_origin_are_refused_and_gets_change_nothing(client, g
     assert client.get(f"/open-folder/{photo_id}").status_code == 405
     assert client.get("/download").status_code == 405
     assert client.post(f"/open-folder/{photo_id}", headers={"origin": BASE}).status_code == 204
-    assert client.opened == [str(root)]
+    assert client.opened == [str(root / "camera.jpg")]  # shown in its folder
 
 
 def test_another_address_needs_the_token(gallery_library):

@@ -134,7 +134,7 @@ def test_search_look_similar_pick_and_download(server, browser, tmp_path):
     assert first_name in facts and str(folder) in facts
     browser.save_screenshot(str(shots / "gallery-photo.png"))
     browser.find_element(By.CSS_SELECTOR, "#viewer .open-folder").click()
-    wait.until(lambda d: opened == [str(folder)])
+    wait.until(lambda d: opened == [str(folder / first_name)])
     browser.find_element(By.CSS_SELECTOR, "#viewer .similar").click()
     wait.until(lambda d: "Photos like" in d.find_element(By.ID, "results").text)
     wait.until(lambda d: len(_cards(d)) >= 10)
@@ -194,3 +194,20 @@ def test_a_photo_dropped_on_the_page_finds_photos_like_it(server, browser):
     wait.until(lambda d: len(_cards(d)) >= 10)
     names = _names(browser)
     assert names[0] == example.name and all(n.startswith("blue-triangle") for n in names[:3]), names[:6]
+
+
+def test_a_photo_whose_picture_is_not_served_says_so(server, browser):
+    url, folder, _ = server
+    victim = sorted(folder.glob("red-square-*.jpg"))[0]
+    moved = victim.with_name("elsewhere.bin")
+    victim.rename(moved)  # gone since the crawl: still in the catalog, no picture to give
+    try:
+        browser.get(url + "/?q=red+square")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: len(_cards(d)) >= 10)
+        card = next(c for c in _cards(browser) if c.find_element(By.CSS_SELECTOR, ".name").text == victim.name)
+        wait.until(lambda d: "missing" in card.get_attribute("class"))
+        assert "picture not available" in browser.execute_script(
+            "return getComputedStyle(arguments[0], '::after').content", card.find_element(By.CSS_SELECTOR, ".open"))
+    finally:
+        moved.rename(victim)

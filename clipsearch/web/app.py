@@ -7,7 +7,7 @@
     GET  /photo/{id}               the large view of one photo (HTML)
     GET  /thumb/{id}/{size}        a thumbnail (JPEG, cached; sizes in thumbs.SIZES)
     GET  /original/{id}            the photo itself
-    POST /open-folder/{id}         show the photo's folder in the desktop's file manager
+    POST /open-folder/{id}         show the photo in its folder, in the desktop's file manager
     POST /download                 the ticked photos and annotations.json as a ZIP (streamed)
 
 It serves files from the user's disk, so (security.py): photos are named by catalog id,
@@ -245,7 +245,7 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
         if found is None:
             return problem("That photo is not in the library (any more).", 404)
         try:
-            gallery.opener(os.path.dirname(found[0].path))
+            gallery.opener(found[0].path)  # shown in its folder
         except ClipsearchError as exc:
             return problem(str(exc), 500)
         return Response(status_code=204)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ClipsearchError
 from ..library import Library
-from ..viewer import open_path
+from ..viewer import reveal
 from .security import is_loopback
 
 
@@ -27,7 +27,7 @@ def run(library: Library, *, host: str, port: int, token: str | None, open_brows
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/" + (f"?token={token}" if token else "")
     # Folders open on this computer's desktop: only for its own page.
-    app = create_app(library, host=host, port=port, token=token, opener=open_path if local else None)
+    app = create_app(library, host=host, port=port, token=token, opener=reveal if local else None)
     console.print(f"clipsearch gallery at [bold]{url}[/bold]  (Ctrl-C stops it)")
     if not local:
         console.print(f"Listening on {host}: other computers can reach it with the token in that address. "

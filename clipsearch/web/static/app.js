@@ -94,6 +94,12 @@ results.addEventListener("click", async (event) => {
   }
 });
 
+// A picture the server will not give (the file is gone, or lies outside the library's
+// folders through a link): the card says so instead of showing a broken image.
+results.addEventListener("error", (event) => {
+  if (event.target.tagName === "IMG") event.target.closest(".card")?.classList.add("missing");
+}, true);
+
 // The large view.
 async function openPhoto(url) {
   try {
