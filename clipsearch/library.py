@@ -13,7 +13,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .ingest.watch import DaemonState
 
 log = logging.getLogger("clipsearch")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -244,11 +245,16 @@ class Library:
             folder_to_crawl(folder, self._roots_now, rule)
 
     def _roots_now(self) -> list[Root]:
+        return self._read_catalog(Store.roots, [])
+
+    def _read_catalog(self, read: Callable[[Store], _T], empty: _T) -> _T:
+        """read(store) on a read-only connection to the catalog, or `empty` where there is
+        no catalog yet."""
         store = Store.open_existing(self.settings.catalog_path)
         if store is None:
-            return []
+            return empty
         try:
-            return store.roots()
+            return read(store)
         finally:
             store.close()
 
@@ -480,13 +486,9 @@ class Library:
     @_storage_guard
     def overview(self) -> Overview:
         """Photos, folders and model in a few milliseconds (for the prompt's first line)."""
-        store = Store.open_existing(self.settings.catalog_path)
-        if store is None:
-            return Overview(0, 0, None)
-        try:
-            return Overview(store.searchable_count(), len(store.roots()), store.get_meta("model"))
-        finally:
-            store.close()
+        return self._read_catalog(
+            lambda store: Overview(store.searchable_count(), len(store.roots()), store.get_meta("model")),
+            Overview(0, 0, None))
 
     @_storage_guard
     def warm(self) -> None:
@@ -656,38 +658,20 @@ class Library:
     @_storage_guard
     def folders(self) -> list[str]:
         """The library's root folders that are online (no counting: a few milliseconds)."""
-        store = Store.open_existing(self.settings.catalog_path)
-        if store is None:
-            return []
-        try:
-            return [r.path for r in store.roots() if r.offline_since is None]
-        finally:
-            store.close()
+        return [r.path for r in self._roots_now() if r.offline_since is None]
 
     @_storage_guard
     def photos(self, file_ids: Sequence[int]) -> dict[int, Photo]:
         """The photos among file_ids that are in the library now (live: not deleted, failed
         or offline), by id. What a page may show or hand out: nothing else."""
-        store = Store.open_existing(self.settings.catalog_path)
-        if store is None:
-            return {}
-        try:
-            rows = store.rows([int(i) for i in file_ids])
-        finally:
-            store.close()
+        rows: dict[int, FileRow] = self._read_catalog(lambda store: store.rows([int(i) for i in file_ids]), {})
         return {i: Photo(r.id, r.path, r.size, r.width, r.height, r.format, r.taken_at, camera_name(r.extra),
                          gps_of(r.extra), r.hash)
                 for i, r in rows.items() if r.status == "live"}
 
     @_storage_guard
     def errors(self, limit: int | None = None) -> list[FileRow]:
-        store = Store.open_existing(self.settings.catalog_path)
-        if store is None:
-            return []
-        try:
-            return store.failed_files(limit)
-        finally:
-            store.close()
+        return self._read_catalog(lambda store: store.failed_files(limit), [])
 
 
 def _date_key(result: SearchResult) -> str:

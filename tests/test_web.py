@@ -180,12 +180,12 @@ def test_the_thumbnail_cache_keeps_under_its_cap_dropping_the_least_recently_use
     thumbs = Thumbnails(tmp_path / "thumbs", 10**9, cap_bytes=10**9)
     sizes = []
     for i, photo in enumerate(photos):
-        made = thumbs.get(f"{i:032x}", str(photo), 256)
-        sizes.append(made.stat().st_size)
+        thumbs.jpeg(f"{i:032x}", str(photo), 256)
+        sizes.append(thumbs.path_for(f"{i:032x}", str(photo), 256).stat().st_size)
     thumbs.cap_bytes = sum(sizes[:3])
     time.sleep(0.05)  # past the file system clock's tick
-    thumbs.get(f"{0:032x}", str(photos[0]), 256)  # used again: most recent
-    thumbs.get(f"{99:032x}", str(photos[1]), 256)  # a write over the cap: a sweep
+    thumbs.jpeg(f"{0:032x}", str(photos[0]), 256)  # used again: most recent
+    thumbs.jpeg(f"{99:032x}", str(photos[1]), 256)  # a write over the cap: a sweep
     left = {p.name.split("-")[0] for p in (tmp_path / "thumbs").glob("*/*.jpg")}
     assert f"{0:032x}" in left and f"{99:032x}" in left
     assert f"{1:032x}" not in left and f"{2:032x}" not in left

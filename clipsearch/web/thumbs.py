@@ -36,20 +36,6 @@ class Thumbnails:
         key = content_hash or hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
         return self.folder / key[:2] / f"{key}-{size}.jpg"
 
-    def get(self, content_hash: str | None, path: str, size: int) -> Path:
-        """The cached thumbnail's file, made now if it is not there. Raises DecodeError, and
-        OSError where the cache cannot be written."""
-        if size not in SIZES:
-            raise DecodeError(f"no thumbnails of {size} px (only {', '.join(map(str, SIZES))})")
-        target = self.path_for(content_hash, path, size)
-        try:
-            os.utime(target)  # a hit: most recently used
-            return target
-        except FileNotFoundError:
-            pass
-        self._save(self._make(path, size), target)
-        return target
-
     def jpeg(self, content_hash: str | None, path: str, size: int) -> bytes:
         """The thumbnail's bytes: from the cache, else made now and cached if the cache can be
         written (a read-only or full library folder still gets thumbnails). Raises DecodeError."""
