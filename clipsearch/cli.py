@@ -82,6 +82,8 @@ home_option = click.option("--home", type=click.Path(file_okay=False), expose_va
 
 
 device_option = click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+preset_option = click.option("--preset", help="A bundle of settings: fast, default, high_accuracy, vpr "
+                                              "(`clipsearch presets` describes them).")
 batch_size_option = click.option("--batch-size", type=int,
                                  help="Images per model call (default: 16 on CPU, 256 on CUDA).")
 
@@ -118,6 +120,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
                    "remembered for the folder: later crawls walk it the same way.")
 @click.option("--model", help="Model for a new library: default, openai, accurate, ARCH:PRETRAINED, "
                               "ViT-B/32, or a checkpoint path. An existing library keeps its own.")
+@preset_option
 @device_option
 @batch_size_option
 @click.option("--workers", type=int,
@@ -160,10 +163,11 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result and line.")
 @click.option("--paths-only", is_flag=True, help="Only the paths, one per line (for piping).")
 @click.option("--exact", is_flag=True, help="Score every photo exactly instead of using the index.")
+@preset_option
 @device_option
 @home_option
 @click.pass_context
-def search(ctx, query, image, k, as_json, paths_only, exact, device):
+def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
     """Photos that match QUERY, look like --image, or both.
 
     \b
@@ -174,7 +178,7 @@ def search(ctx, query, image, k, as_json, paths_only, exact, device):
 
     The query language, the same in `clipsearch query`:
     """
-    library = _library(ctx, device=device)
+    library = _library(ctx, device=device, preset=preset)
     results = library.search(query, image=image, k=k, exact=exact)
     if as_json:
         for result in results:
@@ -193,10 +197,11 @@ search.help = f"{inspect.cleandoc(search.help or '')}\n\n\b\n{QUERY_HELP}"
 
 
 @cli.command()
+@preset_option
 @device_option
 @home_option
 @click.pass_context
-def query(ctx, device):
+def query(ctx, preset, device):
     """An interactive prompt: type a query, look, refine, repeat.
 
     Queries use the query language of `clipsearch search` (:help in the prompt shows it).
@@ -211,7 +216,7 @@ def query(ctx, device):
     """
     from .prompt import run
 
-    run(_library(ctx, device=device), _console())
+    run(_library(ctx, device=device, preset=preset), _console())
 
 
 @cli.command()
@@ -221,10 +226,11 @@ def query(ctx, device):
 @click.option("--token", help="The secret other computers must give (?token=...); made up and printed "
                               "when --host is not loopback and none is given.")
 @click.option("--no-open", is_flag=True, help="Do not open the page in the web browser.")
+@preset_option
 @device_option
 @home_option
 @click.pass_context
-def serve(ctx, host, port, token, no_open, device):
+def serve(ctx, host, port, token, no_open, preset, device):
     """A web gallery of the library: search, look, pick, download as a ZIP.
 
     \b
@@ -238,8 +244,175 @@ def serve(ctx, host, port, token, no_open, device):
     """
     from .web.serve import run
 
-    run(_library(ctx, log=True, device=device), host=host, port=port, token=token, open_browser=not no_open,
-        console=_console())
+    run(_library(ctx, log=True, device=device, preset=preset), host=host, port=port, token=token,
+        open_browser=not no_open, console=_console())
+
+
+@cli.command()
+@click.argument("queries", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the results (written whole at the end, never half).")
+@click.option("-k", "--limit", "k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="References (results) per query.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="csv or jsonl (default: from the output's suffix; .jsonl is JSON lines).")
+@click.option("--min-score", type=float, help="Leave out references scoring below this (written as nan).")
+@preset_option
+@device_option
+@home_option
+@click.pass_context
+def batch(ctx, queries, output, k, fmt, min_score, preset, device):
+    """Run every query of the CSV file QUERIES; write the top k photos of each.
+
+    \b
+    clipsearch batch queries.csv -o results.csv -k 5
+    clipsearch batch queries.csv -o results.jsonl
+    clipsearch batch places.csv -o found.csv --preset vpr
+
+    QUERIES has the columns image_path and description (others are passed through). A
+    description is a query in the language of `clipsearch search`; a row without one is an
+    image query: photos like image_path (relative to the CSV's folder), never itself.
+    The CSV written has query_image_path, utm_east, utm_north, then for each reference N
+    reference_N_path, reference_N_distance (1 - cosine similarity), reference_N_utm_east,
+    reference_N_utm_north, then description and the other columns. UTM coordinates are read
+    from file names like @0543256.96@4178906.70@img.jpg; otherwise, and for a query that
+    failed, they are nan. Failed queries are named on stderr; their rows are still written.
+    """
+    from .interop.batch import run
+    from .render import WorkProgress
+
+    library = _library(ctx, device=device, preset=preset)
+    err = _console(stderr=True)
+    with WorkProgress(err) as progress:
+        summary = run(library, queries, output, k=k, fmt=fmt, min_score=min_score,
+                      on_progress=lambda done, total: progress.update("queries", done, total),
+                      on_failure=lambda line, why: err.print(f"[yellow]line {line}:[/] {why}", markup=True,
+                                                             highlight=False, soft_wrap=True))
+    _notices(library)
+    failed = f"; {summary.failed} failed (named above, written with nan)" if summary.failed else ""
+    click.echo(f"{summary.queries} queries answered into {summary.output}{failed}", err=True)
+
+
+@cli.command()
+@click.argument("output", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["npz", "npy"]),
+              help="npz: one file (default); npy: the folder OUTPUT with embeddings.npy and paths.npy.")
+@click.option("--live-only/--all", default=True, show_default=True,
+              help="Only the searchable photos, or also those kept while away (offline folders, deleted files).")
+@home_option
+@click.pass_context
+def export(ctx, output, fmt, live_only):
+    """Write the library's vectors, with their paths, to OUTPUT.
+
+    \b
+    clipsearch export library.npz
+    clipsearch export vectors/ --format npy
+
+    The .npz holds vectors (float32, L2-normalised), paths, hashes, taken_at, width, height
+    and model: `numpy.load(OUTPUT)` reads it, and `clipsearch import` brings it into another
+    library without embedding anything. The file is written whole or not at all.
+    """
+    import os
+
+    from .render import WorkProgress
+
+    fmt = fmt or ("npy" if output.endswith(("/", "\\")) or os.path.isdir(output) else "npz")
+    library = _library(ctx)
+    with WorkProgress(_console(stderr=True)) as progress:
+        report = library.export_vectors(output, fmt, live_only,
+                                        on_progress=lambda done, total: progress.update("writing", done, total))
+    click.echo(f"{report.count} vectors of model {report.model} ({report.dim} numbers each) written to "
+               f"{', '.join(str(f) for f in report.files)}")
+
+
+@cli.command("import")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--paths", type=click.Path(dir_okay=False, exists=True),
+              help="The .npy of the paths of an .npy of vectors (default: paths.npy beside it).")
+@click.option("--model", help="The model that made the vectors (needed where the file does not say, "
+                              "for a new library; see `crawl --model`).")
+@click.option("--base", type=click.Path(file_okay=False),
+              help="The folder relative paths are in (default: the current folder).")
+@click.option("--overwrite", is_flag=True, help="Replace the vectors of photos the library has already embedded.")
+@home_option
+@click.pass_context
+def import_(ctx, source, paths, model, base, overwrite):
+    """Bring vectors made elsewhere into the library, without embedding anything.
+
+    \b
+    clipsearch import library.npz                     from `clipsearch export`
+    clipsearch import vectors.npz --model ViT-B-32:openai
+    clipsearch import embeddings.npy --paths filenames.npy --model ViT-B/32
+    clipsearch import clip_out/   clip-retrieval's img_emb/ and metadata/ (pip install pyarrow)
+
+    The vectors must be of the library's model (for a new library: the one named, or the
+    one the file records). Photos not on this computer stay searchable, shown as remote;
+    a later crawl of their folder takes them over. Rows with NaN or infinite vectors and
+    repeated paths are refused and counted; photos already embedded keep their vectors
+    unless --overwrite.
+    """
+    from .render import CrawlProgress, import_summary
+
+    library = _library(ctx, log=True)
+    with CrawlProgress(_console(stderr=True)) as progress:
+        report = library.import_vectors(source, paths=paths, model=model, base=base, overwrite=overwrite,
+                                        on_progress=lambda done, total: progress.step("importing", done, total),
+                                        on_index=progress.index)
+    _console().print(import_summary(report))
+
+
+@cli.command()
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+              help="How alike (cosine similarity of the vectors) two photos must be to count as near duplicates.")
+@click.option("--exact-only", is_flag=True, help="Only copies with the same bytes.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per group and line.")
+@home_option
+@click.pass_context
+def dupes(ctx, threshold, exact_only, as_json):
+    """Groups of duplicate photos: exact copies and near ones (resized, re-saved, edited).
+
+    \b
+    clipsearch dupes
+    clipsearch dupes --threshold 0.97 --json
+
+    Largest groups first, each photo with its size, pixels and date, so you can see which
+    copy to keep. clipsearch never deletes or moves a file: that is yours to do.
+    """
+    from .render import WorkProgress
+
+    library = _library(ctx)
+    with WorkProgress(_console(stderr=True)) as progress:
+        groups = library.duplicates(threshold, near=not exact_only,
+                                    on_progress=lambda done, total: progress.update("comparing", done, total))
+    if as_json:
+        for group in groups:
+            click.echo(json.dumps({"kind": "exact" if group.exact else "near", "similarity": round(group.similarity, 4),
+                                   "photos": [dataclasses.asdict(p) for p in group.photos]}, ensure_ascii=False))
+        return
+    from .render import duplicates_view
+
+    _console().print(duplicates_view(groups))
+    _notices(library)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per preset and line.")
+def presets(as_json):
+    """The presets: named bundles of a model and search settings.
+
+    Choose one with --preset NAME, or `preset = "NAME"` in config.toml (settings named beside
+    it win). A library keeps the model it was crawled with: a preset naming another model
+    is refused by crawl and only lends its search settings to searches (with a note).
+    """
+    from .config import PRESETS
+
+    if as_json:
+        for preset in PRESETS.values():
+            click.echo(json.dumps({"name": preset.name, "summary": preset.summary, **preset.values}))
+        return
+    from .render import presets_table
+
+    _console().print(presets_table(list(PRESETS.values())))
 
 
 @cli.command()

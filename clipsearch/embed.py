@@ -127,6 +127,25 @@ def canonical(text: str) -> str:
     return str(parse_spec(text))
 
 
+def expected_dim(spec: str) -> int | None:
+    """The vector length the model makes, from its config (no weights loaded), or None where
+    the config cannot tell (an OpenAI checkpoint file, a hub schema)."""
+    import json
+
+    arch = parse_spec(spec).arch
+    try:
+        if arch.lower().endswith(".json"):
+            return int(json.loads(Path(arch).read_text(encoding="utf-8"))["embed_dim"])
+        if not arch or ":" in arch:
+            return None
+        import open_clip
+
+        config = open_clip.get_model_config(arch)
+        return int(config["embed_dim"]) if config else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def pick_device(requested: str = "auto") -> str:
     import torch
 

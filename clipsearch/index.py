@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ._files import umask
 from .errors import ClipsearchError
 
 MANIFEST = "manifest.json"
@@ -126,7 +127,7 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
                 progress(added, count)
         forest.build(trees, n_jobs=-1)
         forest.unload()
-        os.chmod(tmp_forest, 0o666 & ~_umask())  # Annoy creates it 0600 whatever the umask
+        os.chmod(tmp_forest, 0o666 & ~umask())  # Annoy creates it 0600 whatever the umask
         os.replace(tmp_forest, index_dir / forest_name)
         id_array = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         tmp_ids = index_dir / f"{ids_name}.tmp"
@@ -147,12 +148,6 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
         keep |= {previous.forest, previous.ids}
     _remove_stale_files(index_dir, keep)
     return manifest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _stat_key(st: os.stat_result) -> list[int]:
@@ -228,6 +223,7 @@ class Forest:
         if ids.dtype != np.int64 or ids.shape != (manifest.count,):
             raise ForestDamaged(f"{manifest.ids} holds {ids.dtype} {ids.shape}, not {manifest.count} ids")
         self._ids = ids
+        self.search_k: int | None = None  # candidates per query; None: search_k_for()
         self._index = AnnoyIndex(manifest.dim, "angular")
         self._index.load(str(index_dir / manifest.forest))
         if self._index.get_n_items() != manifest.count:
@@ -237,11 +233,33 @@ class Forest:
     def query(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n nearest (file ids, cosine similarities), best first."""
         n = min(n, len(self._ids))
-        items, distances = self._index.get_nns_by_vector(
-            vector.tolist(), n, search_k=search_k_for(n, self.manifest.trees), include_distances=True)
+        search_k = search_k_for(n, self.manifest.trees) if self.search_k is None else max(self.search_k, n)
+        items, distances = self._index.get_nns_by_vector(vector.tolist(), n, search_k=search_k,
+                                                         include_distances=True)
         # Annoy's angular distance is sqrt(2 - 2 cos) on normalised vectors.
         similarity = 1.0 - np.square(np.asarray(distances, dtype=np.float32)) / 2.0
         return self._ids[np.asarray(items, dtype=np.int64)], similarity
+
+    def near_pairs(self, threshold: float, neighbours: int = 10,
+                   on_progress: Callable[[int, int], None] | None = None) -> Iterable[tuple[int, int, float]]:
+        """(file id, file id, cosine) of every pair of items that are among each other's
+        `neighbours` nearest and at least `threshold` alike, each pair once."""
+        count = len(self._ids)
+        search_k = neighbours * self.manifest.trees * 4
+        seen: set[tuple[int, int]] = set()
+        for item in range(count):
+            items, distances = self._index.get_nns_by_item(item, neighbours + 1, search_k=search_k,
+                                                           include_distances=True)
+            for other, distance in zip(items, distances):
+                similarity = 1.0 - distance * distance / 2.0
+                if other == item or similarity < threshold:
+                    continue
+                pair = (min(item, other), max(item, other))
+                if pair not in seen:
+                    seen.add(pair)
+                    yield int(self._ids[pair[0]]), int(self._ids[pair[1]]), similarity
+            if on_progress and (item % 2000 == 1999 or item == count - 1):
+                on_progress(item + 1, count)
 
 
 def exact_top(ids: np.ndarray, vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from .ingest.scan import ScanRules
 from .paths import PathRule, absolute
 from .query import Query, Term
 from .query import parse as parse_query
-from .search import SearchResult, camera_name, gps_of, rank, results_for
+from .search import SearchResult, camera_name, exact_many, gps_of, near_pairs, rank, results_for
 from .writer import Writer, folder_to_crawl
 
 if TYPE_CHECKING:
@@ -114,6 +114,62 @@ class Photo:
     camera: str | None
     gps: tuple[float, float] | None
     hash: str | None
+    mtime_ns: int | None = None
+    remote: bool = False  # imported for a photo that is not on this computer
+
+
+@dataclass
+class ImportReport:
+    source: str
+    model: str
+    rows: int  # in the file
+    added: int = 0
+    replaced: int = 0  # rows the catalog had without a usable vector (or any, with overwrite)
+    kept: int = 0  # photos already embedded, left as they were
+    remote: int = 0  # of those written, photos not on this computer
+    not_finite: int = 0  # refused: NaN, infinite or all-zero vectors
+    duplicates: int = 0  # refused: a path seen earlier in the file
+    no_path: int = 0  # refused: an empty path
+    manifest: Manifest | None = None
+    rebuilt: bool = False
+
+    @property
+    def refused(self) -> int:
+        return self.not_finite + self.duplicates + self.no_path
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    count: int
+    dim: int
+    model: str
+    files: list[Path]
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Photos that are copies of one another: `exact` if all have the same bytes, else near
+    (vectors at least the threshold alike: resized, re-encoded, lightly edited copies).
+    `similarity` is the lowest of the pairs that joined the group."""
+
+    exact: bool
+    similarity: float
+    photos: list[Photo]
+
+
+@dataclass(frozen=True)
+class BatchQuery:
+    """One query of a batch: a description in the query language, or else an image file
+    (an absolute path) to find photos like."""
+
+    text: str | None = None
+    image: str | None = None
+
+
+@dataclass
+class BatchAnswer:
+    results: list[SearchResult]
+    error: str | None = None  # why the query failed (its results are then empty)
 
 
 @dataclass(frozen=True)
@@ -178,7 +234,20 @@ class Library:
                 f"this library's photos were embedded with model {current}, not {wanted}. "
                 f"Keep one library per model: use another home (--home DIR or CLIPSEARCH_HOME) for {wanted}, "
                 f"or switch this one with `clipsearch reembed --model {asked}` (embeds every photo again)")
+        if current and not asked and self._preset_model() not in (None, current):
+            self._notice(f"preset {self.settings.preset} names model {self._preset_model()}, but this library's "
+                         f"photos were embedded with {current}, which answers; its search settings apply "
+                         f"(`clipsearch reembed --model {self.settings.model}` switches the library)")
         return current or wanted or embed_mod.canonical(self.settings.model or "default")
+
+    def _preset_model(self) -> str | None:
+        """The model the settings' preset names (canonical), if the model setting is the preset's."""
+        from .config import PRESETS
+
+        preset = PRESETS.get(self.settings.preset or "")
+        if preset is None or self.settings.model != preset.values["model"]:
+            return None
+        return embed_mod.canonical(preset.values["model"])
 
     def embedder(self, spec: str) -> embed_mod.Embedder:
         """The model for spec; loaded on first use, so commands with nothing to embed stay fast."""
@@ -220,6 +289,8 @@ class Library:
                                                  ("include_hidden", include_hidden),
                                                  ("follow_symlinks", follow_symlinks)) if value is not None}
         self._check_folders(folders)  # before anything is written
+        if model is None and self.settings.preset_from == "--preset":
+            model = self._preset_model()  # a preset asked for now asks for its model
         try:
             writer = self.writer()
         except LibraryBusy:
@@ -449,6 +520,7 @@ class Library:
             parsed = dataclasses.replace(parsed, filters=dataclasses.replace(parsed.filters, fold_case=True))
         if k < 1:
             raise ClipsearchError("-k must be at least 1")
+        exact = exact or self.settings.exact_search
         store = self._reader()
         try:
             spec = self._model_for(store)
@@ -469,6 +541,97 @@ class Library:
         if parsed.sort != "score":
             results.sort(key=_date_key, reverse=parsed.sort == "newest")
         return results
+
+    @_storage_guard
+    def search_many(self, queries: Sequence[BatchQuery], k: int = 5,
+                    min_score: float | None = None) -> list[BatchAnswer]:
+        """Answers for many queries at once (`clipsearch batch`): their texts go to the model in
+        one call, their images in another, and with exact_search every photo is scored for
+        all of them in one pass. A query that fails gets its error and the others go on. An
+        image query never finds its own file. References scoring below min_score (or the
+        query's `min:`) are left out."""
+        if k < 1:
+            raise ClipsearchError("-k must be at least 1")
+        answers = [BatchAnswer([]) for _ in queries]
+        store = self._reader()
+        try:
+            spec = self._model_for(store)
+            dim = int(store.get_meta("dim") or 0)
+            if not dim:
+                raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+            parsed: dict[int, Query] = {}
+            for number, item in enumerate(queries):
+                try:
+                    parsed[number] = self._batch_query(item)
+                except ClipsearchError as exc:
+                    answers[number].error = str(exc)
+            vectors = self._batch_vectors(spec, parsed, answers)
+            if not vectors:
+                return answers
+            exact = self.settings.exact_search
+            forest = None if exact else self._current_forest(store)
+            # An image query asks one more: its own file may be among the answers.
+            want = {n: k + (queries[n].image is not None) for n in vectors}
+            unfiltered = [n for n in vectors if not parsed[n].filters]
+            found: dict[int, list[SearchResult]] = {}
+            if exact and unfiltered:
+                for n, (ids, scores) in zip(unfiltered, exact_many(
+                        store.iter_live_vectors(dim), np.stack([vectors[n] for n in unfiltered]),
+                        max(want[n] for n in unfiltered))):
+                    found[n] = results_for(store, ids[:want[n]], scores[:want[n]])
+            for n, vector in vectors.items():
+                if n not in found:
+                    found[n] = rank(store, forest, vector, want[n], dim, exact=exact, filters=parsed[n].filters)
+            self._offline_notice(store)
+        finally:
+            store.close()
+        for n, results in found.items():
+            own = queries[n].image
+            floor = max((f for f in (min_score, parsed[n].min_score) if f is not None), default=None)
+            kept = [r for r in results if own is None or r.path != own]
+            kept = [r for r in kept if floor is None or (r.score is not None and r.score >= floor)]
+            answers[n].results = [dataclasses.replace(r, rank=i) for i, r in enumerate(kept[:k], start=1)]
+        return answers
+
+    def _batch_query(self, item: BatchQuery) -> Query:
+        if item.text and item.text.strip():
+            query = self.parse(item.text, files=False)
+            if not query.terms:
+                raise ClipsearchError("the description has filters but nothing to search for")
+            return query
+        if item.image is None:
+            raise ClipsearchError("no description, and image_path names no image")
+        return Query(terms=(Term(1.0, image=item.image),))
+
+    def _batch_vectors(self, spec: str, parsed: dict[int, Query], answers: list[BatchAnswer]) -> dict[int, np.ndarray]:
+        """The query vector of each parsed query (by number): texts in one model call, images
+        in another; a query whose image cannot be read gets its error instead."""
+        if not parsed:
+            return {}
+        embedder = self.embedder(spec)
+        texts = list(dict.fromkeys(t.text for q in parsed.values() for t in q.terms if t.text is not None))
+        text_vectors = dict(zip(texts, embedder.embed_texts(texts))) if texts else {}
+        pixels: dict[str, np.ndarray] = {}
+        for n, query in list(parsed.items()):
+            for term in query.terms:
+                if term.image is not None and term.image not in pixels:
+                    try:
+                        pixels[term.image] = self._query_pixels(embedder, term.image)
+                    except ClipsearchError as exc:
+                        answers[n].error = str(exc)
+                        del parsed[n]
+                        break
+        image_vectors = dict(zip(pixels, self._image_vectors(embedder, list(pixels.values())))) if pixels else {}
+        vectors: dict[int, np.ndarray] = {}
+        for n, query in parsed.items():
+            vector = np.sum([t.weight * (text_vectors[t.text] if t.text is not None else image_vectors[str(t.image)])
+                             for t in query.terms], axis=0)
+            norm = float(np.linalg.norm(vector))
+            if norm < 1e-6:
+                answers[n].error = f"the parts of '{query}' cancel out: nothing is left to search for"
+            else:
+                vectors[n] = (vector / norm).astype(np.float32)
+        return vectors
 
     def _offline_notice(self, store: Store) -> None:
         offline = [r.path for r in store.roots() if r.offline_since is not None]
@@ -561,6 +724,7 @@ class Library:
             if self._forest is None or self._forest.manifest != manifest:
                 self._forest = None
                 self._forest = Forest(self.settings.index_dir, manifest)
+            self._forest.search_k = self.settings.search_k
             return self._forest
         except (ForestDamaged, OSError) as exc:
             if retry and self._forest is None and _quietly(read_manifest, self.settings.index_dir) != manifest:
@@ -595,8 +759,8 @@ class Library:
                 vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
                 parts.extend(t.weight * v for t, v in zip(texts, vectors))
             if images:
-                pixels = np.stack([self._query_pixels(embedder, source) for _, source in images])
-                parts.extend(weight * v for (weight, _), v in zip(images, embedder.embed_images(pixels)))
+                pixels = [self._query_pixels(embedder, source) for _, source in images]
+                parts.extend(weight * v for (weight, _), v in zip(images, self._image_vectors(embedder, pixels)))
         if like is not None:
             ids, vectors = store.vectors([like], dim)
             if not len(ids):
@@ -607,6 +771,19 @@ class Library:
         if norm < 1e-6:
             raise ClipsearchError(f"the parts of '{query}' cancel out: nothing is left to search for")
         return vector / norm
+
+    def _image_vectors(self, embedder: embed_mod.Embedder, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """Vectors of query images in one model call, L2-normalised; with tta = "flip", each
+        is the mean of the image's and its mirror image's (a view from the other side of the
+        street still finds the place)."""
+        batch = np.stack(pixels)
+        if self.settings.tta == "flip":
+            vectors = embedder.embed_images(np.concatenate([batch, batch[:, :, ::-1]]))
+            vectors = vectors[:len(batch)] + vectors[len(batch):]
+        else:
+            vectors = embedder.embed_images(batch)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _query_pixels(self, embedder: embed_mod.Embedder, path: str | bytes) -> np.ndarray:
         import io
@@ -665,13 +842,134 @@ class Library:
         """The photos among file_ids that are in the library now (live: not deleted, failed
         or offline), by id. What a page may show or hand out: nothing else."""
         rows: dict[int, FileRow] = self._read_catalog(lambda store: store.rows([int(i) for i in file_ids]), {})
-        return {i: Photo(r.id, r.path, r.size, r.width, r.height, r.format, r.taken_at, camera_name(r.extra),
-                         gps_of(r.extra), r.hash)
-                for i, r in rows.items() if r.status == "live"}
+        return {i: _photo(r) for i, r in rows.items() if r.status == "live"}
+
+    # --- vectors in and out, duplicates ---------------------------------------------------
+    @_storage_guard
+    def export_vectors(self, output: str | os.PathLike, fmt: str = "npz", live_only: bool = True,
+                       on_progress: Callable[[int, int], None] | None = None) -> ExportReport:
+        """Write the library's vectors with their paths (interop/vectors.py): an .npz, or with
+        fmt "npy" the folder `output` with embeddings.npy and paths.npy. live_only False adds
+        the rows kept with a vector while their photos are away (offline, deleted)."""
+        from .interop import vectors as vectors_mod
+
+        if fmt not in vectors_mod.FORMATS:
+            raise ClipsearchError(f"--format {fmt!r} is not one of: {', '.join(vectors_mod.FORMATS)}")
+        output = Path(absolute(output))
+        if not output.parent.is_dir():
+            raise ClipsearchError(f"{output.parent}: no such folder")
+        if fmt == "npz" and output.is_dir():
+            raise ClipsearchError(f"{output} is a folder: name the .npz file to write (or use --format npy)")
+        store = self._reader()
+        try:
+            dim = int(store.get_meta("dim") or 0)
+            model = store.get_meta("model")
+            if not dim or not model:
+                raise ClipsearchError("nothing embedded yet: run `clipsearch crawl FOLDER` first")
+            with store.snapshot():  # one moment of the catalog, whatever the crawl writes meanwhile
+                count, path_chars, hash_chars = store.export_sizes(live_only)
+                plan = vectors_mod.Plan(count, dim, path_chars, hash_chars, model)
+
+                def read(column: str):
+                    for values in store.export_column(live_only, column):
+                        if column == "vector":
+                            yield np.frombuffer(b"".join(values), dtype=np.float32).reshape(len(values), dim)
+                        elif column in ("width", "height"):
+                            yield np.array([-1 if v is None else v for v in values], dtype=np.int32)
+                        else:
+                            yield [v or "" for v in values]
+
+                if fmt == "npz":
+                    vectors_mod.write_npz(output, plan, read, on_progress)
+                    files = [output]
+                else:
+                    files = vectors_mod.write_npy_pair(output, plan, read, on_progress)
+        finally:
+            store.close()
+        return ExportReport(count, dim, model, files)
+
+    @_storage_guard
+    def import_vectors(self, source: str | os.PathLike, *, paths: str | os.PathLike | None = None,
+                       model: str | None = None, base: str | os.PathLike | None = None, overwrite: bool = False,
+                       on_progress: Callable[[int, int], None] | None = None,
+                       on_index: Callable[[int, int], None] | None = None) -> ImportReport:
+        """Bring vectors made elsewhere into the library without embedding anything: an .npz
+        (ours, or any with `vectors` and `paths`), an .npy of vectors with the .npy of their
+        paths, or a clip-retrieval output folder. The file is checked whole first (shapes,
+        types, lengths, the model and its vector length); then rows with NaN, infinite or zero
+        vectors, empty paths or a path seen before in the file are refused and counted; photos
+        already embedded keep their vectors unless `overwrite`. A path not on this computer
+        becomes a remote row: searchable, shown as remote. Relative paths are taken from
+        `base` (default: the current folder). Handed to the watch daemon while it runs."""
+        from .interop.vectors import open_source
+
+        source, paths = absolute(source), absolute(paths) if paths is not None else None
+        base = absolute(base) if base is not None else os.getcwd()
+        with open_source(source, paths):
+            pass  # a bad file is refused here, before the library is locked
+        try:
+            writer = self.writer()
+        except LibraryBusy:
+            from .ingest import watch
+
+            if watch.daemon_pid(self.settings.home) is None:
+                raise
+            answer = watch.ask_daemon(self.settings.home, {"op": "import", "source": source, "paths": paths,
+                                                           "model": model, "base": base, "overwrite": overwrite})
+            fields = answer["report"]
+            fields.pop("manifest", None)
+            report = ImportReport(**fields)
+            report.manifest = _quietly(read_manifest, self.settings.index_dir)
+            return report
+        with writer:
+            report = writer.import_file(source, paths, model, base, overwrite, on_progress, on_index)
+        self._forest = None
+        return report
+
+    @_storage_guard
+    def duplicates(self, threshold: float = 0.95, near: bool = True,
+                   on_progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
+        """Groups of photos that are copies of one another, largest first: the same bytes (the
+        content hash the crawl keeps) and, with `near`, vectors at least `threshold` alike
+        (cosine), found through the index and joined transitively. Reads only."""
+        if not 0 < threshold <= 1:
+            raise ClipsearchError("--threshold must be above 0 and at most 1 (cosine similarity, e.g. 0.95)")
+        store = self._reader()
+        try:
+            dim = int(store.get_meta("dim") or 0)
+            if not dim:
+                raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+            groups = _Groups()
+            for ids in store.exact_duplicates():
+                for other in ids[1:]:
+                    groups.join(ids[0], other, 1.0)
+            if near:
+                forest = self._current_forest(store)
+                for a, b, score in near_pairs(store, forest, dim, threshold, on_progress):
+                    groups.join(a, b, score)
+            members = groups.groups()
+            rows = store.rows([i for group in members for i in group])
+        finally:
+            store.close()
+        result = []
+        for group in members:
+            photos = [_photo(rows[i]) for i in group if i in rows and rows[i].status == "live"]
+            if len(photos) < 2:
+                continue
+            hashes = {p.hash for p in photos}
+            exact = len(hashes) == 1 and None not in hashes
+            result.append(DuplicateGroup(exact, 1.0 if exact else groups.weakest(group), photos))
+        result.sort(key=lambda g: (-len(g.photos), not g.exact, g.photos[0].path))
+        return result
 
     @_storage_guard
     def errors(self, limit: int | None = None) -> list[FileRow]:
         return self._read_catalog(lambda store: store.failed_files(limit), [])
+
+
+def _photo(row: FileRow) -> Photo:
+    return Photo(row.id, row.path, row.size, row.width, row.height, row.format, row.taken_at, camera_name(row.extra),
+                 gps_of(row.extra), row.hash, row.mtime_ns, row.remote)
 
 
 def _date_key(result: SearchResult) -> str:
@@ -683,6 +981,38 @@ def _date_key(result: SearchResult) -> str:
 
         return datetime.datetime.fromtimestamp(result.mtime_ns / 1e9).isoformat(timespec="seconds")
     return ""
+
+
+class _Groups:
+    """Union-find over photo ids: pairs joined become groups (transitively)."""
+
+    def __init__(self):
+        self._parent: dict[int, int] = {}
+        self._weakest: dict[int, float] = {}  # by root: the lowest score that joined the group
+
+    def _root(self, item: int) -> int:
+        parent = self._parent.setdefault(item, item)
+        while parent != self._parent[parent]:
+            self._parent[parent] = self._parent[self._parent[parent]]
+            parent = self._parent[parent]
+        return parent
+
+    def join(self, a: int, b: int, score: float) -> None:
+        ra, rb = self._root(a), self._root(b)
+        weakest = min(score, self._weakest.get(ra, 1.0), self._weakest.get(rb, 1.0))
+        if ra != rb:
+            self._parent[rb] = ra
+            self._weakest.pop(rb, None)
+        self._weakest[ra] = weakest
+
+    def groups(self) -> list[list[int]]:
+        found: dict[int, list[int]] = {}
+        for item in self._parent:
+            found.setdefault(self._root(item), []).append(item)
+        return [sorted(g) for g in found.values() if len(g) > 1]
+
+    def weakest(self, group: list[int]) -> float:
+        return self._weakest.get(self._root(group[0]), 1.0)
 
 
 def _quietly(read, *args):

@@ -21,8 +21,17 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
     from rich.progress import TaskID
 
     from .catalog.store import FileRow
+    from .config import Preset
     from .ingest.pipeline import CrawlStats
-    from .library import CrawlReport, LibraryStatus, Overview, RepairReport, RootInfo
+    from .library import (
+        CrawlReport,
+        DuplicateGroup,
+        ImportReport,
+        LibraryStatus,
+        Overview,
+        RepairReport,
+        RootInfo,
+    )
     from .search import SearchResult
 
 
@@ -100,10 +109,46 @@ class CrawlProgress:
         if self._loading is None:
             self._loading = self._progress.add_task("the watch daemon is crawling", total=None, rate="", counts="")
 
+    def step(self, label: str, done: int, total: int) -> None:
+        """Work of known size before the index build (an import)."""
+        if self._crawl is None:
+            if self._loading is not None:
+                self._progress.remove_task(self._loading)
+                self._loading = None
+            self._crawl = self._progress.add_task(label, total=total, rate="", counts="")
+        self._progress.update(self._crawl, completed=done, total=total)
+
     def index(self, done: int, total: int) -> None:
         if self._index is None:
             self._index = self._progress.add_task("building index", total=total, rate="", counts="")
         self._progress.update(self._index, completed=done, total=total)
+
+
+class WorkProgress:
+    """Progress bars for work of known size (batch queries, export, import), one per label;
+    use as a context manager and call update(label, done, total)."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), console=console, refresh_per_second=8,
+                                  disable=not console.is_terminal)
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> "WorkProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, ClipsearchError):
+            self._progress.live.transient = True
+        self._progress.__exit__(exc_type, exc, tb)
+
+    def update(self, label: str, done: int, total: int | None) -> None:
+        if label not in self._tasks:
+            self._tasks[label] = self._progress.add_task(label, total=total)
+        self._progress.update(self._tasks[label], completed=done, total=total)
 
 
 def crawl_summary(report: CrawlReport) -> Table:
@@ -166,7 +211,8 @@ def results_table(results: Sequence[SearchResult]) -> Table:
     table.add_column("date")
     table.add_column("size", justify="right")
     for r in results:
-        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.3f}", _file_link(r.path),
+        path = Text.assemble(r.path, (" (remote)", "dim")) if r.remote else _file_link(r.path)
+        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.3f}", path,
                       _date(r.taken_at, r.mtime_ns), human_size(r.size))
     return table
 
@@ -191,7 +237,8 @@ def status_view(status: LibraryStatus) -> Table:
     c = status.counts
     table.add_row("photos", f"{c.get('live', 0)} live, {c.get('failed', 0)} failed, {c.get('deleted', 0)} deleted"
                   + (f", {c['offline']} offline" if c.get("offline") else "")
-                  + (f", {c['unembedded']} waiting to be embedded" if c.get("unembedded") else ""))
+                  + (f", {c['unembedded']} waiting to be embedded" if c.get("unembedded") else "")
+                  + (f", {c['remote']} of them remote (imported, not on this computer)" if c.get("remote") else ""))
     d = status.daemon
     if d is None:
         table.add_row("watch daemon", "not running (`clipsearch watch --detach` keeps the library current)")
@@ -291,3 +338,64 @@ def prompt_help(commands: dict[str, str], query_help: str) -> Table:
 
 def prompt_history(lines: Sequence[str]) -> Text:
     return Text("\n".join(lines) if lines else "no queries yet", style="" if lines else "dim")
+
+
+def presets_table(presets: Sequence[Preset]) -> Table:
+    """Each preset: its name; its model and search settings, and what it is for below them."""
+    from .embed import canonical
+
+    table = Table(show_header=False, box=None, padding=(0, 2, 1, 0))
+    table.add_column("preset", style="bold", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    for preset in presets:
+        values = preset.values
+        search = ("every photo scored exactly" if values["exact_search"] else
+                  f"the index, {values['search_k']:,} candidates" if values["search_k"] else "the index")
+        model = canonical(values["model"]) + (" (int8 on a CPU)" if values["image_precision"] == "int8" else "")
+        mirrored = "example photos also mirrored" if values["tta"] == "flip" else "example photos as they are"
+        table.add_row(preset.name, Text.assemble(f"{model} · {search} · {mirrored}\n", (preset.summary, "dim")))
+    return table
+
+
+def import_summary(report: ImportReport) -> Table:
+    table = Table(show_header=False, title=f"imported {report.source}", title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("model", report.model)
+    table.add_row("rows in the file", str(report.rows))
+    table.add_row("added", str(report.added))
+    if report.replaced:
+        table.add_row("replaced", str(report.replaced))
+    if report.kept:
+        table.add_row("already embedded, kept (--overwrite replaces them)", str(report.kept))
+    if report.remote:
+        table.add_row("of those written, not on this computer (remote)", str(report.remote))
+    for count, why in ((report.not_finite, "refused: NaN, infinite or zero vectors"),
+                       (report.duplicates, "refused: a path seen earlier in the file"),
+                       (report.no_path, "refused: no path")):
+        if count:
+            table.add_row(why, str(count), style="yellow")
+    if report.manifest:
+        table.add_row("index", f"{report.manifest.count} photos, {'rebuilt' if report.rebuilt else 'up to date'}")
+    return table
+
+
+def duplicates_view(groups: Sequence[DuplicateGroup]) -> Table | str:
+    if not groups:
+        return "no duplicates found"
+    table = Table(title=f"{len(groups)} groups of duplicates, {sum(len(g.photos) for g in groups)} photos "
+                        "(nothing is deleted: that is yours to do)", title_justify="left")
+    table.add_column("group", justify="right")
+    table.add_column("kind")
+    table.add_column("path", overflow="fold")
+    table.add_column("pixels", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("date")
+    for number, group in enumerate(groups, start=1):
+        kind = "same bytes" if group.exact else f"alike ≥ {group.similarity:.3f}"
+        for i, photo in enumerate(group.photos):
+            pixels = f"{photo.width}x{photo.height}" if photo.width and photo.height else "-"
+            path = Text.assemble(photo.path, (" (remote)", "dim")) if photo.remote else _file_link(photo.path)
+            table.add_row(str(number) if i == 0 else "", kind if i == 0 else "", path, pixels, human_size(photo.size),
+                          _date(photo.taken_at, photo.mtime_ns), end_section=i == len(group.photos) - 1)
+    return table

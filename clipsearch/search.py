@@ -44,6 +44,7 @@ class SearchResult:
     format: str | None
     camera: str | None = None  # make and model, as the photo's EXIF says
     gps: tuple[float, float] | None = None  # latitude, longitude
+    remote: bool = False  # imported for a photo that is not on this computer
 
 
 def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: int,
@@ -89,7 +90,7 @@ def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchRe
             continue  # changed between the two reads (a crawl is writing)
         results.append(SearchResult(first_rank + len(results), round(float(score), 6) if score is not None else None,
                                     file_id, row.path, row.size, row.mtime_ns, row.taken_at, row.width, row.height,
-                                    row.format, camera_name(row.extra), gps_of(row.extra)))
+                                    row.format, camera_name(row.extra), gps_of(row.extra), row.remote))
     return results
 
 
@@ -134,6 +135,57 @@ def _forest_and_fresh(store: Store, forest: Forest, query: np.ndarray, k: int, d
     scores = np.concatenate([forest_scores[keep], fresh_top_scores])
     order = np.argsort(-scores, kind="stable")[:k]
     return ids[order], scores[order]
+
+
+def exact_many(chunks, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The k best (ids, scores) for each row of queries (L2-normalised), scoring every vector
+    of the (ids, vectors) chunks once for all of them: one pass over the catalog per batch."""
+    queries = np.asarray(queries, dtype=np.float32)
+    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
+    best_scores = np.zeros((len(queries), 0), dtype=np.float32)
+    for ids, vectors in chunks:
+        scores = queries @ vectors.T  # queries x chunk
+        top = min(k, scores.shape[1])
+        part = np.argpartition(-scores, top - 1, axis=1)[:, :top]
+        best_ids = np.concatenate([best_ids, ids[part]], axis=1)
+        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, axis=1)], axis=1)
+        order = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_ids = np.take_along_axis(best_ids, order, axis=1)
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+    return list(zip(best_ids, best_scores))
+
+
+EXACT_PAIRS = 50_000  # without a usable index, near duplicates are looked for by scoring every pair up to this
+
+
+def near_pairs(store: Store, forest: Forest | None, dim: int, threshold: float,
+               on_progress=None) -> list[tuple[int, int, float]]:
+    """(file id, file id, cosine) of the searchable photos at least `threshold` alike, each
+    pair once: the forest's items through the forest, rows written since its build (all rows,
+    without a forest) scored exactly against every searchable photo."""
+    from .errors import ClipsearchError
+
+    pairs: dict[tuple[int, int], float] = {}
+    if forest is not None:
+        changed, fresh_ids, fresh_vectors = store.changed_since(forest.manifest.built_seq, dim)
+        for a, b, score in forest.near_pairs(threshold, on_progress=on_progress):
+            if a not in changed and b not in changed:
+                pairs[(a, b)] = score
+    else:
+        if store.live_count() > EXACT_PAIRS:
+            raise ClipsearchError("looking for near duplicates needs the search index: run `clipsearch rebuild`")
+        chunks = list(store.iter_live_vectors(dim))
+        fresh_ids = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+        fresh_vectors = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0, dim), dtype=np.float32)
+    for start in range(0, len(fresh_ids), 1000):
+        some_ids, some = fresh_ids[start:start + 1000], fresh_vectors[start:start + 1000]
+        for ids, vectors in store.iter_live_vectors(dim):
+            rows, columns = np.nonzero(some @ vectors.T >= threshold)
+            for row, column in zip(rows.tolist(), columns.tolist()):
+                a, b = int(some_ids[row]), int(ids[column])
+                if a != b:
+                    pairs[(min(a, b), max(a, b))] = float(some[row] @ vectors[column])
+    return [(a, b, score) for (a, b), score in pairs.items()]
 
 
 def _exact(chunks, query: np.ndarray, k: int):

@@ -22,9 +22,9 @@ from .paths import PathRule, absolute
 
 if TYPE_CHECKING:
     from . import embed as embed_mod
-    from .catalog.store import Write
+    from .catalog.store import Imported, Write
     from .ingest.pipeline import CrawlStats, CrawlTask, Pipeline
-    from .library import CrawlReport, Library
+    from .library import CrawlReport, ImportReport, Library
 
 log = logging.getLogger("clipsearch")
 _FEW = 64  # the daemon's changes: fewer files than this decode in threads (no processes to start)
@@ -237,12 +237,135 @@ class Writer:
         return self.store.move(src, dest, root.id, is_dir)
 
     # --- index ----------------------------------------------------------------------------
+    # --- import ---------------------------------------------------------------------------
+    def import_file(self, source_path: str, paths: str | None = None, model: str | None = None,
+                    base: str | None = None, overwrite: bool = False,
+                    on_progress: Callable[[int, int], None] | None = None,
+                    on_index: Callable[[int, int], None] | None = None) -> ImportReport:
+        """Bring the vectors of a file (interop/vectors.py layouts) into the catalog, without
+        embedding anything, then refresh the index. See Library.import_vectors."""
+        from . import embed as embed_mod
+        from .interop.vectors import open_source
+        from .library import ImportReport
+
+        with open_source(source_path, paths) as source:
+            spec = self._import_model(source.label, source.model, model)
+            dim = int(self.store.get_meta("dim") or 0) or embed_mod.expected_dim(spec)
+            if dim and dim != source.dim:
+                raise ClipsearchError(f"{source.label} holds vectors of {source.dim} numbers, but model {spec} makes "
+                                      f"vectors of {dim}: name the model they were made with (--model)")
+            report = ImportReport(source.label, spec, source.count)
+            roots = self.roots()
+            seen: set[str] = set()
+            done = 0
+            for columns, vectors in source.chunks():
+                items = self._imported(columns, vectors, base, roots, seen, report)
+                added, replaced, kept = self.store.import_rows(items, overwrite, binding=(spec, source.dim))
+                report.added += added
+                report.replaced += replaced
+                report.kept += kept
+                done += len(vectors)
+                if on_progress:
+                    on_progress(done, source.count)
+        log.info("import of %s: %d added, %d replaced, %d kept, %d remote, %d refused", report.source, report.added,
+                 report.replaced, report.kept, report.remote, report.refused)
+        report.manifest, report.rebuilt = self.refresh_index(on_index)
+        return report
+
+    def _import_model(self, label: str, recorded: str | None, asked: str | None) -> str:
+        """The model imported vectors are taken to be of: the library's, which must agree with
+        the one named on the command line and the one the file records."""
+        from . import embed as embed_mod
+
+        current = self.store.get_meta("model") if self.store.get_meta("dim") else None
+        recorded_spec = embed_mod.canonical(recorded) if recorded else None
+        asked_spec = embed_mod.canonical(asked) if asked else None
+        if recorded_spec and asked_spec and recorded_spec != asked_spec:
+            raise ClipsearchError(f"{label} says its vectors were made with {recorded_spec}, not {asked_spec}")
+        wanted = asked_spec or recorded_spec
+        if current and wanted and wanted != current:
+            raise ClipsearchError(f"this library's photos were embedded with model {current}, and these vectors with "
+                                  f"{wanted}: vectors of two models cannot be searched together. Import them into "
+                                  "another library (--home DIR)")
+        if not current and not wanted:
+            raise ClipsearchError(f"{label} does not say which model made its vectors: name it, e.g. "
+                                  "--model ViT-B-32:openai (searches embed the query with it)")
+        return current or wanted  # type: ignore[return-value]
+
+    def _imported(self, columns: dict, vectors, base: str | None, roots: Sequence[Root], seen: set[str],
+                  report: ImportReport) -> list[Imported]:
+        """The rows of one chunk to write, counting those refused."""
+        import stat
+
+        import numpy as np
+
+        from .catalog.store import Imported
+
+        norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
+        usable = np.isfinite(vectors).all(axis=1) & np.isfinite(norms) & (norms > 1e-12)
+        items: list[Imported] = []
+        for i, raw in enumerate(columns["paths"].tolist()):
+            path = _import_path(raw, base)
+            if path is None:
+                report.no_path += 1
+                continue
+            if not usable[i]:
+                report.not_finite += 1
+                continue
+            key = self.rule.key(path)
+            if key in seen:
+                report.duplicates += 1
+                continue
+            seen.add(key)
+            local = None
+            if "://" not in path:
+                try:
+                    local = os.stat(path)
+                except (OSError, ValueError):
+                    local = None
+                if local is not None and not stat.S_ISREG(local.st_mode):
+                    local = None
+            root = self.root_of(path, roots) if local is not None else None
+            report.remote += local is None
+            items.append(Imported(
+                path, (vectors[i] / norms[i]).astype(np.float32).tobytes(), root.id if root else None,
+                local.st_size if local else None, local.st_mtime_ns if local else None, local is None,
+                _text_or_none(columns, "hashes", i), _text_or_none(columns, "taken_at", i),
+                _number_or_none(columns, "width", i), _number_or_none(columns, "height", i)))
+        return items
+
     def refresh_index(self, on_index: Callable[[int, int], None] | None = None):
         """Build the forest unless the current one is sound and built from this catalog as it is."""
         manifest, rebuilt = self.library._refresh_index(self.store, on_index)
         if rebuilt and manifest:
             log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
         return manifest, rebuilt
+
+
+def _import_path(raw: str, base: str | None) -> str | None:
+    """An imported row's path as the catalog keeps it: absolute (relative ones from `base`,
+    else the current folder) and normalised; a URL as it is; None for an empty one."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    if "://" in raw:
+        return raw
+    return absolute(os.path.join(base, raw) if base and not os.path.isabs(raw) else raw)
+
+
+def _text_or_none(columns: dict, name: str, i: int) -> str | None:
+    if name not in columns:
+        return None
+    value = columns[name][i]
+    value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return value or None
+
+
+def _number_or_none(columns: dict, name: str, i: int) -> int | None:
+    if name not in columns:
+        return None
+    value = int(columns[name][i])
+    return value if value >= 0 else None
 
 
 def folder_to_crawl(folder: str | os.PathLike, roots: Callable[[], Sequence[Root]], rule: PathRule) -> str:

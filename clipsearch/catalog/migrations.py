@@ -78,8 +78,14 @@ def m006_offline_roots(db: sqlite_utils.Database) -> None:
     db.table("roots").add_column("offline_since", float)
 
 
+def m007_remote_rows(db: sqlite_utils.Database) -> None:
+    # Vectors imported for photos that are not on this computer (`clipsearch import`): their
+    # rows are searchable and shown as remote; a crawl that finds the file makes it local.
+    db.execute("ALTER TABLE files ADD COLUMN remote INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity,
-              m005_filter_index, m006_offline_roots]
+              m005_filter_index, m006_offline_roots, m007_remote_rows]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -21,6 +21,7 @@ from typing import Iterator
 
 _FILE_COLUMNS = ("id", "path", "root_id", "size", "mtime_ns", "hash", "width", "height", "format", "taken_at",
                  "camera_make", "camera_model", "gps_lat", "gps_lon", "status", "error", "indexed_at", "vector")
+_LATER_FILE_COLUMNS = ("remote",)  # added by migrations: read where the damaged catalog has them
 _ROOT_COLUMNS = ("id", "path", "exclude", "added_at", "crawled_at", "options")
 _STATUSES = ("live", "deleted", "failed", "offline")
 _BATCH = 2000
@@ -118,6 +119,7 @@ def _copy_roots(conn: sqlite3.Connection, store, result: Recovery) -> None:
 
 def _copy_files(conn: sqlite3.Connection, store, result: Recovery) -> None:
     nbytes = result.dim * 4 if result.dim else None
+    columns = _FILE_COLUMNS + tuple(c for c in _LATER_FILE_COLUMNS if _has_column(conn, "files", c))
     batch: list[list] = []
     highest = 0
 
@@ -125,15 +127,19 @@ def _copy_files(conn: sqlite3.Connection, store, result: Recovery) -> None:
         with store.db.atomic():
             seq = store.next_seq()  # every recovered row is new to the new catalog's forest
             for values in batch:
-                store.db.execute(f"INSERT OR IGNORE INTO files({', '.join(_FILE_COLUMNS)}, seq) "
-                                 f"VALUES ({', '.join('?' * (len(_FILE_COLUMNS) + 1))})", [*values, seq])
+                store.db.execute(f"INSERT OR IGNORE INTO files({', '.join(columns)}, seq) "
+                                 f"VALUES ({', '.join('?' * (len(columns) + 1))})", [*values, seq])
         batch.clear()
 
-    for row in _rows(conn, "files", _FILE_COLUMNS, result):
-        record = dict(zip(_FILE_COLUMNS, row))
+    for row in _rows(conn, "files", columns, result):
+        record = dict(zip(columns, row))
+        # Imported photos outside the library's folders have no root.
         if not (isinstance(record["id"], int) and isinstance(record["path"], str)
-                and isinstance(record["root_id"], int) and record["status"] in _STATUSES):
+                and (isinstance(record["root_id"], int) or (record["root_id"] is None and record["status"] == "live"))
+                and record["status"] in _STATUSES):
             continue
+        if "remote" in record and record["remote"] not in (0, 1):
+            record["remote"] = 0
         highest = max(highest, record["id"])
         if record["vector"] is not None and not _usable_vector(record["vector"], nbytes):
             record["vector"] = None
@@ -152,6 +158,14 @@ def _copy_files(conn: sqlite3.Connection, store, result: Recovery) -> None:
     except sqlite3.DatabaseError:
         catalogued = highest
     result.unreadable = max(0, highest - result.files, catalogued - result.files)
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    try:
+        conn.execute(f"SELECT {column} FROM {table} LIMIT 0")
+        return True
+    except sqlite3.DatabaseError:
+        return False
 
 
 def _usable_vector(blob, nbytes: int | None) -> bool:

@@ -124,6 +124,23 @@ class FileRow:
     error: str | None
     extra: dict = field(default_factory=dict)
     hash: str | None = None  # of the file's bytes (BLAKE2b-128, hex)
+    remote: bool = False  # imported for a photo that is not on this computer
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A vector brought in by `clipsearch import`, with what is known of its photo."""
+
+    path: str
+    vector: bytes  # float32, L2-normalised
+    root_id: int | None = None  # the library folder the photo is in, if any
+    size: int | None = None  # the file's, where it is on this computer
+    mtime_ns: int | None = None
+    remote: bool = False
+    hash: str | None = None
+    taken_at: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 _MIGRATING = threading.Lock()
@@ -254,6 +271,11 @@ class Store:
             for r in inner:
                 self.db.execute("UPDATE files SET root_id = ? WHERE root_id = ?", [root_id, r.id])
                 self.db.execute("DELETE FROM roots WHERE id = ?", [r.id])
+            # Imported rows of photos in the new folder become its files: the crawl that follows
+            # keeps the vectors of those it finds unchanged and marks the rest deleted.
+            low, high = _prefix_range(path)
+            self.db.execute("UPDATE files SET root_id = ? WHERE root_id IS NULL AND status = ? AND path >= ? "
+                            "AND path < ?", [root_id, LIVE, low, high])
 
     def set_root_rules(self, root_id: int, exclude: Sequence[str], options: dict) -> None:
         self.db.execute("UPDATE roots SET exclude = ?, options = ? WHERE id = ?",
@@ -359,9 +381,9 @@ class Store:
     def _upsert(self, record: FileRecord, hash_: str | None, status: str, error: str | None,
                 now: float, seq: int, vector: bytes | None, meta: dict) -> None:
         columns = ["path", "root_id", "size", "mtime_ns", "hash", "status", "error", "indexed_at",
-                   "vector", "seq", *meta]
+                   "vector", "seq", "remote", *meta]
         values = [record.path, record.root_id, record.size, record.mtime_ns, hash_, status, error, now,
-                  vector, seq, *meta.values()]
+                  vector, seq, 0, *meta.values()]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
         self.db.execute(
             f"INSERT INTO files({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
@@ -550,13 +572,13 @@ class Store:
             chunk = ids[start:start + _CHUNK]
             cursor = self.db.execute(
                 "SELECT id, path, size, mtime_ns, width, height, format, taken_at, status, error, "
-                f"camera_make, camera_model, gps_lat, gps_lon, hash FROM files "
+                f"camera_make, camera_model, gps_lat, gps_lon, hash, remote FROM files "
                 f"WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             for r in cursor:
                 extra = {k: v for k, v in zip(("camera_make", "camera_model", "gps_lat", "gps_lon"), r[10:14])
                          if v is not None}
                 found[r[0]] = FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], extra=extra,
-                                      hash=r[14])
+                                      hash=r[14], remote=bool(r[15]))
         return found
 
     def counts_by_status(self) -> dict[str, int]:
@@ -565,6 +587,8 @@ class Store:
             counts[status] = count
         counts["unembedded"] = self.db.execute(
             "SELECT count(*) FROM files WHERE status = ? AND vector IS NULL", [LIVE]).fetchone()[0]
+        counts["remote"] = self.db.execute(
+            "SELECT count(*) FROM files WHERE status = ? AND remote = 1", [LIVE]).fetchone()[0]
         return counts
 
     def root_counts(self) -> dict[int, dict[str, int]]:
@@ -589,6 +613,87 @@ class Store:
             "SELECT id FROM files WHERE status = ? ORDER BY path LIMIT ?", [FAILED, limit or -1])]
         rows = self.rows(ids)
         return [rows[i] for i in ids]
+
+    # --- export, import and duplicates ---------------------------------------------------
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every read inside sees the catalog as it was at its start,
+        whatever a writer commits meanwhile (WAL)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
+    def _exported(self, live_only: bool) -> str:
+        return f"status = '{LIVE}' AND vector IS NOT NULL" if live_only else "vector IS NOT NULL"
+
+    def export_sizes(self, live_only: bool) -> tuple[int, int, int]:
+        """(rows, longest path, longest hash) of what an export writes (the live photos', or every
+        row with a vector: offline and deleted ones too); lengths in characters."""
+        row = self.db.execute("SELECT count(*), coalesce(max(length(path)), 0), coalesce(max(length(hash)), 0) "
+                              f"FROM files WHERE {self._exported(live_only)}").fetchone()
+        return row[0], row[1], row[2]
+
+    _EXPORTED_COLUMNS = ("vector", "path", "hash", "taken_at", "width", "height")
+
+    def export_column(self, live_only: bool, column: str, chunk: int = 20_000) -> Iterator[list]:
+        """One column of the rows export_sizes() counts, in id order, in lists of chunk values."""
+        if column not in self._EXPORTED_COLUMNS:
+            raise ValueError(column)
+        last = -1
+        while True:
+            rows = self.db.execute(f"SELECT id, {column} FROM files WHERE {self._exported(live_only)} AND id > ? "
+                                   "ORDER BY id LIMIT ?", [last, chunk]).fetchall()
+            if not rows:
+                return
+            yield [r[1] for r in rows]
+            last = rows[-1][0]
+
+    def import_rows(self, items: Sequence[Imported], overwrite: bool,
+                    binding: tuple[str, int] | None = None) -> tuple[int, int, int]:
+        """Write imported vectors in one transaction: (added, replaced, kept). A photo that
+        already has a vector (live or offline) keeps it unless `overwrite`. `binding` (model,
+        dim) is recorded with them where the library has no model yet."""
+        added = replaced = kept = 0
+        now = time.time()
+        with self.db.atomic():
+            seq = self.next_seq()
+            if binding and items and self.get_meta("dim") is None:
+                self.set_meta("model", binding[0])
+                self.set_meta("dim", str(binding[1]))
+            known = self.known_paths([item.path for item in items])
+            for item in items:
+                before = known.get(item.path)
+                if before is not None and before.has_vector and before.status in (LIVE, OFFLINE) and not overwrite:
+                    kept += 1
+                    continue
+                columns = {"path": item.path, "root_id": item.root_id, "size": item.size, "mtime_ns": item.mtime_ns,
+                           "hash": item.hash, "width": item.width, "height": item.height, "taken_at": item.taken_at,
+                           "status": LIVE, "error": None, "indexed_at": now, "vector": item.vector, "seq": seq,
+                           "remote": int(item.remote)}
+                if before is None:
+                    added += 1
+                else:
+                    replaced += 1
+                    # What a crawl read of the file stays where the import knows nothing better.
+                    for name in ("root_id", "size", "mtime_ns", "hash", "width", "height", "taken_at"):
+                        if columns[name] is None:
+                            del columns[name]
+                updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "path")
+                self.db.execute(f"INSERT INTO files({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                                f"ON CONFLICT(path) DO UPDATE SET {updates}", list(columns.values()))
+        return added, replaced, kept
+
+    def exact_duplicates(self) -> list[list[int]]:
+        """Ids of the searchable photos that share their bytes (the content hash), in groups of
+        two or more, each in id order."""
+        groups: dict[str, list[int]] = {}
+        for file_id, hash_ in self.db.execute(
+                f"SELECT id, hash FROM files WHERE {self._SEARCHABLE} AND hash IN (SELECT hash FROM files "
+                f"WHERE {self._SEARCHABLE} AND hash IS NOT NULL GROUP BY hash HAVING count(*) > 1) ORDER BY id"):
+            groups.setdefault(hash_, []).append(file_id)
+        return list(groups.values())
 
     def file_id(self, path: str) -> int | None:
         row = self.db.execute("SELECT id FROM files WHERE path = ?", [path]).fetchone()

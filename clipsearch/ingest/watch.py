@@ -22,6 +22,7 @@ started while the daemon runs is handed to it).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -598,6 +599,14 @@ class Watcher:
                     self._unwatch(root_id)
             self._check_roots()
             return {"ok": True, "stats": _stats_json(report.stats), "rebuilt": report.rebuilt}
+        if op == "import":
+            log.info("import handed over: %s", request["source"])
+            imported = self.writer.import_file(request["source"], request.get("paths"), request.get("model"),
+                                               request.get("base"), bool(request.get("overwrite")))
+            self._check_roots()
+            fields = dataclasses.asdict(imported)
+            fields.pop("manifest")
+            return {"ok": True, "report": fields}
         if op == "remove-root":
             root, count = self.writer.remove_root(request["folder"])
             self._check_roots()
