@@ -30,6 +30,9 @@ FORMAT = 1
 DESCRIPTION = "text-tower.json"
 
 
+_TOGETHER = 64  # texts through the tower at once (a few MB of activations)
+
+
 class TextTower:
     """The numpy text tower of one model; see `export` for where its weights come from."""
 
@@ -71,50 +74,68 @@ class TextTower:
         return self._tokenizer(list(texts))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts -> (N, dim) float32, rows L2-normalised; the same as the torch tower."""
+        """Texts -> (N, dim) float32, rows L2-normalised; the same as the torch tower. Texts
+        go through together (64 at a time): every layer's weights are read once for all of
+        their tokens (one text alone: ~25 ms on the build machine; in a batch: ~12 ms each)."""
         tokens = self._tokenizer(list(texts))
-        out = np.stack([self._one(row) for row in tokens]) if len(tokens) else np.zeros((0, self.dim), np.float32)
+        if not len(tokens):
+            return np.zeros((0, self.dim), np.float32)
+        out = np.concatenate([self._together(tokens[i:i + _TOGETHER]) for i in range(0, len(tokens), _TOGETHER)])
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
-    def _one(self, tokens: np.ndarray) -> np.ndarray:
+    def _together(self, rows: np.ndarray) -> np.ndarray:
+        """The tower over several token rows at once: their tokens stacked into one matrix
+        for the projections and MLPs, attention within each text."""
         w, cfg = self._w, self.config
-        pool = cfg["pool"]
-        if pool in ("argmax", "eos"):
-            at = int(tokens.argmax()) if pool == "argmax" else int(np.flatnonzero(tokens == cfg["eos_id"])[0])
-        else:
-            at = 0 if pool == "first" else len(tokens) - 1
-        # With causal attention nothing after the pooled position can reach it: skip it.
-        length = at + 1 if cfg["causal"] else len(tokens)
-        x = w["token_embedding"][tokens[:length]] + w["positional_embedding"][:length]
-        mask = np.triu(np.full((length, length), -np.inf, np.float32), 1) if cfg["causal"] else None
+        spans: list[tuple[int, int, int]] = []  # (first row in the stack, length, pooled position)
+        pieces = []
+        first = 0
+        for tokens in rows:
+            pool = cfg["pool"]
+            if pool in ("argmax", "eos"):
+                at = int(tokens.argmax()) if pool == "argmax" else int(np.flatnonzero(tokens == cfg["eos_id"])[0])
+            else:
+                at = 0 if pool == "first" else len(tokens) - 1
+            # With causal attention nothing after the pooled position can reach it: skip it.
+            length = at + 1 if cfg["causal"] else len(tokens)
+            spans.append((first, length, at))
+            pieces.append(w["token_embedding"][tokens[:length]] + w["positional_embedding"][:length])
+            first += length
+        x = np.concatenate(pieces)
+        masks = {length: np.triu(np.full((length, length), -np.inf, np.float32), 1) if cfg["causal"] else None
+                 for _, length, _ in spans}
         for i in range(self._layers):
             p = f"block{i}."
-            x = x + self._scaled(p + "ls_1", self._attention(_layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"],
-                                                                         self._eps), p, mask))
+            h = _layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], self._eps)
+            qkv = h @ w[p + "in.weight"] + w[p + "in.bias"]
+            attended = np.concatenate([self._attention(qkv[start:start + length], masks[length])
+                                       for start, length, _ in spans])
+            x = x + self._scaled(p + "ls_1", attended @ w[p + "out.weight"] + w[p + "out.bias"])
             h = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], self._eps)
             h = h @ w[p + "fc.weight"] + w[p + "fc.bias"]
             h = _quick_gelu(h) if cfg["activation"] == "quick_gelu" else _gelu(h)
             x = x + self._scaled(p + "ls_2", h @ w[p + "proj.weight"] + w[p + "proj.bias"])
-        x = _layer_norm(x[at], w["ln_final.weight"], w["ln_final.bias"], self._eps)
+        x = _layer_norm(x[[start + at for start, _, at in spans]], w["ln_final.weight"], w["ln_final.bias"],
+                        self._eps)
         if "projection.weight" in w:
             x = x @ w["projection.weight"]
             if "projection.bias" in w:
                 x = x + w["projection.bias"]
         return x.astype(np.float32)
 
-    def _attention(self, x: np.ndarray, p: str, mask: np.ndarray | None) -> np.ndarray:
-        w = self._w
-        length, width = x.shape
+    def _attention(self, qkv: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """Multi-head attention of one text, from its rows of the q, k, v projection."""
+        length = qkv.shape[0]
+        width = qkv.shape[1] // 3
         head = width // self._heads
-        qkv = (x @ w[p + "in.weight"] + w[p + "in.bias"]).reshape(length, 3, self._heads, head).transpose(1, 2, 0, 3)
+        qkv = qkv.reshape(length, 3, self._heads, head).transpose(1, 2, 0, 3)
         q, k, v = qkv[0] / math.sqrt(head), qkv[1], qkv[2]
         scores = q @ k.transpose(0, 2, 1)  # heads x length x length
         if mask is not None:
             scores = scores + mask
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
-        out = (scores @ v).transpose(1, 0, 2).reshape(length, width)
-        return out @ w[p + "out.weight"] + w[p + "out.bias"]
+        return (scores @ v).transpose(1, 0, 2).reshape(length, width)
 
     def _scaled(self, name: str, x: np.ndarray) -> np.ndarray:
         gamma = self._w.get(name)

@@ -260,10 +260,11 @@ class Writer:
             done = 0
             for columns, vectors in source.chunks():
                 items = self._imported(columns, vectors, base, roots, seen, report)
-                added, replaced, kept = self.store.import_rows(items, overwrite, binding=(spec, source.dim))
+                added, replaced, kept, remote = self.store.import_rows(items, overwrite, binding=(spec, source.dim))
                 report.added += added
                 report.replaced += replaced
                 report.kept += kept
+                report.remote += remote
                 done += len(vectors)
                 if on_progress:
                     on_progress(done, source.count)
@@ -326,7 +327,6 @@ class Writer:
                 if local is not None and not stat.S_ISREG(local.st_mode):
                     local = None
             root = self.root_of(path, roots) if local is not None else None
-            report.remote += local is None
             items.append(Imported(
                 path, (vectors[i] / norms[i]).astype(np.float32).tobytes(), root.id if root else None,
                 local.st_size if local else None, local.st_mtime_ns if local else None, local is None,

@@ -7,6 +7,8 @@
     python scripts/bench.py recrawl              # unchanged re-crawl of a 100k-file tree
     python scripts/bench.py towers               # the image tower: torch vs onnxruntime per image
     python scripts/bench.py web                  # the gallery: results, thumbnails, a ZIP
+    python scripts/bench.py batch                # clipsearch batch against a search per process, 100k
+    python scripts/bench.py vectors              # export and import of 1M vectors: time, peak memory
     python scripts/bench.py photos               # only generate the default photos
 
 Common options: --model (default ViT-B-32-256:random: the default preset's architecture
@@ -27,6 +29,14 @@ of the interactive prompt), and cold `clipsearch search` in a fresh process (war
 cache), next to `clipsearch --help` and `clipsearch status`.
 
 index: Annoy forest over clustered unit vectors; recall@10 against exact search.
+
+batch: 2,000 text queries in a CSV through `clipsearch batch` (index, and --preset vpr:
+every photo scored in one pass per batch) against `clipsearch search` in a process per
+query, on the query library (100k); whole processes, start-up included.
+
+vectors: a catalog of 1M clustered 512-d vectors exported to .npz and imported into a new
+library, each in a fresh process: seconds and peak RSS (GNU time), the import's index
+build timed apart.
 
 recrawl: a tree of 100k small image files, crawled once with the tiny test model, then
 `clipsearch crawl` again with nothing changed, in a fresh process.
@@ -896,6 +906,97 @@ def bench_watch_storm(data: Path, count: int = 10_000) -> dict:
 
 
 # --- main -----------------------------------------------------------------------------------
+# --- batch queries, vectors out and in -------------------------------------------------------
+def _timed_child(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of a command in a fresh process (GNU time's figure)."""
+    start = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", *args], check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+def bench_batch(data: Path, model: str, count: int, queries: int) -> dict:
+    """`clipsearch batch` against `clipsearch search` run once per query (a process each)."""
+    from clipsearch.embed import OpenClipEmbedder, canonical
+
+    spec = canonical(model)
+    home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
+    _fill_library(home, spec, OpenClipEmbedder(spec, device="cpu").dim, count)
+    Library(load_settings(home)).embedder(spec).load()  # the numpy text tower, saved once
+    csv_path = data / f"batch-{queries}.csv"
+    with open(csv_path, "w", encoding="utf-8") as file:
+        file.write("image_path,description\n")
+        for i in range(queries):
+            file.write(f",{QUERIES[i % len(QUERIES)]} {i}\n")
+    cli = [sys.executable, "-m", "clipsearch.cli", "--home", str(home)]
+    per_process = _timed_runs(cli + ["search", QUERIES[0], "-k", "5", "--json"], 5)
+    out = data / "batch-results.csv"
+    index_s, index_mb = _timed_child(cli + ["batch", str(csv_path), "-o", str(out), "-k", "5"])
+    exact_s, exact_mb = _timed_child(cli + ["batch", str(csv_path), "-o", str(out), "-k", "5", "--preset", "vpr"])
+    return {
+        "vectors": count, "queries": queries,
+        "one_query_per_process_s": per_process, "one_query_per_process_q_per_s": 1 / per_process,
+        "batch_index_s": index_s, "batch_index_q_per_s": queries / index_s,
+        "batch_index_over_per_process": (queries / index_s) * per_process, "batch_index_peak_rss_mb": index_mb,
+        "batch_exact_s": exact_s, "batch_exact_q_per_s": queries / exact_s,
+        "batch_exact_over_per_process": (queries / exact_s) * per_process, "batch_exact_peak_rss_mb": exact_mb,
+    }
+
+
+def _fill_catalog(home: Path, dim: int, count: int, model: str = "ViT-B-32-256:random") -> None:
+    """A catalog of `count` photos with clustered vectors and no forest (export needs none)."""
+    if (home / ".complete").exists():
+        return
+    print(f"building a {count:,}-vector catalog in {home} (once) ...", file=sys.stderr)
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    store = Store(home / "catalog.db")
+    store.add_root("/bench/photos")
+    root = store.roots()[0].id
+    meta = ImageMeta(4000, 3000, "JPEG", "2021-06-01T12:00:00")
+    for start in range(0, count, 50_000):
+        vectors = clustered(min(50_000, count - start), dim, 100, seed=start)
+        for part in range(start, min(count, start + 50_000), 5000):
+            store.write([Embedded(FileRecord(f"/bench/photos/{i // 1000:04d}/IMG_{i:07d}.jpg", root, 4_000_000, i),
+                                  f"{i:032x}", meta, vectors[i - start])
+                         for i in range(part, min(count, part + 5000))])
+    store.set_meta("model", model)
+    store.close()
+    (home / ".complete").touch()
+
+
+def bench_vectors(data: Path, count: int, dim: int = 512) -> dict:
+    """Export a library of `count` vectors to .npz and import it into a new library, each in a
+    fresh process: seconds and peak RSS (the vectors alone are count x dim x 4 bytes)."""
+    home = data / f"vectors-home-{count}"
+    _fill_catalog(home, dim, count)
+    target = data / f"export-{count}.npz"
+    cli = [sys.executable, "-m", "clipsearch.cli"]
+    export_s, export_mb = _timed_child(cli + ["--home", str(home), "export", str(target)])
+    fresh = data / f"import-home-{count}"
+    shutil.rmtree(fresh, ignore_errors=True)
+    # The import alone, then the index build it ends with, timed apart in one child.
+    code = ("import sys, time, json; from clipsearch.config import load_settings; "
+            "from clipsearch.library import Library; t = time.perf_counter(); built = []; "
+            "r = Library(load_settings(sys.argv[1])).import_vectors(sys.argv[2], "
+            "on_index=lambda d, n: built or built.append(time.perf_counter())); "
+            "e = time.perf_counter(); print(json.dumps([built[0] - t if built else e - t, e - t, r.added]))")
+    start = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", code, str(fresh), str(target)],
+                          check=True, capture_output=True, text=True)
+    import_total = time.perf_counter() - start
+    rows_s, with_index_s, added = json.loads(done.stdout.strip().splitlines()[-1])
+    import_mb = int(done.stderr.strip().splitlines()[-1]) / 1024
+    figures = {
+        "vectors": count, "dim": dim, "vector_bytes_mb": count * dim * 4 / 2**20,
+        "export_s": export_s, "export_peak_rss_mb": export_mb, "npz_mb": target.stat().st_size / 2**20,
+        "import_rows_s": rows_s, "import_with_index_build_s": with_index_s, "import_process_s": import_total,
+        "import_peak_rss_mb": import_mb, "imported": added,
+    }
+    target.unlink()
+    shutil.rmtree(fresh, ignore_errors=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32-256:random", help="model spec (default: %(default)s)")
@@ -931,6 +1032,11 @@ def main() -> None:
     watch.add_argument("--storm", type=int, default=10_000)
     web = sub.add_parser("web", help="the gallery: result cards at 100k, thumbnails cold and cached, a ZIP")
     web.add_argument("--count", type=int, default=100_000)
+    batch = sub.add_parser("batch", help="clipsearch batch against one search per process, at 100k")
+    batch.add_argument("--count", type=int, default=100_000)
+    batch.add_argument("--queries", type=int, default=2000)
+    vectors = sub.add_parser("vectors", help="export and import of 1M vectors: time and peak memory")
+    vectors.add_argument("--count", type=int, default=1_000_000)
     photos = sub.add_parser("photos", help="generate the default photos only")
     photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
@@ -963,6 +1069,11 @@ def main() -> None:
         results["decode"] = bench_decode_scaling(folder, args.widths or sorted({1, os.cpu_count() or 1}))
     if args.what in (None, "web"):
         results["web"] = bench_web(data, args.model, getattr(args, "count", 100_000), args.device)
+    if args.what in (None, "batch"):
+        results["batch"] = bench_batch(data, args.model, getattr(args, "count", 100_000),
+                                       getattr(args, "queries", 2000))
+    if args.what in (None, "vectors"):
+        results["vectors"] = bench_vectors(data, getattr(args, "count", 1_000_000))
     if args.what in (None, "watch"):
         results["watch-latency"] = bench_watch_latency(data, args.model, args.device)
         results["watch-latency-tiny"] = bench_watch_latency(data, TINY_MODEL, "cpu")

@@ -651,11 +651,12 @@ class Store:
             last = rows[-1][0]
 
     def import_rows(self, items: Sequence[Imported], overwrite: bool,
-                    binding: tuple[str, int] | None = None) -> tuple[int, int, int]:
-        """Write imported vectors in one transaction: (added, replaced, kept). A photo that
+                    binding: tuple[str, int] | None = None) -> tuple[int, int, int, int]:
+        """Write imported vectors in one transaction: (added, replaced, kept, of those written
+        the remote ones). A photo that
         already has a vector (live or offline) keeps it unless `overwrite`. `binding` (model,
         dim) is recorded with them where the library has no model yet."""
-        added = replaced = kept = 0
+        added = replaced = kept = remote = 0
         now = time.time()
         with self.db.atomic():
             seq = self.next_seq()
@@ -672,6 +673,7 @@ class Store:
                            "hash": item.hash, "width": item.width, "height": item.height, "taken_at": item.taken_at,
                            "status": LIVE, "error": None, "indexed_at": now, "vector": item.vector, "seq": seq,
                            "remote": int(item.remote)}
+                remote += item.remote
                 if before is None:
                     added += 1
                 else:
@@ -683,7 +685,7 @@ class Store:
                 updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "path")
                 self.db.execute(f"INSERT INTO files({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
                                 f"ON CONFLICT(path) DO UPDATE SET {updates}", list(columns.values()))
-        return added, replaced, kept
+        return added, replaced, kept, remote
 
     def exact_duplicates(self) -> list[list[int]]:
         """Ids of the searchable photos that share their bytes (the content hash), in groups of

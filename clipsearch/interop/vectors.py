@@ -94,7 +94,7 @@ class VectorSource:
         return self
 
     def __exit__(self, *exc) -> None:
-        for close in self._closers:
+        for close in reversed(self._closers):  # zip members before their archive
             close()
 
     def chunks(self, rows: int = CHUNK) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
@@ -120,7 +120,7 @@ def open_source(path: str | os.PathLike, paths: str | os.PathLike | None = None)
         return _clip_retrieval(path)
     if not path.is_file():
         raise ClipsearchError(f"{path}: no such file")
-    if zipfile.is_zipfile(path):
+    if path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
         if paths is not None:
             raise ClipsearchError("--paths goes with an .npy of vectors; an .npz holds its own paths")
         return _npz(path)
@@ -157,7 +157,9 @@ def _npz(path: Path) -> VectorSource:
         names = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
 
         def member(key: str) -> _Rows:
-            return _Rows(archive.open(names[key]), f"{path}: {key!r}")
+            file = archive.open(names[key])
+            source._closers.append(file.close)
+            return _Rows(file, f"{path}: {key!r}")
 
         vector_key = next((k for k in VECTOR_KEYS if k in names), None)
         path_key = next((k for k in PATH_KEYS if k in names), None)
