@@ -401,8 +401,9 @@ def presets(as_json):
     """The presets: named bundles of a model and search settings.
 
     Choose one with --preset NAME, or `preset = "NAME"` in config.toml (settings named beside
-    it win). A library keeps the model it was crawled with: a preset naming another model
-    is refused by crawl and only lends its search settings to searches (with a note).
+    it win). A library keeps the model it was crawled with: `crawl --preset` naming another
+    model is refused; otherwise such a preset only lends its search settings, with a note
+    (a preset in config.toml chooses the model of new libraries only, like `model`).
     """
     from .config import PRESETS
 

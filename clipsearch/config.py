@@ -209,8 +209,10 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
     values: dict[str, Any] = {}
     for source, level in levels:
         if level.get("preset") is not None:
-            values.update(preset_values(level["preset"], source))
+            bundle = preset_values(level["preset"], source)
+            values.update(bundle)
             values["preset_from"] = source
+            level = {**level, "preset": bundle["preset"]}  # the preset's own spelling
         values.update(level)
     settings = dataclasses.replace(settings, **values)
     if settings.path_case not in ("auto", "sensitive", "insensitive"):

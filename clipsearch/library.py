@@ -129,7 +129,8 @@ class ImportReport:
     remote: int = 0  # of those written, photos not on this computer
     not_finite: int = 0  # refused: NaN, infinite or all-zero vectors
     duplicates: int = 0  # refused: a path seen earlier in the file
-    no_path: int = 0  # refused: an empty path
+    no_path: int = 0  # refused: an empty path, or one that is not valid text
+    model_assumed: bool = False  # the file does not say its model; the library's was taken
     manifest: Manifest | None = None
     rebuilt: bool = False
 
@@ -465,7 +466,10 @@ class Library:
                     raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
                 embedder = self.embedder(spec)
                 dim = embedder.dim  # loads the model first: one that fails to load changes nothing
-                store.switch_model(embedder.spec, dim)
+                dropped = store.switch_model(embedder.spec, dim)
+                if dropped:
+                    self._notice(f"{dropped} imported photos that no crawl can reach (remote, or outside the "
+                                 "library's folders) left the library: their vectors were of the old model")
             finally:
                 store.close()
         return self.crawl(on_progress=on_progress, on_index=on_index)
@@ -585,10 +589,11 @@ class Library:
             self._offline_notice(store)
         finally:
             store.close()
+        rule = PathRule.for_setting(self.settings.path_case)
         for n, results in found.items():
-            own = queries[n].image
+            own = rule.key(absolute(queries[n].image)) if queries[n].image is not None else None
             floor = max((f for f in (min_score, parsed[n].min_score) if f is not None), default=None)
-            kept = [r for r in results if own is None or r.path != own]
+            kept = [r for r in results if own is None or rule.key(r.path) != own]
             kept = [r for r in kept if floor is None or (r.score is not None and r.score >= floor)]
             answers[n].results = [dataclasses.replace(r, rank=i) for i, r in enumerate(kept[:k], start=1)]
         return answers
@@ -862,13 +867,13 @@ class Library:
             raise ClipsearchError(f"{output} is a folder: name the .npz file to write (or use --format npy)")
         store = self._reader()
         try:
-            dim = int(store.get_meta("dim") or 0)
-            model = store.get_meta("model")
-            if not dim or not model:
-                raise ClipsearchError("nothing embedded yet: run `clipsearch crawl FOLDER` first")
             with store.snapshot():  # one moment of the catalog, whatever the crawl writes meanwhile
-                count, path_chars, hash_chars = store.export_sizes(live_only)
-                plan = vectors_mod.Plan(count, dim, path_chars, hash_chars, model)
+                dim = int(store.get_meta("dim") or 0)
+                model = store.get_meta("model")
+                if not dim or not model:
+                    raise ClipsearchError("nothing embedded yet: run `clipsearch crawl FOLDER` first")
+                count, path_chars, hash_chars, taken_chars = store.export_sizes(live_only)
+                plan = vectors_mod.Plan(count, dim, path_chars, hash_chars, model, taken_chars)
 
                 def read(column: str):
                     for values in store.export_column(live_only, column):

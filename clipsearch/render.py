@@ -361,7 +361,8 @@ def import_summary(report: ImportReport) -> Table:
     table = Table(show_header=False, title=f"imported {report.source}", title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
-    table.add_row("model", report.model)
+    table.add_row("model", report.model + (" (assumed: the file does not say; --model checks it)"
+                                           if report.model_assumed else ""))
     table.add_row("rows in the file", str(report.rows))
     table.add_row("added", str(report.added))
     if report.replaced:
@@ -372,7 +373,7 @@ def import_summary(report: ImportReport) -> Table:
         table.add_row("of those written, not on this computer (remote)", str(report.remote))
     for count, why in ((report.not_finite, "refused: NaN, infinite or zero vectors"),
                        (report.duplicates, "refused: a path seen earlier in the file"),
-                       (report.no_path, "refused: no path")):
+                       (report.no_path, "refused: no path, or one that is not valid text")):
         if count:
             table.add_row(why, str(count), style="yellow")
     if report.manifest:

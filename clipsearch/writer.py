@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -254,7 +255,8 @@ class Writer:
             if dim and dim != source.dim:
                 raise ClipsearchError(f"{source.label} holds vectors of {source.dim} numbers, but model {spec} makes "
                                       f"vectors of {dim}: name the model they were made with (--model)")
-            report = ImportReport(source.label, spec, source.count)
+            report = ImportReport(source.label, spec, source.count,
+                                  model_assumed=not (model or source.model))
             roots = self.roots()
             seen: set[str] = set()
             done = 0
@@ -342,14 +344,21 @@ class Writer:
         return manifest, rebuilt
 
 
+_FOREIGN_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")
+
+
 def _import_path(raw: str, base: str | None) -> str | None:
     """An imported row's path as the catalog keeps it: absolute (relative ones from `base`,
     else the current folder) and normalised; a URL as it is; None for an empty one."""
     raw = raw.strip()
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # lone surrogates: not a path SQLite can keep
     if not raw:
         return None
-    if "://" in raw:
-        return raw
+    if "://" in raw or (os.sep == "/" and _FOREIGN_ABSOLUTE.match(raw)):
+        return raw  # a URL, or another system's absolute path (C:\..., \\server\...): kept as written
     return absolute(os.path.join(base, raw) if base and not os.path.isabs(raw) else raw)
 
 

@@ -197,6 +197,27 @@ def test_a_bom_and_quoted_newlines_are_read_and_extra_columns_pass_through(tiny_
     assert header(1, extras)[-2:] == ["description", "id"]
 
 
+def test_input_columns_named_like_output_columns_pass_through_renamed(tiny_library, tmp_path):
+    queries = _write(tmp_path / "q.csv", "image_path,description,utm_east,note,note,reference_1_path\n"
+                                         ",a photo,12.5,first,second,gt.jpg\n")
+    run(tiny_library, queries, tmp_path / "out.csv", k=1)
+    row = _rows(tmp_path / "out.csv")[0]
+    assert (row["utm_east"], row["input_utm_east"]) == ("nan", "12.5")
+    assert (row["note"], row["note_2"], row["input_reference_1_path"]) == ("first", "second", "gt.jpg")
+    run(tiny_library, queries, tmp_path / "out.jsonl", k=1)
+    answer = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
+    assert answer["utm_east"] is None and answer["input_utm_east"] == "12.5"
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tiny_library, tmp_path):
+    queries = _write(tmp_path / "q.csv", "image_path,description\n,a photo\n")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").touch()  # a folder in the way: the rename over it fails
+    with pytest.raises(ClipsearchError, match="taken could not be written: .*; nothing was changed"):
+        run(tiny_library, queries, tmp_path / "taken", k=1)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_utf16_with_a_bom_is_read(tmp_path):
     queries = _write(tmp_path / "q.csv", "\ufeffimage_path,description\n,café\n", "utf-16-le")
     assert [r.description for r in read_queries(queries)[1]] == ["café"]
@@ -253,6 +274,7 @@ def test_presets_bundle_settings_that_settings_beside_them_override(tmp_path, mo
     assert load_settings(home).model == "openai"  # the environment is above config.toml's preset
     settings = load_settings(home, preset="fast", model="accurate")
     assert (settings.model, settings.image_precision, settings.search_k) == ("accurate", "int8", 5000)
+    assert load_settings(home, preset="High-Accuracy").preset == "high_accuracy"
     with pytest.raises(ClipsearchError, match="no preset 'quick'.*fast, default, high_accuracy, vpr"):
         load_settings(home, preset="quick")
 

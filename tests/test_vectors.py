@@ -137,7 +137,7 @@ def _bad(tmp_path: Path, name: str, **arrays) -> Path:
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda t, d: _bad(t, "dim.npz", vectors=np.ones((2, d + 1), np.float32), paths=np.array(["/a", "/b"])),
-     f"holds vectors of {{d1}} numbers, but model"),
+     "holds vectors of {d1} numbers, but model"),
     (lambda t, d: _bad(t, "int.npz", vectors=np.ones((2, d), np.int64), paths=np.array(["/a", "/b"])),
      "holds int64, not floating-point vectors"),
     (lambda t, d: _bad(t, "len.npz", vectors=np.ones((2, d), np.float32), paths=np.array(["/a", "/b", "/c"])),
@@ -175,6 +175,26 @@ def test_a_truncated_npy_is_refused_before_anything_is_written(source, embedder,
     assert source.status().counts.get("remote") == 0
 
 
+def test_a_damaged_npz_member_is_refused_before_anything_is_written(source, embedder, tmp_path):
+    np.savez(tmp_path / "v.npz", vectors=np.ones((50_000, embedder.dim), np.float32),
+             paths=np.array([f"/r/{i}.jpg" for i in range(50_000)]))
+    data = bytearray((tmp_path / "v.npz").read_bytes())
+    data[len(data) // 3: len(data) // 3 + 64] = b"\xff" * 64  # inside the vectors: the CRC fails at the end
+    (tmp_path / "v.npz").write_bytes(bytes(data))
+    with pytest.raises(ClipsearchError, match="damaged|truncated|cannot be read"):
+        source.import_vectors(tmp_path / "v.npz", model=embedder.spec)
+
+
+def test_windows_paths_and_undecodable_names_are_kept_apart(source, embedder, tmp_path):
+    vectors = np.random.default_rng(3).normal(size=(3, embedder.dim)).astype(np.float32)
+    np.savez(tmp_path / "v.npz", vectors=vectors,
+             paths=np.array([b"C:\\Users\\me\\a.jpg", b"\\\\nas\\photos\\b.jpg", b"/r/\xff.jpg"]))
+    report = source.import_vectors(tmp_path / "v.npz", model=embedder.spec, base="/somewhere")
+    assert (report.added, report.remote, report.no_path) == (2, 2, 1)
+    found = {r.path for r in source.search("a photo", k=30, exact=True)}
+    assert {"C:\\Users\\me\\a.jpg", "\\\\nas\\photos\\b.jpg"} <= found
+
+
 def test_a_new_library_needs_to_know_the_model(embedder, tmp_path):
     np.save(tmp_path / "emb.npy", np.ones((1, embedder.dim), np.float32))
     np.save(tmp_path / "paths.npy", np.array(["/r/1.jpg"]))
@@ -201,7 +221,8 @@ def test_clip_retrieval_output_is_read_with_pyarrow(source, embedder, tmp_path):
     (folder / "metadata").mkdir()
     rng = np.random.default_rng(2)
     for part, names in enumerate((["/r/a.jpg", "/r/b.jpg"], ["/r/c.jpg"])):
-        np.save(folder / "img_emb" / f"img_emb_{part}.npy", rng.normal(size=(len(names), embedder.dim)).astype(np.float16))
+        vectors = rng.normal(size=(len(names), embedder.dim)).astype(np.float16)
+        np.save(folder / "img_emb" / f"img_emb_{part}.npy", vectors)
         pq.write_table(pa.table({"image_path": names, "caption": ["x"] * len(names)}),
                        folder / "metadata" / f"metadata_{part}.parquet")
     report = source.import_vectors(folder, model=embedder.spec)

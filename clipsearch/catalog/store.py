@@ -447,14 +447,19 @@ class Store:
                                      [(path, root_id, seq, file_id) for file_id, path in moves])
         return len(moves)
 
-    def switch_model(self, model: str, dim: int) -> None:
+    def switch_model(self, model: str, dim: int) -> int:
         """Drop every vector and record the new model, in one transaction: files stay
-        catalogued and the next crawl embeds them with the new model."""
+        catalogued and the next crawl embeds them with the new model. Imported rows no crawl
+        can reach (remote photos, photos outside the library's folders) are marked deleted;
+        returns how many."""
         with self.db.atomic():
             seq = self.next_seq()
+            dropped = self.db.execute("UPDATE files SET status = ?, seq = ? WHERE status = ? AND root_id IS NULL",
+                                      [DELETED, seq, LIVE]).rowcount
             self.db.execute("UPDATE files SET vector = NULL, seq = ? WHERE vector IS NOT NULL", [seq])
             self.set_meta("model", model)
             self.set_meta("dim", str(dim))
+        return dropped
 
     # --- reads for search and status ------------------------------------------------------
     def max_seq(self) -> int:
@@ -479,7 +484,9 @@ class Store:
         last = -1
         while True:
             rows = self.db.execute(
-                "SELECT id, vector FROM files WHERE status = ? AND vector IS NOT NULL AND id > ? "
+                # NOT INDEXED: walked by rowid; SQLite would pick the status index and sort every
+                # live row for each chunk (2.5 s instead of 0.3 s at 100k, quadratic beyond).
+                "SELECT id, vector FROM files NOT INDEXED WHERE status = ? AND vector IS NOT NULL AND id > ? "
                 "ORDER BY id LIMIT ?", [LIVE, last, chunk]).fetchall()
             if not rows:
                 return
@@ -628,12 +635,14 @@ class Store:
     def _exported(self, live_only: bool) -> str:
         return f"status = '{LIVE}' AND vector IS NOT NULL" if live_only else "vector IS NOT NULL"
 
-    def export_sizes(self, live_only: bool) -> tuple[int, int, int]:
-        """(rows, longest path, longest hash) of what an export writes (the live photos', or every
-        row with a vector: offline and deleted ones too); lengths in characters."""
-        row = self.db.execute("SELECT count(*), coalesce(max(length(path)), 0), coalesce(max(length(hash)), 0) "
-                              f"FROM files WHERE {self._exported(live_only)}").fetchone()
-        return row[0], row[1], row[2]
+    def export_sizes(self, live_only: bool) -> tuple[int, int, int, int]:
+        """(rows, longest path, longest hash, longest taken_at) of what an export writes (the
+        live photos', or every row with a vector: offline and deleted ones too); lengths in
+        characters."""
+        row = self.db.execute("SELECT count(*), coalesce(max(length(path)), 0), coalesce(max(length(hash)), 0), "
+                              f"coalesce(max(length(taken_at)), 0) FROM files WHERE {self._exported(live_only)}"
+                              ).fetchone()
+        return row[0], row[1], row[2], row[3]
 
     _EXPORTED_COLUMNS = ("vector", "path", "hash", "taken_at", "width", "height")
 
@@ -643,7 +652,8 @@ class Store:
             raise ValueError(column)
         last = -1
         while True:
-            rows = self.db.execute(f"SELECT id, {column} FROM files WHERE {self._exported(live_only)} AND id > ? "
+            rows = self.db.execute(f"SELECT id, {column} FROM files NOT INDEXED WHERE {self._exported(live_only)} "
+                                   "AND id > ? "
                                    "ORDER BY id LIMIT ?", [last, chunk]).fetchall()
             if not rows:
                 return
@@ -669,11 +679,13 @@ class Store:
                 if before is not None and before.has_vector and before.status in (LIVE, OFFLINE) and not overwrite:
                     kept += 1
                     continue
+                # A photo of an offline folder stays offline (its folder's return restores it).
+                away = before is not None and before.status == OFFLINE
                 columns = {"path": item.path, "root_id": item.root_id, "size": item.size, "mtime_ns": item.mtime_ns,
                            "hash": item.hash, "width": item.width, "height": item.height, "taken_at": item.taken_at,
-                           "status": LIVE, "error": None, "indexed_at": now, "vector": item.vector, "seq": seq,
-                           "remote": int(item.remote)}
-                remote += item.remote
+                           "status": OFFLINE if away else LIVE, "error": None, "indexed_at": now,
+                           "vector": item.vector, "seq": seq, "remote": int(item.remote and not away)}
+                remote += item.remote and not away
                 if before is None:
                     added += 1
                 else:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from .._files import replaced
 from ..errors import ClipsearchError
+from ..paths import absolute
 
 if TYPE_CHECKING:
     from ..library import BatchAnswer, Library
@@ -94,7 +95,7 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[QueryRow]]:
                 f"{', '.join(repr(n) for n in names[:8]) or 'nothing'}); the first line must name image_path "
                 "and description")
         image_at, text_at = lowered.index("image_path"), lowered.index("description")
-        extras = [(i, n) for i, n in enumerate(names) if i not in (image_at, text_at)]
+        extras = _passed_names([(i, n) for i, n in enumerate(names) if i not in (image_at, text_at)])
         rows: list[QueryRow] = []
         line = reader.line_num + 1
         for record in reader:
@@ -108,6 +109,27 @@ def read_queries(path: str | os.PathLike) -> tuple[list[str], list[QueryRow]]:
     except csv.Error as exc:
         raise ClipsearchError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
     return [n for _, n in extras], rows
+
+
+# Names the output uses itself: an input column of one of them is passed through as input_NAME.
+_OUTPUT_NAMES = ("query_image_path", "utm_east", "utm_north", "description", "references", "error")
+
+
+def _passed_names(columns: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The passed-through columns with the names they get in the output: one that collides
+    with an output column, or repeats an earlier name, is renamed (input_NAME, NAME_2)."""
+    taken: set[str] = set(_OUTPUT_NAMES)
+    named = []
+    for index, name in columns:
+        out = name or f"column_{index + 1}"
+        if out.lower() in _OUTPUT_NAMES or out.lower().startswith("reference_"):
+            out = f"input_{out}"
+        number, base = 2, out
+        while out.lower() in taken:
+            out, number = f"{base}_{number}", number + 1
+        taken.add(out.lower())
+        named.append((index, out))
+    return named
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -130,7 +152,7 @@ def header(k: int, extras: Sequence[str]) -> list[str]:
     for n in range(1, k + 1):
         columns += [f"reference_{n}_path", f"reference_{n}_distance", f"reference_{n}_utm_east",
                     f"reference_{n}_utm_north"]
-    return columns + ["description", *[e for e in extras if e not in ("description", *columns)]]
+    return columns + ["description", *extras]
 
 
 def distance(score: float) -> float:
@@ -158,7 +180,7 @@ def run(library: Library, source: str | os.PathLike, output: str | os.PathLike, 
     extras, rows = read_queries(source)
     if not rows:
         raise ClipsearchError(f"{source} has a header but no queries")
-    base = Path(source).resolve().parent
+    base = Path(absolute(source)).parent
     summary = BatchSummary(queries=len(rows), output=output)
     columns = header(k, extras)
     newline = "" if fmt == "csv" else "\n"

@@ -39,7 +39,8 @@ FORMATS = ("npz", "npy")
 class _Rows:
     """One .npy array (a file, or a member of an .npz) read a number of rows at a time."""
 
-    def __init__(self, file: IO[bytes], label: str):
+    def __init__(self, file: IO[bytes], label: str, size: int | None = None):
+        """`size`: the bytes the whole array file holds, where known (checked against the header)."""
         self.file, self.label = file, label
         try:
             version = npformat.read_magic(file)
@@ -59,10 +60,17 @@ class _Rows:
         self.shape, self.dtype = tuple(shape), dtype
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         self.left = shape[0] if shape else 0
+        if size is not None and size - file.tell() < self.left * self.row_bytes:
+            raise ClipsearchError(f"{label} ends early: the file is truncated")
 
     def read(self, rows: int) -> np.ndarray:
+        import zlib
+
         rows = min(rows, self.left)
-        data = self.file.read(rows * self.row_bytes)
+        try:
+            data = self.file.read(rows * self.row_bytes)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise ClipsearchError(f"{self.label} cannot be read whole ({exc}): the file is damaged") from None
         if len(data) != rows * self.row_bytes:
             raise ClipsearchError(f"{self.label} ends early: the file is truncated")
         self.left -= rows
@@ -130,8 +138,9 @@ def open_source(path: str | os.PathLike, paths: str | os.PathLike | None = None)
                               f"({paths} is not there)")
     source = VectorSource(str(path), 0, 0, None, [])
     try:
-        vectors = _Rows(_opened(path, source), str(path))
-        source.parts.append(_part(vectors, {"paths": _Rows(_opened(paths, source), str(paths))}, str(path)))
+        vectors = _Rows(_opened(path, source), str(path), path.stat().st_size)
+        source.parts.append(_part(vectors, {"paths": _Rows(_opened(paths, source), str(paths), paths.stat().st_size)},
+                                  str(path)))
         return _checked(source)
     except BaseException:
         source.__exit__()
@@ -159,7 +168,7 @@ def _npz(path: Path) -> VectorSource:
         def member(key: str) -> _Rows:
             file = archive.open(names[key])
             source._closers.append(file.close)
-            return _Rows(file, f"{path}: {key!r}")
+            return _Rows(file, f"{path}: {key!r}", archive.getinfo(names[key]).file_size)
 
         vector_key = next((k for k in VECTOR_KEYS if k in names), None)
         path_key = next((k for k in PATH_KEYS if k in names), None)
@@ -210,8 +219,10 @@ def _clip_retrieval(folder: Path) -> VectorSource:
                 raise
             except Exception as exc:  # noqa: BLE001 - pyarrow raises its own kinds for bad files
                 raise ClipsearchError(f"{table_path} cannot be read as parquet ({exc})") from None
-            paths = np.array(["" if v is None else str(v) for v in values], dtype=str)
-            source.parts.append(_part(_Rows(_opened(file, source), str(file)), {"paths": paths}, str(file)))
+            # Kept as Python strings: a fixed-width array is as wide as the longest URL, for every row.
+            paths = np.array(["" if v is None else str(v) for v in values], dtype=object)
+            source.parts.append(_part(_Rows(_opened(file, source), str(file), file.stat().st_size), {"paths": paths},
+                                      str(file)))
         return _checked(source)
     except BaseException:
         source.__exit__()
@@ -238,7 +249,8 @@ def _part(vectors: _Rows, columns: dict[str, _Rows | np.ndarray], label: str) ->
             raise ClipsearchError(f"{column_label} should be a list (1 dimension), not of shape {shape}")
         if shape[0] != count:
             raise ClipsearchError(f"{column_label} has {shape[0]} entries for {count} vectors: the lengths must match")
-        if column.dtype.kind not in kinds[name]:
+        if column.dtype.kind not in kinds[name] and not (isinstance(column, np.ndarray) and column.dtype.kind == "O"):
+            # (object arrays only ever come from parquet, read here: never unpickled)
             raise ClipsearchError(f"{column_label} holds {column.dtype}, not "
                                   f"{'text' if kinds[name] == 'US' else 'whole numbers'}")
     return _Part(vectors, columns, count)
@@ -254,10 +266,18 @@ def _checked(source: VectorSource) -> VectorSource:
 
 
 def _text(values: np.ndarray) -> np.ndarray:
-    """Text as str: bytes are read as UTF-8 (undecodable bytes kept as escapes, as file names)."""
+    """Text as str: bytes are read as UTF-8 (a path that is not UTF-8 becomes "", refused as
+    having no path)."""
     if values.dtype.kind == "S":
-        return np.array([v.decode("utf-8", "surrogateescape") for v in values.tolist()], dtype=str)
+        return np.array([_utf8(v) for v in values.tolist()], dtype=object)
     return values
+
+
+def _utf8(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -287,11 +307,11 @@ class Plan:
     path_chars: int
     hash_chars: int
     model: str
+    taken_chars: int = 19  # 2021-06-01T12:30:00
 
 
 # An export reads the catalog once per array, each time one column (the Library's reader).
 Reader = Callable[[str], Iterator[np.ndarray]]
-_TAKEN_CHARS = 19  # 2021-06-01T12:30:00
 
 
 def _arrays(plan: Plan) -> list[tuple[str, str, np.dtype]]:
@@ -299,7 +319,7 @@ def _arrays(plan: Plan) -> list[tuple[str, str, np.dtype]]:
     return [("vectors", "vector", np.dtype(np.float32)),
             ("paths", "path", np.dtype(f"<U{max(plan.path_chars, 1)}")),
             ("hashes", "hash", np.dtype(f"<U{max(plan.hash_chars, 1)}")),
-            ("taken_at", "taken_at", np.dtype(f"<U{_TAKEN_CHARS}")),
+            ("taken_at", "taken_at", np.dtype(f"<U{max(plan.taken_chars, 1)}")),
             ("width", "width", np.dtype(np.int32)),
             ("height", "height", np.dtype(np.int32))]
 
@@ -323,19 +343,20 @@ def write_npz(path: str | os.PathLike, plan: Plan, read: Reader,
 
 def write_npy_pair(folder: str | os.PathLike, plan: Plan, read: Reader,
                    on_progress: Callable[[int, int], None] | None = None) -> list[Path]:
-    """FOLDER/embeddings.npy and FOLDER/paths.npy (each written whole or not at all)."""
+    """FOLDER/embeddings.npy and FOLDER/paths.npy: both written under temporary names, then
+    renamed, so a failure leaves the old pair (never new vectors beside old paths)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (_, _, path_dtype) = _arrays(plan)[1]
-    written = []
+    if folder.exists() and not folder.is_dir():
+        raise ClipsearchError(f"{folder} is a file: --format npy writes a folder (embeddings.npy, paths.npy)")
+    path_dtype = _arrays(plan)[1][2]
     steps = 2 * max(plan.count, 1)
-    for number, (name, column, dtype, shape) in enumerate((
-            ("embeddings.npy", "vector", np.dtype(np.float32), (plan.count, plan.dim)),
-            ("paths.npy", "path", path_dtype, (plan.count,)))):
-        with replaced(folder / name, "wb") as file:
+    parts = (("embeddings.npy", "vector", np.dtype(np.float32), (plan.count, plan.dim)),
+             ("paths.npy", "path", path_dtype, (plan.count,)))
+    folder.mkdir(parents=True, exist_ok=True)
+    with replaced(folder / "embeddings.npy", "wb") as vectors_file, replaced(folder / "paths.npy", "wb") as paths_file:
+        for number, (file, (_, column, dtype, shape)) in enumerate(zip((vectors_file, paths_file), parts)):
             write_npy(file, dtype, shape, _counted(read(column), number * plan.count, steps, on_progress))
-        written.append(folder / name)
-    return written
+    return [folder / "embeddings.npy", folder / "paths.npy"]
 
 
 def _counted(chunks: Iterator[np.ndarray], before: int, total: int,
