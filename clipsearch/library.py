@@ -591,7 +591,8 @@ class Library:
             store.close()
         rule = PathRule.for_setting(self.settings.path_case)
         for n, results in found.items():
-            own = rule.key(absolute(queries[n].image)) if queries[n].image is not None else None
+            image = queries[n].image
+            own = rule.key(absolute(image)) if image is not None else None
             floor = max((f for f in (min_score, parsed[n].min_score) if f is not None), default=None)
             kept = [r for r in results if own is None or rule.key(r.path) != own]
             kept = [r for r in kept if floor is None or (r.score is not None and r.score >= floor)]
