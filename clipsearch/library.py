@@ -527,10 +527,7 @@ class Library:
         exact = exact or self.settings.exact_search
         store = self._reader()
         try:
-            spec = self._model_for(store)
-            dim = int(store.get_meta("dim") or 0)
-            if not dim:
-                raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+            spec, dim = self._searchable(store)
             if not parsed.terms and like is None and image_data is None:
                 ids = store.newest(parsed.filters, k, offset)
                 return results_for(store, ids, [None] * len(ids), first_rank=offset + 1)
@@ -559,10 +556,7 @@ class Library:
         answers = [BatchAnswer([]) for _ in queries]
         store = self._reader()
         try:
-            spec = self._model_for(store)
-            dim = int(store.get_meta("dim") or 0)
-            if not dim:
-                raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+            spec, dim = self._searchable(store)
             parsed: dict[int, Query] = {}
             for number, item in enumerate(queries):
                 try:
@@ -638,6 +632,15 @@ class Library:
             else:
                 vectors[n] = (vector / norm).astype(np.float32)
         return vectors
+
+    def _searchable(self, store: Store) -> tuple[str, int]:
+        """(model spec, vector length) of a library that has vectors to search, else a
+        ClipsearchError saying to crawl first."""
+        spec = self._model_for(store)
+        dim = int(store.get_meta("dim") or 0)
+        if not dim:
+            raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+        return spec, dim
 
     def _offline_notice(self, store: Store) -> None:
         offline = [r.path for r in store.roots() if r.offline_since is not None]
