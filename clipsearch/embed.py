@@ -128,20 +128,24 @@ def canonical(text: str) -> str:
 
 
 def expected_dim(spec: str) -> int | None:
-    """The vector length the model makes, from its config (no weights loaded), or None where
-    the config cannot tell (an OpenAI checkpoint file, a hub schema)."""
+    """The vector length the model makes, from its config file (read without importing
+    open_clip or torch, and without weights), or None where no config tells (an OpenAI
+    checkpoint file, a hub schema)."""
+    import importlib.util
     import json
 
     arch = parse_spec(spec).arch
     try:
         if arch.lower().endswith(".json"):
-            return int(json.loads(Path(arch).read_text(encoding="utf-8"))["embed_dim"])
-        if not arch or ":" in arch:
+            config = Path(arch)
+        elif not arch or ":" in arch:
             return None
-        import open_clip
-
-        config = open_clip.get_model_config(arch)
-        return int(config["embed_dim"]) if config else None
+        else:
+            package = importlib.util.find_spec("open_clip")
+            if package is None or package.origin is None:
+                return None
+            config = Path(package.origin).parent / "model_configs" / f"{arch}.json"
+        return int(json.loads(config.read_text(encoding="utf-8"))["embed_dim"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

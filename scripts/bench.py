@@ -975,22 +975,26 @@ def bench_vectors(data: Path, count: int, dim: int = 512) -> dict:
     fresh = data / f"import-home-{count}"
     shutil.rmtree(fresh, ignore_errors=True)
     # The import alone, then the index build it ends with, timed apart in one child.
+    # Peak RSS of the import before the build: VmHWM when the build first reports.
     code = ("import sys, time, json; from clipsearch.config import load_settings; "
             "from clipsearch.library import Library; t = time.perf_counter(); built = []; "
+            "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
             "r = Library(load_settings(sys.argv[1])).import_vectors(sys.argv[2], "
-            "on_index=lambda d, n: built or built.append(time.perf_counter())); "
-            "e = time.perf_counter(); print(json.dumps([built[0] - t if built else e - t, e - t, r.added]))")
+            "on_index=lambda d, n: built or built.append((time.perf_counter(), hwm()))); "
+            "e = time.perf_counter(); "
+            "print(json.dumps([built[0][0] - t if built else e - t, e - t, r.added, built[0][1] if built else hwm()]))")
     start = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", code, str(fresh), str(target)],
                           check=True, capture_output=True, text=True)
     import_total = time.perf_counter() - start
-    rows_s, with_index_s, added = json.loads(done.stdout.strip().splitlines()[-1])
+    rows_s, with_index_s, added, rows_kb = json.loads(done.stdout.strip().splitlines()[-1])
     import_mb = int(done.stderr.strip().splitlines()[-1]) / 1024
     figures = {
         "vectors": count, "dim": dim, "vector_bytes_mb": count * dim * 4 / 2**20,
         "export_s": export_s, "export_peak_rss_mb": export_mb, "npz_mb": target.stat().st_size / 2**20,
         "import_rows_s": rows_s, "import_with_index_build_s": with_index_s, "import_process_s": import_total,
-        "import_peak_rss_mb": import_mb, "imported": added,
+        "import_rows_peak_rss_mb": rows_kb / 1024, "import_peak_rss_mb_with_index_build": import_mb,
+        "imported": added,
     }
     target.unlink()
     shutil.rmtree(fresh, ignore_errors=True)
