@@ -386,14 +386,14 @@ def duplicates_view(groups: Sequence[DuplicateGroup]) -> Table | str:
         return "no duplicates found"
     table = Table(title=f"{len(groups)} groups of duplicates, {sum(len(g.photos) for g in groups)} photos "
                         "(nothing is deleted: that is yours to do)", title_justify="left")
-    table.add_column("group", justify="right")
-    table.add_column("kind")
-    table.add_column("path", overflow="fold")
-    table.add_column("pixels", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("date")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("path", overflow="fold", ratio=1)
+    table.add_column("pixels", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("date", no_wrap=True)
     for number, group in enumerate(groups, start=1):
-        kind = "same bytes" if group.exact else f"alike ≥ {group.similarity:.3f}"
+        kind = "same bytes" if group.exact else f"≥ {group.similarity:.3f}"
         for i, photo in enumerate(group.photos):
             pixels = f"{photo.width}x{photo.height}" if photo.width and photo.height else "-"
             path = Text.assemble(photo.path, (" (remote)", "dim")) if photo.remote else _file_link(photo.path)
