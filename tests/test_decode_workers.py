@@ -374,12 +374,22 @@ def test_a_device_that_refuses_whole_batches_is_left_for_the_cpu(odd, tmp_path, 
 
     def refuse_all(items, prep, device):
         calls.append(len(items))
+        if len(calls) == 1:
+            # While the device is busy with the first batch the readers queue the next one
+            # (and send the rest to the CPU): the second batch is there however loaded the machine.
+            time.sleep(1.0)
         return [None] * len(items)
 
+    import shutil
+
+    folder = tmp_path / "photos"  # the odd files (a shared folder: copied) and more JPEGs
+    shutil.copytree(odd["plain"].parent, folder)
+    for i in range(12):  # enough JPEGs for several batches of 4
+        make_photo(folder / "more" / f"extra_{i:02d}.jpg", 500 + i)
     monkeypatch.setattr(pipeline, "decode_jpegs", refuse_all)
     monkeypatch.setattr(pipeline, "BATCH_FILES", 4)  # several batches from this folder
-    stats, by_device, failed = _crawl(odd["plain"].parent, tmp_path / "refused.db", embedder, device_decode="cpu")
-    _, by_cpu, failed_too = _crawl(odd["plain"].parent, tmp_path / "cpu.db", embedder, device_decode=None)
+    stats, by_device, failed = _crawl(folder, tmp_path / "refused.db", embedder, device_decode="cpu")
+    _, by_cpu, failed_too = _crawl(folder, tmp_path / "cpu.db", embedder, device_decode=None)
     assert stats.device_decoded == 0 and len(calls) == 2  # two refused batches, then the CPU alone
     assert by_device.keys() == by_cpu.keys() and failed == failed_too
     assert "refused two whole batches" in caplog.text
