@@ -26,7 +26,7 @@ APP_NAME = "clipsearch"
 PRECISIONS = ("fp32", "int8")  # of the CPU image tower (imagetower.MIN_COSINE)
 DECODE_MODES = ("auto", "threads", "processes")  # ingest/workers.py MODES
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
-TTA_MODES = ("none", "flip")  # test-time augmentation of image queries (Library._query_pixels)
+TTA_MODES = ("none", "flip")  # test-time augmentation of image queries (Library._image_vectors)
 
 
 @dataclass(frozen=True)

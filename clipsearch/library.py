@@ -624,13 +624,12 @@ class Library:
         image_vectors = dict(zip(pixels, self._image_vectors(embedder, list(pixels.values())))) if pixels else {}
         vectors: dict[int, np.ndarray] = {}
         for n, query in parsed.items():
-            vector = np.sum([t.weight * (text_vectors[t.text] if t.text is not None else image_vectors[str(t.image)])
-                             for t in query.terms], axis=0)
-            norm = float(np.linalg.norm(vector))
-            if norm < 1e-6:
-                answers[n].error = f"the parts of '{query}' cancel out: nothing is left to search for"
-            else:
-                vectors[n] = (vector / norm).astype(np.float32)
+            try:
+                vectors[n] = _unit([t.weight * (text_vectors[t.text] if t.text is not None
+                                                else image_vectors[str(t.image)]) for t in query.terms],
+                                   query).astype(np.float32)
+            except ClipsearchError as exc:
+                answers[n].error = str(exc)
         return vectors
 
     def _searchable(self, store: Store) -> tuple[str, int]:
@@ -775,11 +774,7 @@ class Library:
             if not len(ids):
                 raise ClipsearchError("that photo is no longer in the library")
             parts.append(vectors[0])
-        vector = np.sum(parts, axis=0)
-        norm = float(np.linalg.norm(vector))
-        if norm < 1e-6:
-            raise ClipsearchError(f"the parts of '{query}' cancel out: nothing is left to search for")
-        return vector / norm
+        return _unit(parts, query)
 
     def _image_vectors(self, embedder: embed_mod.Embedder, pixels: Sequence[np.ndarray]) -> np.ndarray:
         """Vectors of query images in one model call, L2-normalised; with tta = "flip", each
@@ -945,9 +940,7 @@ class Library:
             raise ClipsearchError("--threshold must be above 0 and at most 1 (cosine similarity, e.g. 0.95)")
         store = self._reader()
         try:
-            dim = int(store.get_meta("dim") or 0)
-            if not dim:
-                raise ClipsearchError("nothing indexed yet: run `clipsearch crawl FOLDER` first")
+            _, dim = self._searchable(store)
             groups = _Groups()
             for ids in store.exact_duplicates():
                 for other in ids[1:]:
@@ -974,6 +967,16 @@ class Library:
     @_storage_guard
     def errors(self, limit: int | None = None) -> list[FileRow]:
         return self._read_catalog(lambda store: store.failed_files(limit), [])
+
+
+def _unit(parts: Sequence[np.ndarray], query: Query) -> np.ndarray:
+    """The sum of a query's weighted part vectors, L2-normalised; a ClipsearchError if the
+    parts cancel out."""
+    vector = np.sum(parts, axis=0)
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-6:
+        raise ClipsearchError(f"the parts of '{query}' cancel out: nothing is left to search for")
+    return vector / norm
 
 
 def _photo(row: FileRow) -> Photo:

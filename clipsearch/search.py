@@ -144,15 +144,24 @@ def exact_many(chunks, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     best_scores = np.zeros((len(queries), 0), dtype=np.float32)
     for ids, vectors in chunks:
+        if not len(ids):
+            continue
         scores = queries @ vectors.T  # queries x chunk
         top = min(k, scores.shape[1])
         part = np.argpartition(-scores, top - 1, axis=1)[:, :top]
-        best_ids = np.concatenate([best_ids, ids[part]], axis=1)
-        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, axis=1)], axis=1)
-        order = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
-        best_ids = np.take_along_axis(best_ids, order, axis=1)
-        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_ids, best_scores = _keep_best(best_ids, best_scores, ids[part],
+                                           np.take_along_axis(scores, part, axis=1), k)
     return list(zip(best_ids, best_scores))
+
+
+def _keep_best(best_ids: np.ndarray, best_scores: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of what was kept and a chunk's candidates, best first (along the last
+    axis: one query's 1-D arrays, or one row per query); earlier ones win ties."""
+    ids = np.concatenate([best_ids, ids], axis=-1)
+    scores = np.concatenate([best_scores, scores], axis=-1)
+    order = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(ids, order, axis=-1), np.take_along_axis(scores, order, axis=-1)
 
 
 EXACT_PAIRS = 50_000  # without a usable index, near duplicates are looked for by scoring every pair up to this
@@ -177,14 +186,16 @@ def near_pairs(store: Store, forest: Forest | None, dim: int, threshold: float,
         chunks = list(store.iter_live_vectors(dim))
         fresh_ids = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
         fresh_vectors = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0, dim), dtype=np.float32)
-    for start in range(0, len(fresh_ids), 1000):
-        some_ids, some = fresh_ids[start:start + 1000], fresh_vectors[start:start + 1000]
+    if len(fresh_ids):
+        # One pass over the catalog, each chunk scored against the fresh rows 1,000 at a time.
         for ids, vectors in store.iter_live_vectors(dim):
-            rows, columns = np.nonzero(some @ vectors.T >= threshold)
-            for row, column in zip(rows.tolist(), columns.tolist()):
-                a, b = int(some_ids[row]), int(ids[column])
-                if a != b:
-                    pairs[(min(a, b), max(a, b))] = float(some[row] @ vectors[column])
+            for start in range(0, len(fresh_ids), 1000):
+                some_ids = fresh_ids[start:start + 1000]
+                scores = fresh_vectors[start:start + 1000] @ vectors.T
+                for row, column in zip(*(part.tolist() for part in np.nonzero(scores >= threshold))):
+                    a, b = int(some_ids[row]), int(ids[column])
+                    if a != b:
+                        pairs[(min(a, b), max(a, b))] = float(scores[row, column])
     return [(a, b, score) for (a, b), score in pairs.items()]
 
 
@@ -193,9 +204,5 @@ def _exact(chunks, query: np.ndarray, k: int):
     best_ids = np.zeros(0, dtype=np.int64)
     best_scores = np.zeros(0, dtype=np.float32)
     for ids, vectors in chunks:
-        top_ids, top_scores = exact_top(ids, vectors, query, k)
-        best_ids = np.concatenate([best_ids, top_ids])
-        best_scores = np.concatenate([best_scores, top_scores])
-        order = np.argsort(-best_scores, kind="stable")[:k]
-        best_ids, best_scores = best_ids[order], best_scores[order]
+        best_ids, best_scores = _keep_best(best_ids, best_scores, *exact_top(ids, vectors, query, k), k)
     return best_ids, best_scores

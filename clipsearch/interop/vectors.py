@@ -324,6 +324,16 @@ def _arrays(plan: Plan) -> list[tuple[str, str, np.dtype]]:
             ("height", "height", np.dtype(np.int32))]
 
 
+def _shape(plan: Plan, name: str) -> tuple[int, ...]:
+    return (plan.count, plan.dim) if name == "vectors" else (plan.count,)
+
+
+def _member(name: str, compress_type: int = zipfile.ZIP_STORED) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = compress_type
+    return info
+
+
 def write_npz(path: str | os.PathLike, plan: Plan, read: Reader,
               on_progress: Callable[[int, int], None] | None = None) -> None:
     """library.npz: each array streamed into its member (vectors stored, texts compressed)."""
@@ -331,31 +341,28 @@ def write_npz(path: str | os.PathLike, plan: Plan, read: Reader,
     steps = len(arrays) * max(plan.count, 1)
     with replaced(path, "wb") as file, zipfile.ZipFile(file, "w", allowZip64=True) as archive:
         for number, (name, column, dtype) in enumerate(arrays):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED if name == "vectors" else zipfile.ZIP_DEFLATED
-            shape = (plan.count, plan.dim) if name == "vectors" else (plan.count,)
+            info = _member(name, zipfile.ZIP_STORED if name == "vectors" else zipfile.ZIP_DEFLATED)
             with archive.open(info, "w", force_zip64=True) as member:
-                write_npy(member, dtype, shape, _counted(read(column), number * plan.count, steps, on_progress))
-        info = zipfile.ZipInfo("model.npy", date_time=(1980, 1, 1, 0, 0, 0))
-        with archive.open(info, "w") as member:
+                write_npy(member, dtype, _shape(plan, name),
+                          _counted(read(column), number * plan.count, steps, on_progress))
+        with archive.open(_member("model"), "w") as member:
             npformat.write_array(member, np.array(plan.model), allow_pickle=False)
 
 
 def write_npy_pair(folder: str | os.PathLike, plan: Plan, read: Reader,
                    on_progress: Callable[[int, int], None] | None = None) -> list[Path]:
-    """FOLDER/embeddings.npy and FOLDER/paths.npy: both written under temporary names, then
-    renamed, so a failure leaves the old pair (never new vectors beside old paths)."""
+    """FOLDER/embeddings.npy and FOLDER/paths.npy (the npz's `vectors` and `paths`): both
+    written under temporary names, then renamed, so a failure leaves the old pair (never
+    new vectors beside old paths)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ClipsearchError(f"{folder} is a file: --format npy writes a folder (embeddings.npy, paths.npy)")
-    path_dtype = _arrays(plan)[1][2]
+    arrays = [a for a in _arrays(plan) if a[0] in ("vectors", "paths")]
     steps = 2 * max(plan.count, 1)
-    parts = (("embeddings.npy", "vector", np.dtype(np.float32), (plan.count, plan.dim)),
-             ("paths.npy", "path", path_dtype, (plan.count,)))
     folder.mkdir(parents=True, exist_ok=True)
     with replaced(folder / "embeddings.npy", "wb") as vectors_file, replaced(folder / "paths.npy", "wb") as paths_file:
-        for number, (file, (_, column, dtype, shape)) in enumerate(zip((vectors_file, paths_file), parts)):
-            write_npy(file, dtype, shape, _counted(read(column), number * plan.count, steps, on_progress))
+        for number, (file, (name, column, dtype)) in enumerate(zip((vectors_file, paths_file), arrays)):
+            write_npy(file, dtype, _shape(plan, name), _counted(read(column), number * plan.count, steps, on_progress))
     return [folder / "embeddings.npy", folder / "paths.npy"]
 
 
