@@ -384,7 +384,8 @@ def import_summary(report: ImportReport) -> Table:
 def duplicates_view(groups: Sequence[DuplicateGroup]) -> Table | str:
     if not groups:
         return "no duplicates found"
-    table = Table(title=f"{len(groups)} groups of duplicates, {sum(len(g.photos) for g in groups)} photos "
+    groups_word = "group" if len(groups) == 1 else "groups"
+    table = Table(title=f"{len(groups)} {groups_word} of duplicates, {sum(len(g.photos) for g in groups)} photos "
                         "(nothing is deleted: that is yours to do)", title_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("kind", no_wrap=True)
