@@ -440,7 +440,7 @@ def watch(ctx, detach, stop, polling, debounce, device):
     clipsearch watch --detach     in the background
     clipsearch watch --stop
     """
-    from .ingest import watch as watch_mod
+    from .daemon import client as watch_mod
 
     library = _library(ctx, log=True, device=device, watch_debounce=debounce)
     home = library.settings.home

@@ -11,78 +11,47 @@ import functools
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from . import embed as embed_mod
 from .catalog.faults import storage_error
 from .catalog.lock import WriteLock
-from .catalog.repair import Recovery
-from .catalog.store import FileRow, Root, Store
+from .catalog.store import Store
 from .config import Settings
 from .errors import ClipsearchError, LibraryBusy
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .ingest.scan import ScanRules
+from .model import embed as embed_mod
+from .model import spec as spec_mod
 from .paths import PathRule, absolute
 from .query import Query, Term
 from .query import parse as parse_query
-from .search import SearchResult, camera_name, exact_many, gps_of, near_pairs, rank, results_for
+from .records import (
+    BatchAnswer,
+    BatchQuery,
+    CrawlReport,
+    DuplicateGroup,
+    ExportReport,
+    FileRow,
+    ImportReport,
+    LibraryStatus,
+    Overview,
+    Photo,
+    RepairReport,
+    Root,
+    RootInfo,
+    SearchResult,
+)
+from .search import camera_name, exact_many, gps_of, near_pairs, rank, results_for
 from .writer import Writer, folder_to_crawl
 
 if TYPE_CHECKING:
     from .ingest.pipeline import CrawlStats
-    from .ingest.watch import DaemonState
 
 log = logging.getLogger("clipsearch")
 _T = TypeVar("_T")
-
-
-@dataclass
-class CrawlReport:
-    stats: CrawlStats
-    manifest: Manifest | None
-    rebuilt: bool
-
-
-@dataclass
-class RepairReport:
-    problems: list[str]  # what the integrity check found ([] for a sound catalog)
-    kept: Path | None  # where the damaged catalog was set aside
-    recovery: Recovery | None  # what was brought over from it
-    photos_before: int | None  # searchable photos the old index held, if it could be read
-    manifest: Manifest | None
-    rebuilt: bool
-
-
-@dataclass
-class LibraryStatus:
-    home: Path
-    model: str | None
-    dim: int | None
-    roots: list[tuple[Root, int]]  # with live photo counts
-    counts: dict[str, int]
-    manifest: Manifest | None
-    pending: int  # rows written since the forest was built (scored exactly until the next build)
-    catalog_bytes: int
-    index_problem: str | None = None  # why the forest is not used, if it is not
-    daemon: DaemonState | None = None  # the watch daemon, if it runs
-
-
-@dataclass(frozen=True)
-class RootInfo:
-    path: str
-    online: bool
-    offline_since: float | None
-    photos: int  # searchable now
-    offline_photos: int  # kept while the folder is away
-    exclude: tuple[str, ...]
-    extensions: tuple[str, ...]
-    include_hidden: bool
-    follow_symlinks: bool
-    crawled_at: float | None
 
 
 # An image sent to search with (the web page): photo formats only, at most 50 MP, and one
@@ -98,86 +67,6 @@ def _upload_budget():
     from .ingest.decode import MemoryBudget
 
     return MemoryBudget(256 << 20)
-
-
-@dataclass(frozen=True)
-class Photo:
-    """A photo in the library, as a page or an export shows it."""
-
-    id: int
-    path: str
-    size: int | None
-    width: int | None
-    height: int | None
-    format: str | None
-    taken_at: str | None
-    camera: str | None
-    gps: tuple[float, float] | None
-    hash: str | None
-    mtime_ns: int | None = None
-    remote: bool = False  # imported for a photo that is not on this computer
-
-
-@dataclass
-class ImportReport:
-    source: str
-    model: str
-    rows: int  # in the file
-    added: int = 0
-    replaced: int = 0  # rows the catalog had without a usable vector (or any, with overwrite)
-    kept: int = 0  # photos already embedded, left as they were
-    remote: int = 0  # of those written, photos not on this computer
-    not_finite: int = 0  # refused: NaN, infinite or all-zero vectors
-    duplicates: int = 0  # refused: a path seen earlier in the file
-    no_path: int = 0  # refused: an empty path, or one that is not valid text
-    model_assumed: bool = False  # the file does not say its model; the library's was taken
-    manifest: Manifest | None = None
-    rebuilt: bool = False
-
-    @property
-    def refused(self) -> int:
-        return self.not_finite + self.duplicates + self.no_path
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    count: int
-    dim: int
-    model: str
-    files: list[Path]
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    """Photos that are copies of one another: `exact` if all have the same bytes, else near
-    (vectors at least the threshold alike: resized, re-encoded, lightly edited copies).
-    `similarity` is the lowest of the pairs that joined the group."""
-
-    exact: bool
-    similarity: float
-    photos: list[Photo]
-
-
-@dataclass(frozen=True)
-class BatchQuery:
-    """One query of a batch: a description in the query language, or else an image file
-    (an absolute path) to find photos like."""
-
-    text: str | None = None
-    image: str | None = None
-
-
-@dataclass
-class BatchAnswer:
-    results: list[SearchResult]
-    error: str | None = None  # why the query failed (its results are then empty)
-
-
-@dataclass(frozen=True)
-class Overview:
-    photos: int  # searchable
-    folders: int
-    model: str | None
 
 
 # Varied everyday subjects; the relevance floor is measured against them (relevance_floor).
@@ -212,7 +101,7 @@ def _storage_guard(method):
 class Library:
     """One clipsearch library (a home folder). Pass `embedder` to use a model object directly."""
 
-    def __init__(self, settings: Settings, embedder: embed_mod.Embedder | None = None):
+    def __init__(self, settings: Settings, embedder: spec_mod.Embedder | None = None):
         self.settings = settings
         self._embedder = embedder
         self._forest: Forest | None = None  # kept between searches while its generation is current
@@ -229,7 +118,7 @@ class Library:
         # first one): a model that failed to load before embedding anything binds nothing.
         current = store.get_meta("model") if store and store.get_meta("dim") else None
         asked = asked or (self._embedder.spec if self._embedder else None)
-        wanted = embed_mod.canonical(asked) if asked else None
+        wanted = spec_mod.canonical(asked) if asked else None
         if current and wanted and wanted != current:
             raise ClipsearchError(
                 f"this library's photos were embedded with model {current}, not {wanted}. "
@@ -239,7 +128,7 @@ class Library:
             self._notice(f"preset {self.settings.preset} names model {self._preset_model()}, but this library's "
                          f"photos were embedded with {current}, which answers; its search settings apply "
                          f"(`clipsearch reembed --model {self.settings.model}` switches the library)")
-        return current or wanted or embed_mod.canonical(self.settings.model or "default")
+        return current or wanted or spec_mod.canonical(self.settings.model or "default")
 
     def _preset_model(self) -> str | None:
         """The model the settings' preset names (canonical), if the model setting is the preset's."""
@@ -248,9 +137,9 @@ class Library:
         preset = PRESETS.get(self.settings.preset or "")
         if preset is None or self.settings.model != preset.values["model"]:
             return None
-        return embed_mod.canonical(preset.values["model"])
+        return spec_mod.canonical(preset.values["model"])
 
-    def embedder(self, spec: str) -> embed_mod.Embedder:
+    def embedder(self, spec: str) -> spec_mod.Embedder:
         """The model for spec; loaded on first use, so commands with nothing to embed stay fast."""
         if self._embedder is None or self._embedder.spec != spec or getattr(self._embedder, "failed", False):
             self._embedder = embed_mod.LazyEmbedder(
@@ -295,7 +184,7 @@ class Library:
         try:
             writer = self.writer()
         except LibraryBusy:
-            from .ingest import watch
+            from .daemon import client as watch
 
             pid = watch.daemon_pid(self.settings.home)
             if pid is None:
@@ -337,7 +226,7 @@ class Library:
         try:
             writer = self.writer()
         except LibraryBusy:
-            from .ingest import watch
+            from .daemon import client as watch
 
             if watch.daemon_pid(self.settings.home) is None:
                 raise
@@ -458,7 +347,7 @@ class Library:
     @_storage_guard
     def reembed(self, model: str, on_progress=None, on_index=None) -> CrawlReport:
         """Switch the library to another model: forget every vector and embed every photo again."""
-        spec = embed_mod.canonical(model)
+        spec = spec_mod.canonical(model)
         with WriteLock(self.settings.home):
             store = Store(self.settings.catalog_path)
             try:
@@ -649,8 +538,8 @@ class Library:
 
     @_storage_guard
     def watch(self, stop, **options) -> None:
-        """Run the watch daemon (ingest/watch.py) until `stop` (a threading.Event) is set."""
-        from .ingest.watch import Watcher
+        """Run the watch daemon (daemon/watcher.py) until `stop` (a threading.Event) is set."""
+        from .daemon.watcher import Watcher
 
         Watcher(self, **options).run(stop)
 
@@ -776,7 +665,7 @@ class Library:
             parts.append(vectors[0])
         return _unit(parts, query)
 
-    def _image_vectors(self, embedder: embed_mod.Embedder, pixels: Sequence[np.ndarray]) -> np.ndarray:
+    def _image_vectors(self, embedder: spec_mod.Embedder, pixels: Sequence[np.ndarray]) -> np.ndarray:
         """Vectors of query images in one model call, L2-normalised; with tta = "flip", each
         is the mean of the image's and its mirror image's (a view from the other side of the
         street still finds the place)."""
@@ -789,7 +678,7 @@ class Library:
         vectors = np.asarray(vectors, dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    def _query_pixels(self, embedder: embed_mod.Embedder, path: str | bytes) -> np.ndarray:
+    def _query_pixels(self, embedder: spec_mod.Embedder, path: str | bytes) -> np.ndarray:
         import io
 
         from .ingest.decode import DecodeError, load_image
@@ -828,7 +717,7 @@ class Library:
             built = manifest.built_seq if manifest and not problem else 0
             pending = store.count_changed_since(built)
             size = sum(p.stat().st_size for p in self.settings.home.glob("catalog.db*"))
-            from .ingest.watch import daemon_state
+            from .daemon.client import daemon_state
 
             return LibraryStatus(self.settings.home, store.get_meta("model"), int(dim) if dim else None, roots,
                                  store.counts_by_status(), manifest, pending, size, problem,
@@ -914,7 +803,7 @@ class Library:
         try:
             writer = self.writer()
         except LibraryBusy:
-            from .ingest import watch
+            from .daemon import client as watch
 
             if watch.daemon_pid(self.settings.home) is None:
                 raise

@@ -24,7 +24,7 @@ from .query import Query
 
 if TYPE_CHECKING:
     from .library import Library
-    from .search import SearchResult
+    from .records import SearchResult
 
 HISTORY_FILE = "query-history"
 SHEETS = "sheets"  # contact sheets, in the library folder

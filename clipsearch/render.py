@@ -20,19 +20,19 @@ from .errors import ClipsearchError
 if TYPE_CHECKING:  # `status` and `search` should not pay for importing the crawl's modules
     from rich.progress import TaskID
 
-    from .catalog.store import FileRow
     from .config import Preset
     from .ingest.pipeline import CrawlStats
-    from .library import (
+    from .records import (
         CrawlReport,
         DuplicateGroup,
+        FileRow,
         ImportReport,
         LibraryStatus,
         Overview,
         RepairReport,
         RootInfo,
+        SearchResult,
     )
-    from .search import SearchResult
 
 
 def human_size(size: int | None) -> str:
@@ -342,7 +342,7 @@ def prompt_history(lines: Sequence[str]) -> Text:
 
 def presets_table(presets: Sequence[Preset]) -> Table:
     """Each preset: its name; its model and search settings, and what it is for below them."""
-    from .embed import canonical
+    from .model.spec import canonical
 
     table = Table(show_header=False, box=None, padding=(0, 2, 1, 0))
     table.add_column("preset", style="bold", no_wrap=True)

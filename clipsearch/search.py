@@ -16,35 +16,18 @@ by the share that passes, twice over), widening until k do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .catalog.store import Store
 from .index import Forest, exact_top
+from .records import SearchResult
 
 if TYPE_CHECKING:
     from .query import Filters
 
 EXACT_ROWS = 20_000  # filtered searches score up to this many matching photos exactly
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    rank: int
-    score: float | None  # None: listed by a filter alone, not scored
-    file_id: int
-    path: str
-    size: int | None
-    mtime_ns: int | None
-    taken_at: str | None
-    width: int | None
-    height: int | None
-    format: str | None
-    camera: str | None = None  # make and model, as the photo's EXIF says
-    gps: tuple[float, float] | None = None  # latitude, longitude
-    remote: bool = False  # imported for a photo that is not on this computer
 
 
 def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: int,

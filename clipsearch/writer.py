@@ -16,16 +16,16 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .catalog.lock import WriteLock
-from .catalog.store import Root, Store
+from .catalog.store import Store
 from .errors import ClipsearchError
-from .ingest.scan import FileRecord, ScanRules
+from .ingest.scan import ScanRules
 from .paths import PathRule, absolute
+from .records import CrawlReport, FileRecord, Imported, ImportReport, Root, Write
 
 if TYPE_CHECKING:
-    from . import embed as embed_mod
-    from .catalog.store import Imported, Write
     from .ingest.pipeline import CrawlStats, CrawlTask, Pipeline
-    from .library import CrawlReport, ImportReport, Library
+    from .library import Library
+    from .model import spec as embed_mod
 
 log = logging.getLogger("clipsearch")
 _FEW = 64  # the daemon's changes: fewer files than this decode in threads (no processes to start)
@@ -64,7 +64,7 @@ class Writer:
         """Library.crawl under this writer's lock. Roots whose folder is missing go offline
         instead of being walked (their files are kept)."""
         from .ingest.pipeline import CrawlStats
-        from .library import CrawlReport, _log_crawl
+        from .library import _log_crawl
 
         paths = [self._folder(f) for f in folders]
         embedder = self._prepare_model(model)
@@ -245,9 +245,8 @@ class Writer:
                     on_index: Callable[[int, int], None] | None = None) -> ImportReport:
         """Bring the vectors of a file (interop/vectors.py layouts) into the catalog, without
         embedding anything, then refresh the index. See Library.import_vectors."""
-        from . import embed as embed_mod
         from .interop.vectors import open_source
-        from .library import ImportReport
+        from .model import spec as embed_mod
 
         with open_source(source_path, paths) as source:
             spec = self._import_model(source.label, source.model, model)
@@ -278,7 +277,7 @@ class Writer:
     def _import_model(self, label: str, recorded: str | None, asked: str | None) -> str:
         """The model imported vectors are taken to be of: the library's, which must agree with
         the one named on the command line and the one the file records."""
-        from . import embed as embed_mod
+        from .model import spec as embed_mod
 
         current = self.store.get_meta("model") if self.store.get_meta("dim") else None
         recorded_spec = embed_mod.canonical(recorded) if recorded else None
@@ -302,7 +301,6 @@ class Writer:
 
         import numpy as np
 
-        from .catalog.store import Imported
 
         norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
         usable = np.isfinite(vectors).all(axis=1) & np.isfinite(norms) & (norms > 1e-12)

@@ -62,11 +62,12 @@ sys.path.insert(0, str(ROOT))
 
 import clipsearch  # noqa: E402,F401,I001 - first, as in the command: it sets numpy's BLAS threads before numpy loads
 import numpy as np  # noqa: E402
-from clipsearch.catalog.store import Embedded, Store  # noqa: E402
+from clipsearch.catalog.store import Store  # noqa: E402
 from clipsearch.config import DEFAULT_EXTENSIONS, load_settings  # noqa: E402
-from clipsearch.ingest.decode import DecodeError, ImageMeta, load_image  # noqa: E402
+from clipsearch.ingest.decode import DecodeError, load_image  # noqa: E402
 from clipsearch.library import Library  # noqa: E402
-from clipsearch.ingest.scan import FileRecord, ScanRules, walk  # noqa: E402
+from clipsearch.ingest.scan import ScanRules, walk  # noqa: E402
+from clipsearch.records import Embedded, FileRecord, ImageMeta  # noqa: E402
 
 TINY_MODEL = f"{ROOT / 'tests' / 'fixtures' / 'tiny-clip.json'}:random"
 QUERIES = ["a red car in the snow", "two dogs playing on a beach", "birthday cake with candles",
@@ -157,8 +158,8 @@ def _cpu_seconds(fn) -> tuple[float, float]:
 
 
 def bench_crawl(folder: Path, model: str, sample: int, device: str, decode_in: str = "auto") -> dict:
-    from clipsearch.embed import OpenClipEmbedder
     from clipsearch.ingest.workers import default_workers, pick_mode
+    from clipsearch.model.embed import OpenClipEmbedder
 
     files = [r.path for r in walk(str(folder), 0, ScanRules.make(DEFAULT_EXTENSIONS)) if hasattr(r, "size")]
     if not files:
@@ -403,7 +404,8 @@ def _timed_runs(args: list[str], runs: int) -> float:
 
 
 def bench_query(data: Path, model: str, count: int, device: str) -> dict:
-    from clipsearch.embed import OpenClipEmbedder, canonical
+    from clipsearch.model.embed import OpenClipEmbedder
+    from clipsearch.model.spec import canonical
 
     spec = canonical(model)
     torch_model = OpenClipEmbedder(spec, device=device)
@@ -422,7 +424,7 @@ def bench_query(data: Path, model: str, count: int, device: str) -> dict:
 
     torch_text = p50_ms(lambda q: torch_model.embed_texts([q]))
     torch_model = None
-    from clipsearch.texttower import TextTower
+    from clipsearch.model.texttower import TextTower
 
     tower = TextTower.load(home / "text-tower")
     numpy_text = p50_ms(lambda q: tower.embed_texts([q])) if tower else float("nan")
@@ -455,9 +457,9 @@ def bench_prompt(data: Path, model: str, count: int, device: str) -> dict:
 
     from rich.console import Console
 
-    from clipsearch.embed import canonical
+    from clipsearch.model.spec import canonical
+    from clipsearch.model.texttower import TextTower
     from clipsearch.prompt import Session
-    from clipsearch.texttower import TextTower
 
     spec = canonical(model)
     home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
@@ -563,7 +565,7 @@ def bench_towers(model: str, batch: int = 16, runs: int = 6) -> dict:
     threads, int8 if the `onnx` package is there to quantise), and what an export costs."""
     import onnxruntime
 
-    from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
+    from clipsearch.model.embed import LazyEmbedder, OpenClipEmbedder
 
     with tempfile.TemporaryDirectory() as folder:
         OpenClipEmbedder(model, device="cpu")  # imports torch and open_clip: not part of either figure
@@ -664,7 +666,7 @@ def bench_recrawl(data: Path, count: int) -> dict:
 # --- decode scaling (issue 12) ----------------------------------------------------------------
 def _decode_one(path: str) -> int:
     """Decode and preprocess one file as the crawl does for ViT-B-32-256 (256 px, bicubic)."""
-    from clipsearch.ingest.decode import Preprocess
+    from clipsearch.records import Preprocess
 
     try:
         return load_image(path, Preprocess(256), 200_000_000)[0].nbytes
@@ -700,7 +702,8 @@ def bench_web(data: Path, model: str, count: int, device: str) -> dict:
 
     from starlette.testclient import TestClient
 
-    from clipsearch.embed import OpenClipEmbedder, canonical
+    from clipsearch.model.embed import OpenClipEmbedder
+    from clipsearch.model.spec import canonical
     from clipsearch.web.app import create_app
 
     spec = canonical(model)
@@ -770,7 +773,7 @@ def _proc(pid: int) -> dict:
 
 
 def _start_daemon(home: Path, debounce: float | None = None) -> subprocess.Popen:
-    from clipsearch.ingest.watch import daemon_state
+    from clipsearch.daemon.client import daemon_state
 
     args = [sys.executable, "-m", "clipsearch.cli", "--home", str(home), "watch"]
     if debounce is not None:
@@ -916,7 +919,8 @@ def _timed_child(args: list[str]) -> tuple[float, float]:
 
 def bench_batch(data: Path, model: str, count: int, queries: int) -> dict:
     """`clipsearch batch` against `clipsearch search` run once per query (a process each)."""
-    from clipsearch.embed import OpenClipEmbedder, canonical
+    from clipsearch.model.embed import OpenClipEmbedder
+    from clipsearch.model.spec import canonical
 
     spec = canonical(model)
     home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"

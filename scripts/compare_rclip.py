@@ -45,8 +45,8 @@ def make_rclip_models(datadir: Path) -> None:
     import open_clip
     import torch
 
-    from clipsearch.embed import OpenClipEmbedder
-    from clipsearch.tokenizer import merges_file
+    from clipsearch.model.embed import OpenClipEmbedder
+    from clipsearch.model.tokenizer import merges_file
 
     model = OpenClipEmbedder(MODEL, device="cpu")._model.eval()
     target.mkdir(parents=True, exist_ok=True)

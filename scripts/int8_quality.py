@@ -20,8 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clipsearch.embed import LazyEmbedder, OpenClipEmbedder  # noqa: E402
 from clipsearch.ingest.decode import load_image  # noqa: E402
+from clipsearch.model.embed import LazyEmbedder, OpenClipEmbedder  # noqa: E402
 from tests.conftest import SHAPES_MODEL  # noqa: E402
 from tests.shapes import COLOURS, SHAPES, TEST_SEED, make_shape_folder  # noqa: E402
 

@@ -82,7 +82,7 @@ class CountingEmbedder:
 
 @pytest.fixture(scope="session")
 def tiny_embedder():
-    from clipsearch.embed import OpenClipEmbedder
+    from clipsearch.model.embed import OpenClipEmbedder
 
     return OpenClipEmbedder(TINY_MODEL, device="cpu", batch_size=8)
 

@@ -19,7 +19,8 @@ from clipsearch.cli import cli
 from clipsearch.config import PRESETS, load_settings
 from clipsearch.errors import ClipsearchError
 from clipsearch.interop.batch import header, read_queries, run, utm_of
-from clipsearch.library import BatchQuery, Library
+from clipsearch.library import Library
+from clipsearch.records import BatchQuery
 
 from .conftest import make_photos
 from .shapes import COLOURS, SHAPES, TEMPLATES, label_of

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from clipsearch.config import load_settings
-from clipsearch.embed import canonical
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.spec import canonical
 
 
 def test_defaults_then_toml_then_environment_then_flags(tmp_path):
@@ -50,6 +50,7 @@ def test_model_names_are_made_canonical_without_loading_a_model(tmp_path):
 
 
 def test_every_image_precision_setting_has_a_tower_check():
-    from clipsearch import config, imagetower
+    from clipsearch import config
+    from clipsearch.model import imagetower
 
     assert set(config.PRECISIONS) == set(imagetower.MIN_COSINE)

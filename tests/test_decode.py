@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clipsearch.ingest.decode import DecodeError, MemoryBudget, Preprocess, file_hash, load_image
+from clipsearch.ingest.decode import DecodeError, MemoryBudget, file_hash, load_image
+from clipsearch.records import Preprocess
 
 from .conftest import make_photo
 

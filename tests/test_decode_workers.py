@@ -18,10 +18,11 @@ from PIL import Image, ImageOps
 
 from clipsearch.config import DEFAULT_EXTENSIONS
 from clipsearch.ingest import devicedecode
-from clipsearch.ingest.decode import DecodeError, Preprocess, load_image
+from clipsearch.ingest.decode import DecodeError, load_image
 from clipsearch.ingest.pipeline import CrawlTask, Pipeline
 from clipsearch.ingest.scan import ScanRules
 from clipsearch.ingest.workers import CRASHED, ProcessDecoder, ThreadDecoder, decoder, pick_mode
+from clipsearch.records import Preprocess
 
 from .conftest import make_photo, run_cli
 
@@ -352,7 +353,7 @@ def test_where_worker_processes_cannot_start_threads_decode_instead(tmp_path):
         "import sys\nif 'spawn_main' in ' '.join(sys.orig_argv):\n    raise SystemExit(3)\n", encoding="utf-8")
     script = tmp_path / "decode.py"
     script.write_text(
-        "from clipsearch.ingest.decode import Preprocess\n"
+        "from clipsearch.records import Preprocess\n"
         "from clipsearch.ingest.workers import ProcessDecoder\n"
         "if __name__ == '__main__':\n"
         "    pool = ProcessDecoder(2, 1 << 27, Preprocess(64), 10**9)\n"

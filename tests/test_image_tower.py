@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from clipsearch import imagetower
-from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
 from clipsearch.ingest.decode import load_image
+from clipsearch.model import imagetower
+from clipsearch.model.embed import LazyEmbedder, OpenClipEmbedder
 
 from .conftest import SHAPES_CONFIG, SHAPES_MODEL, TINY_MODEL, make_photo, make_photos, run_cli
 

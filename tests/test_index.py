@@ -12,10 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from clipsearch.catalog.store import Embedded, Store
+from clipsearch.catalog.store import Store
 from clipsearch.index import Forest, build_forest, exact_top, read_manifest
-from clipsearch.ingest.decode import ImageMeta
-from clipsearch.ingest.scan import FileRecord
+from clipsearch.records import Embedded, FileRecord, ImageMeta
 
 from .conftest import make_photos
 

@@ -9,8 +9,8 @@ import open_clip
 import torch
 
 from clipsearch.config import load_settings
-from clipsearch.embed import OpenClipEmbedder
 from clipsearch.library import Library
+from clipsearch.model.embed import OpenClipEmbedder
 
 from .conftest import FIXTURES, make_photos
 

@@ -9,12 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipsearch import search as search_mod
-from clipsearch.catalog.store import Embedded, Store
+from clipsearch.catalog.store import Store
 from clipsearch.errors import ClipsearchError
 from clipsearch.index import Forest, build_forest, exact_top
-from clipsearch.ingest.decode import ImageMeta
-from clipsearch.ingest.scan import FileRecord
 from clipsearch.query import Filters, QueryError, Term, parse
+from clipsearch.records import Embedded, FileRecord, ImageMeta
 
 from .conftest import make_photo
 

@@ -16,10 +16,10 @@ import open_clip
 import pytest
 
 from clipsearch.config import load_settings
-from clipsearch.embed import LazyEmbedder, OpenClipEmbedder
 from clipsearch.library import Library
-from clipsearch.texttower import TextTower
-from clipsearch.tokenizer import ClipTokenizer
+from clipsearch.model.embed import LazyEmbedder, OpenClipEmbedder
+from clipsearch.model.texttower import TextTower
+from clipsearch.model.tokenizer import ClipTokenizer
 
 from .conftest import FIXTURES, TINY_MODEL, make_photos
 

@@ -19,8 +19,8 @@ from clipsearch.catalog.store import Store
 from clipsearch.cli import cli
 from clipsearch.config import load_settings
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.scan import FileRecord
 from clipsearch.library import Library
+from clipsearch.records import FileRecord
 
 from .conftest import TINY_MODEL, make_photo, make_photos
 
@@ -259,7 +259,7 @@ def test_an_import_while_the_watch_daemon_runs_is_handed_to_it(source, embedder,
     import threading
     import time
 
-    from clipsearch.ingest.watch import daemon_pid
+    from clipsearch.daemon.client import daemon_pid
 
     np.savez(tmp_path / "v.npz", vectors=np.ones((2, embedder.dim), np.float32),
              paths=np.array(["/far/a.jpg", "/far/b.jpg"]), model=np.array(embedder.spec))

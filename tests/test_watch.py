@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from clipsearch.catalog.store import PathRule, Store
+from clipsearch.daemon.client import daemon_pid
+from clipsearch.daemon.watcher import Changes, Watcher
 from clipsearch.ingest.decode import file_hash
-from clipsearch.ingest.watch import Changes, Watcher, daemon_pid
 
 from .conftest import TINY_MODEL, make_photo, make_photos, run_cli
 

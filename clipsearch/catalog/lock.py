@@ -39,7 +39,7 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-DAEMON_PID_FILE = "watch.pid"  # written by the watch daemon (ingest/watch.py), which holds the lock
+DAEMON_PID_FILE = "watch.pid"  # written by the watch daemon (daemon/watcher.py), which holds the lock
 
 
 def recorded_daemon_pid(home: Path) -> str | None:

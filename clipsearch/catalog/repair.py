@@ -15,9 +15,10 @@ import math
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from ..records import Recovery
 
 _FILE_COLUMNS = ("id", "path", "root_id", "size", "mtime_ns", "hash", "width", "height", "format", "taken_at",
                  "camera_make", "camera_model", "gps_lat", "gps_lon", "status", "error", "indexed_at", "vector")
@@ -25,20 +26,6 @@ _LATER_FILE_COLUMNS = ("remote",)  # added by migrations: read where the damaged
 _ROOT_COLUMNS = ("id", "path", "exclude", "added_at", "crawled_at", "options")
 _STATUSES = ("live", "deleted", "failed", "offline")
 _BATCH = 2000
-
-
-@dataclass
-class Recovery:
-    """What recover() brought over."""
-
-    model: str | None = None
-    dim: int | None = None
-    roots: int = 0
-    files: int = 0
-    with_vector: int = 0  # live photos that keep their vectors
-    vectors_dropped: int = 0  # rows kept, vector unusable: embedded again by the next crawl
-    unreadable: int = 0  # rows known to have been there that could not be read
-    problems: list[str] = field(default_factory=list)
 
 
 def check(path: Path) -> list[str]:

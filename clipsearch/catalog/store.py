@@ -16,19 +16,30 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..ingest.scan import FileRecord
 from ..paths import EXACT_CASE, PathRule
+from ..records import (
+    Embedded,
+    Failed,
+    FileRecord,
+    FileRow,
+    Imported,
+    KnownFile,
+    Renamed,
+    Restored,
+    Reused,
+    Root,
+    Twin,
+    Write,
+)
 from .faults import LibraryReadOnly, is_writable, no_space_left
 from .migrations import MIGRATIONS, migrate
 
 if TYPE_CHECKING:
-    from ..ingest.decode import ImageMeta  # Pillow: not imported for status and text searches
     from ..query import Filters
 
 # offline: on a folder that is not there now (a drive unplugged, a share down); kept, with its
@@ -38,109 +49,6 @@ _META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera
 _CHUNK = 500  # SQLite's variable limit is 999 on old builds
 
 
-@dataclass(frozen=True)
-class Root:
-    id: int
-    path: str
-    exclude: tuple[str, ...]
-    crawled_at: float | None
-    options: dict = field(default_factory=dict)  # extensions, include_hidden, follow_symlinks
-    offline_since: float | None = None  # when the folder was found missing, if it is
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    """What the catalog knows of a path: enough to decide whether to look at the file again."""
-
-    id: int
-    size: int | None
-    mtime_ns: int | None
-    status: str
-    has_vector: bool
-    path: str = ""  # as stored (a case-insensitive match may differ in case)
-
-
-@dataclass(frozen=True)
-class Renamed:
-    """A catalogued file found under a new spelling of its path (only its case changed)."""
-
-    file_id: int
-    path: str
-
-
-@dataclass
-class Embedded:
-    record: FileRecord
-    hash: str
-    meta: ImageMeta
-    vector: np.ndarray
-
-
-@dataclass
-class Reused:
-    """A file whose bytes already have a vector (a move, a rename, a copy): `twin` is that
-    vector and its metadata, read when the file was checked, or None while the twin is still
-    being embedded in this crawl."""
-
-    record: FileRecord
-    hash: str
-    twin: "Twin | None" = None
-
-
-@dataclass(frozen=True)
-class Twin:
-    vector: bytes
-    meta: dict
-
-
-@dataclass
-class Failed:
-    record: FileRecord
-    hash: str | None
-    error: str
-
-
-@dataclass
-class Restored:
-    """A file that had vanished and is back, unchanged."""
-
-    file_id: int
-
-
-Write = Embedded | Reused | Failed | Restored | Renamed
-
-
-@dataclass
-class FileRow:
-    id: int
-    path: str
-    size: int | None
-    mtime_ns: int | None
-    width: int | None
-    height: int | None
-    format: str | None
-    taken_at: str | None
-    status: str
-    error: str | None
-    extra: dict = field(default_factory=dict)
-    hash: str | None = None  # of the file's bytes (BLAKE2b-128, hex)
-    remote: bool = False  # imported for a photo that is not on this computer
-
-
-@dataclass(frozen=True)
-class Imported:
-    """A vector brought in by `clipsearch import`, with what is known of its photo."""
-
-    path: str
-    vector: bytes  # float32, L2-normalised
-    root_id: int | None = None  # the library folder the photo is in, if any
-    size: int | None = None  # the file's, where it is on this computer
-    mtime_ns: int | None = None
-    remote: bool = False
-    hash: str | None = None
-    taken_at: str | None = None
-    width: int | None = None
-    height: int | None = None
 
 
 _MIGRATING = threading.Lock()

@@ -15,12 +15,13 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..records import ImageMeta, Preprocess
 
 # clipsearch enforces its own, configurable pixel limit (max_pixels) before decoding, with a
 # clearer message; Pillow's fixed default would refuse 180-200 MP photos the user allowed.
@@ -35,28 +36,6 @@ _MAKE, _MODEL, _DATETIME, _DATETIME_ORIGINAL, _ORIENTATION = 271, 272, 306, 3686
 
 class DecodeError(Exception):
     """The file is not a usable image; the message says why in plain words."""
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its input: square side, resize mode and interpolation (open_clip's terms)."""
-
-    size: int = 224
-    resize_mode: str = "shortest"  # shortest (resize + centre crop) | squash | longest (fit + pad)
-    interpolation: str = "bicubic"
-    fill_color: int = 0
-
-
-@dataclass
-class ImageMeta:
-    width: int
-    height: int
-    format: str | None
-    taken_at: str | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    gps_lat: float | None = None
-    gps_lon: float | None = None
 
 
 def file_hash(path: str, chunk: int = 1 << 20) -> str:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import ImageMeta, Preprocess, exif_orientation, image_metadata
+from ..records import ImageMeta, Preprocess
+from .decode import exif_orientation, image_metadata
 
 # What one device batch may hold decoded (3 bytes a pixel on the device): 24 12 MP photos.
 BATCH_PIXELS = 300_000_000

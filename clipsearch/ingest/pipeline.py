@@ -25,25 +25,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._quiet import decoder_chatter_to_log
-from ..catalog.store import (
-    DELETED,
-    FAILED,
-    LIVE,
-    OFFLINE,
-    Embedded,
-    Failed,
-    KnownFile,
-    Renamed,
-    Restored,
-    Reused,
-    Store,
-    Write,
-)
-from ..embed import Embedder
+from ..catalog.store import DELETED, FAILED, LIVE, OFFLINE, Store
+from ..model.spec import Embedder
 from ..paths import EXACT_CASE, PathRule, is_under
+from ..records import Embedded, Failed, FileRecord, KnownFile, Renamed, Restored, Reused, WalkProblem, Write
 from .decode import DecodeError, bytes_hash, decode_budget, file_hash
 from .devicedecode import BATCH_FILES, BATCH_PIXELS, DEVICE_BYTES, JpegInput, decode_jpegs, read_jpeg
-from .scan import FileRecord, ScanRules, WalkProblem, walk
+from .scan import ScanRules, walk
 from .workers import PROCESSES, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
 
 _END = object()  # end of a stream

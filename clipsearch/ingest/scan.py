@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 from typing import Iterator
 
+from ..records import FileRecord, WalkProblem
+
 
 @dataclass(frozen=True)
 class ScanRules:
@@ -49,24 +51,6 @@ class ScanRules:
         posix = path.replace(os.sep, "/")
         candidates = (posix, posix + "/") if is_dir else (posix,)
         return any(fnmatch.fnmatch(c, pattern) for pattern in self.exclude for c in candidates)
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A candidate image file as seen on disk, before it is opened."""
-
-    path: str
-    root_id: int
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class WalkProblem:
-    """A folder that could not be listed: its files are neither indexed nor marked deleted."""
-
-    path: str
-    error: str
 
 
 # Files still being written by a download or a copy, and Office's lock files: never indexed.

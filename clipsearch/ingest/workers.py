@@ -31,7 +31,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from .decode import DecodeError, ImageMeta, MemoryBudget, Preprocess, load_image
+from ..records import ImageMeta, Preprocess
+from .decode import DecodeError, MemoryBudget, load_image
 
 log = logging.getLogger("clipsearch")
 

@@ -29,7 +29,8 @@ from ..errors import ClipsearchError
 from ..paths import absolute
 
 if TYPE_CHECKING:
-    from ..library import BatchAnswer, Library
+    from ..library import Library
+    from ..records import BatchAnswer
 
 REQUIRED = ("image_path", "description")
 FORMATS = ("csv", "jsonl")
@@ -208,7 +209,7 @@ def run(library: Library, source: str | os.PathLike, output: str | os.PathLike, 
 
 
 def _query(row: QueryRow, base: Path):
-    from ..library import BatchQuery
+    from ..records import BatchQuery
 
     if row.description:
         return BatchQuery(text=row.description)

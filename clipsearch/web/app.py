@@ -41,9 +41,9 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import ClipsearchError
 from ..ingest.decode import DecodeError
-from ..library import Library, Photo
+from ..library import Library
 from ..paths import PathRule
-from ..search import SearchResult
+from ..records import Photo, SearchResult
 from . import export
 from .security import Guard, is_loopback
 from .thumbs import SIZES, Thumbnails

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..records import Preprocess
 from . import _share
-from .ingest.decode import Preprocess
 
 FORMAT = 2  # 2: weights in a file of their own
 DESCRIPTION = "image-tower.json"

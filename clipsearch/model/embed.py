@@ -1,19 +1,10 @@
-"""The Embedder interface, its open_clip implementation, and model names.
+"""The Embedder implementations: open_clip on torch (GPU, or the fall-back), and LazyEmbedder,
+which loads a model on first use and hands texts and images to the saved numpy and ONNX
+towers when it can.
 
 This is the only module that imports torch or open_clip, and it does so lazily: commands
-that need no model (status, errors, --help) never pay for the import.
-
-A model is named by a spec string:
-  default | openai | accurate            presets (see PRESETS)
-  ARCH:PRETRAINED                        an open_clip architecture and a pretrained tag,
-                                         e.g. ViT-B-32-256:datacomp_s34b_b86k
-  ARCH:/path/to/weights.pt               an architecture with a local checkpoint file
-  /path/to/config.json:PRETRAINED        an architecture from a config file of your own
-  ViT-B/32, ViT-L/14, RN50 ...           OpenAI's names (their published weights)
-  /path/to/ViT-B-32.pt                   an OpenAI checkpoint file (architecture inferred)
-  hf-hub:org/repo, local-dir:/path       open_clip's own schemas
-PRETRAINED may also be `random`: seeded random weights of the real architecture, for
-benchmarks and tests (same cost as real weights, meaningless results).
+that need no model (status, errors, --help) never pay for the import. Model names are
+spec.py's.
 """
 
 from __future__ import annotations
@@ -21,134 +12,26 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import shutil
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .._memory import return_freed_memory
+from ..errors import ClipsearchError
 from . import _share
-from ._memory import return_freed_memory
-from .errors import ClipsearchError
+from .spec import PRESETS, RANDOM, ModelSpec, canonical, parse_spec, source_fingerprint
 
 if TYPE_CHECKING:
+    from ..records import Preprocess
     from .imagetower import ImageTower
-    from .ingest.decode import Preprocess
     from .texttower import TextTower
 
 log = logging.getLogger("clipsearch")
-
-PRESETS = {
-    "default": "ViT-B-32-256:datacomp_s34b_b86k",
-    "openai": "ViT-B-32:openai",
-    # MobileCLIP-S2: COCO text-to-image R@1 45.4 against 39.9 for the default, at a
-    # similar image-tower cost, and it uses the standard CLIP tokenizer.
-    "accurate": "MobileCLIP-S2:datacompdr",
-}
-RANDOM = "random"
-_OPENAI_NAME = re.compile(r"^(RN\d+(x\d+)?|ViT-[BL]/\d+(@336px)?)$")
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
-
-
-class Embedder(Protocol):
-    """What the pipeline and search need from a model."""
-
-    spec: str  # canonical model spec, recorded in the catalog
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def batch_size(self) -> int: ...
-
-    @property
-    def preprocess(self) -> Preprocess: ...
-
-    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 model input -> (N, dim) float32, rows L2-normalised."""
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts -> (N, dim) float32, rows L2-normalised."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    arch: str  # open_clip model name, a config .json path, or "" for an OpenAI checkpoint file
-    pretrained: str | None  # tag, checkpoint path, "random", or None (schemas)
-
-    def __str__(self) -> str:
-        if not self.arch:
-            return str(self.pretrained)
-        return self.arch if self.pretrained is None else f"{self.arch}:{self.pretrained}"
-
-
-def parse_spec(text: str) -> ModelSpec:
-    """Turn what a user typed into a canonical ModelSpec; cheap, imports no torch."""
-    text = text.strip()
-    if not text:
-        raise ClipsearchError("empty model name; try --model default")
-    text = PRESETS.get(text, text)
-    if text.startswith(("hf-hub:", "local-dir:")):
-        schema, rest = text.split(":", 1)
-        return ModelSpec(f"{schema}:{os.path.abspath(rest) if schema == 'local-dir' else rest}", None)
-    if _OPENAI_NAME.match(text):
-        return ModelSpec(text.replace("/", "-").replace("@336px", "-336"), "openai")
-    if Path(text).suffix.lower() in _CHECKPOINT_SUFFIXES and Path(text).is_file():
-        return ModelSpec("", os.path.abspath(text))
-    # Split at the first colon whose left side is a config file or a plain model name; Windows
-    # paths ("D:/models/x.json:D:/ckpt.pt") contain colons of their own.
-    for match in re.finditer(":", text):
-        arch, pretrained = text[: match.start()], text[match.end():]
-        if arch.lower().endswith(".json"):
-            if not Path(arch).is_file():
-                raise ClipsearchError(f"model config file not found: {arch}")
-            arch = os.path.abspath(arch)
-        elif not re.fullmatch(r"[\w.\-]+", arch):
-            continue
-        if pretrained and pretrained != RANDOM and (os.sep in pretrained or "/" in pretrained
-                                                    or Path(pretrained).suffix.lower() in _CHECKPOINT_SUFFIXES):
-            if not Path(pretrained).is_file():
-                raise ClipsearchError(f"checkpoint file not found: {pretrained}")
-            pretrained = os.path.abspath(pretrained)
-        return ModelSpec(arch, pretrained or None)
-    if re.fullmatch(r"[\w.\-]+", text):
-        return ModelSpec(text, None)
-    raise ClipsearchError(
-        f"cannot understand model {text!r}: use a preset ({', '.join(PRESETS)}), ARCH:PRETRAINED "
-        "such as ViT-B-32:openai, ARCH:/path/to/checkpoint, or an OpenAI name such as ViT-B/32")
-
-
-def canonical(text: str) -> str:
-    return str(parse_spec(text))
-
-
-def expected_dim(spec: str) -> int | None:
-    """The vector length the model makes, from its config file (read without importing
-    open_clip or torch, and without weights), or None where no config tells (an OpenAI
-    checkpoint file, a hub schema)."""
-    import importlib.util
-    import json
-
-    arch = parse_spec(spec).arch
-    try:
-        if arch.lower().endswith(".json"):
-            config = Path(arch)
-        elif not arch or ":" in arch:
-            return None
-        else:
-            package = importlib.util.find_spec("open_clip")
-            if package is None or package.origin is None:
-                return None
-            config = Path(package.origin).parent / "model_configs" / f"{arch}.json"
-        return int(json.loads(config.read_text(encoding="utf-8"))["embed_dim"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
 
 def pick_device(requested: str = "auto") -> str:
     import torch
@@ -194,7 +77,7 @@ class OpenClipEmbedder:
         size = cfg.get("size", getattr(self._model.visual, "image_size", 224))
         if isinstance(size, (tuple, list)):
             size = int(size[0])
-        from .ingest.decode import Preprocess
+        from ..records import Preprocess
 
         self.preprocess = Preprocess(size=int(size), resize_mode=cfg.get("resize_mode", "shortest"),
                                      interpolation=cfg.get("interpolation", "bicubic"),
@@ -680,18 +563,6 @@ def _probe_images(size: int, count: int = 8) -> np.ndarray:
     probes[2] = 0
     probes[3] = 255
     return probes
-
-
-def source_fingerprint(spec: str) -> str:
-    """What identifies a model's weights beyond its spec: size and mtime of the local files it
-    names (a retrained checkpoint under the same name must not reuse a saved text tower)."""
-    parsed = parse_spec(spec)
-    parts = []
-    for path in (parsed.arch, parsed.pretrained):
-        if path and os.path.isfile(path):
-            stat = os.stat(path)
-            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
-    return ",".join(parts)
 
 
 def _text_tower_parts(model, tokenizer) -> tuple[dict, dict[str, np.ndarray]]:

@@ -27,31 +27,27 @@ import errno
 import json
 import logging
 import os
-import secrets
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..catalog.faults import storage_error
-from ..catalog.lock import DAEMON_PID_FILE, is_held, recorded_daemon_pid
 from ..errors import ClipsearchError
+from ..ingest.scan import valid_name
 from ..paths import is_under
-from .scan import FileRecord, valid_name
+from ..records import FileRecord
+from .client import PID_FILE, STATE_DIR, _write_json
 
 if TYPE_CHECKING:
-    from ..catalog.store import Root, Write
-    from ..library import CrawlReport, Library
+    from ..library import Library
+    from ..records import Root, Write
     from ..writer import Writer
 
 log = logging.getLogger("clipsearch")
 
-PID_FILE, LOG_FILE, STATE_DIR = DAEMON_PID_FILE, "watch.log", "watch"
 _INOTIFY_LIMIT = ("the system's limit of inotify watches is reached; {root} is polled instead (slower to notice "
                   "changes). Raise the limit: `sudo sysctl fs.inotify.max_user_watches=524288` (and "
                   "fs.inotify.max_user_instances), and make it permanent in /etc/sysctl.d/")
@@ -472,7 +468,7 @@ class Watcher:
             log.info("deleted %d photos", count)
 
     def _log_written(self, items: Sequence[Write]) -> None:
-        from ..catalog.store import Embedded, Failed, Reused
+        from ..records import Embedded, Failed, Reused
 
         indexed = [i for i in items if isinstance(i, (Embedded, Reused))]
         self.totals["indexed"] += len(indexed)
@@ -676,151 +672,7 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _write_json(path: Path, value: dict) -> None:
-    """Written whole or not at all (readers never see half a file)."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    temporary.write_text(json.dumps(value), encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def _stats_json(stats) -> dict:
     names = ("found", "unchanged", "new", "changed", "moved", "embedded", "failed", "restored", "deleted", "vanished")
     return {**{n: getattr(stats, n) for n in names}, "elapsed": stats.elapsed, "offline": stats.offline,
             "problems": [[p.path, p.error] for p in stats.problems]}
-
-
-# --- for the other commands -----------------------------------------------------------------
-@dataclass(frozen=True)
-class DaemonState:
-    pid: int
-    state: str
-    started_at: float
-    backlog: int
-    offline: list[str]
-    polled: list[str]
-    error: str | None
-    indexed: int
-    deleted: int
-
-
-def daemon_pid(home: Path) -> int | None:
-    """The pid of the watch daemon of this library, if one runs (its pid file, and the write
-    lock held)."""
-    try:
-        pid = int(recorded_daemon_pid(Path(home)) or "")
-    except ValueError:
-        return None
-    return pid if is_held(Path(home)) else None
-
-
-def daemon_state(home: Path) -> DaemonState | None:
-    """What the running daemon last said of itself, or None if none runs."""
-    pid = daemon_pid(home)
-    if pid is None:
-        return None
-    try:
-        data = json.loads((Path(home) / STATE_DIR / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    return DaemonState(pid, data.get("state", "starting"), data.get("started_at") or time.time(),
-                       data.get("backlog", 0), data.get("offline", []), data.get("polled", []), data.get("error"),
-                       data.get("indexed", 0), data.get("deleted", 0))
-
-
-def ask_daemon(home: Path, request: dict, timeout: float | None = None) -> Any:
-    """Hand a request to the running daemon and wait for its answer: a CrawlReport for a
-    crawl, else the answer's fields. Raises ClipsearchError if it fails or the daemon stops."""
-    home = Path(home)
-    name = f"{time.time():.6f}-{secrets.token_hex(4)}.json"
-    requests = home / STATE_DIR / "requests"
-    requests.mkdir(parents=True, exist_ok=True)
-    _write_json(requests / name, request)
-    answer_path = home / STATE_DIR / "answers" / name
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not answer_path.exists():
-        if daemon_pid(home) is None:
-            (requests / name).unlink(missing_ok=True)
-            raise ClipsearchError("the watch daemon stopped before it answered; run the command again")
-        if deadline is not None and time.monotonic() > deadline:
-            raise ClipsearchError("the watch daemon did not answer in time; it carries on with the request")
-        time.sleep(0.1)
-    answer = json.loads(answer_path.read_text(encoding="utf-8"))
-    answer_path.unlink(missing_ok=True)
-    if not answer.get("ok"):
-        raise ClipsearchError(answer.get("error") or "the watch daemon could not do it")
-    if request.get("op") == "crawl":
-        return _crawl_report(home, answer)
-    return answer
-
-
-def _crawl_report(home: Path, answer: dict) -> CrawlReport:
-    from ..index import ForestDamaged, read_manifest
-    from ..library import CrawlReport
-    from .pipeline import CrawlStats
-    from .scan import WalkProblem
-
-    data = dict(answer["stats"])
-    elapsed = data.pop("elapsed")
-    problems = [WalkProblem(p, e) for p, e in data.pop("problems")]
-    stats = CrawlStats(**data, problems=problems)
-    stats.finished = stats.started + elapsed
-    try:
-        manifest = read_manifest(home / "index")
-    except ForestDamaged:
-        manifest = None
-    return CrawlReport(stats, manifest, bool(answer.get("rebuilt")))
-
-
-def start_detached(home: Path, arguments: Sequence[str], timeout: float = 60.0) -> int:
-    """Start `clipsearch watch ARGUMENTS` in the background (output to HOME/watch.log) and
-    wait until it watches; returns its pid."""
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    running = daemon_pid(home)
-    if running is not None:
-        raise ClipsearchError(f"the watch daemon already runs (process {running}); `clipsearch watch --stop` stops it")
-    logfile = open(home / LOG_FILE, "ab")
-    options: dict[str, Any] = {}
-    if sys.platform == "win32":  # pragma: no cover - Windows only
-        options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
-    else:
-        options["start_new_session"] = True
-    with logfile:
-        child = subprocess.Popen([sys.executable, "-m", "clipsearch.cli", "--home", str(home), "watch", *arguments],
-                                 stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, **options)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            tail = (home / LOG_FILE).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-            raise ClipsearchError("the watch daemon did not start: " + (" / ".join(tail) or f"exit {child.returncode}"))
-        if daemon_pid(home) == child.pid:
-            return child.pid
-        time.sleep(0.1)
-    return child.pid  # still starting (a large library's first reconcile): it carries on
-
-
-def stop_daemon(home: Path, timeout: float = 60.0) -> int | None:
-    """Ask the running daemon to stop and wait until it has; its pid, or None if none ran."""
-    home = Path(home)
-    pid = daemon_pid(home)
-    if pid is None:
-        return None
-    requests = home / STATE_DIR / "requests"
-    requests.mkdir(parents=True, exist_ok=True)
-    request = requests / f"{time.time():.6f}-stop.json"
-    _write_json(request, {"op": "stop"})
-    if sys.platform != "win32":
-        import signal
-
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
-    deadline = time.monotonic() + timeout
-    while is_held(home):
-        if time.monotonic() > deadline:
-            raise ClipsearchError(f"the watch daemon (process {pid}) has not stopped yet; it finishes the batch in "
-                                  "hand first")
-        time.sleep(0.1)
-    request.unlink(missing_ok=True)
-    return pid

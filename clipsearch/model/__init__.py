@@ -1,0 +1,1 @@
+"""Models: specs and identity, the towers (ONNX image, numpy text), tokenizers, embedders."""
