@@ -284,7 +284,7 @@ def batch(ctx, queries, output, k, fmt, min_score, preset, device):
     library = _library(ctx, device=device, preset=preset)
     err = _console(stderr=True)
     with WorkProgress(err) as progress:
-        summary = run(library, queries, output, k=k, fmt=fmt, min_score=min_score,
+        summary = run(library.search_many, queries, output, k=k, fmt=fmt, min_score=min_score,
                       on_progress=lambda done, total: progress.update("queries", done, total),
                       on_failure=lambda line, why: err.print(f"[yellow]line {line}:[/] {why}", markup=True,
                                                              highlight=False, soft_wrap=True))

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from .config import DEFAULT_EXTENSIONS
-from .errors import ClipsearchError
+from .errors import QueryError
 
 MAX_WEIGHT = 100.0
 SORTS = ("score", "date", "newest")
@@ -46,9 +46,6 @@ Filters (any order, combined with AND; the same filter twice means either):
 The date is the one the camera recorded, else the file's modification date. A query of
 only filters lists the newest photos that match them."""
 
-
-class QueryError(ClipsearchError):
-    """A query that cannot be parsed; the message names the part that is wrong."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Ranking: from a query vector to the k best live photos.
+"""Retrieval: from a query vector to the k best live photos (the planner's candidates).
 
 The forest answers for the rows it was built over; rows written since (new, changed,
 restored, deleted) are known by their write sequence: the searchable ones are scored
@@ -30,23 +30,21 @@ if TYPE_CHECKING:
 EXACT_ROWS = 20_000  # filtered searches score up to this many matching photos exactly
 
 
-def rank(store: Store, forest: Forest | None, query: np.ndarray, k: int, dim: int,
-         exact: bool = False, filters: Filters | None = None, offset: int = 0) -> list[SearchResult]:
-    """The best live photos for an L2-normalised query vector, best first: ranks offset+1 to
-    offset+k among those that pass filters."""
-    if k <= 0:
-        return []
-    want = k + offset
+def candidates(store: Store, forest: Forest | None, query: np.ndarray, want: int, dim: int,
+               exact: bool = False, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The `want` best live photos for an L2-normalised query vector among those that pass
+    filters, best first: (ids, cosine similarities)."""
+    if want <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     query = np.asarray(query, dtype=np.float32).reshape(-1)
     if filters:
-        ids, scores = _filtered(store, None if exact else forest, query, want, dim, filters)
-    elif exact or forest is None:
+        return _filtered(store, None if exact else forest, query, want, dim, filters)
+    if exact or forest is None:
+        return _exact(store.iter_live_vectors(dim), query, want)
+    ids, scores = _forest_and_fresh(store, forest, query, want, dim)
+    if len(ids) < want and store.live_count() > len(ids):
         ids, scores = _exact(store.iter_live_vectors(dim), query, want)
-    else:
-        ids, scores = _forest_and_fresh(store, forest, query, want, dim)
-        if len(ids) < want and store.live_count() > len(ids):
-            ids, scores = _exact(store.iter_live_vectors(dim), query, want)
-    return results_for(store, ids[offset:], scores[offset:], first_rank=offset + 1)
+    return ids, scores
 
 
 def camera_name(extra: dict) -> str | None:

@@ -1,9 +1,11 @@
 """The library's one writer: the write lock and a catalog connection, held until closed.
 
 Everything that changes a library goes through a Writer: a crawl (`Library.crawl` opens one
-for its length), and the watch daemon, which holds one for as long as it runs and feeds it
-the changes its file system events name (files to check, moves, deleted folders, folders
-that went offline or came back). Searches never need it: readers are never blocked.
+for its length), `rebuild`, `reembed`, `repair`, an import, and the watch daemon, which
+holds one for as long as it runs and feeds it the changes its file system events name
+(files to check, moves, deleted folders, folders that went offline or came back). Searches
+never need it: readers are never blocked. A Writer receives the services it needs (the
+model policy, the forest keeper) and never sees the Library.
 """
 
 from __future__ import annotations
@@ -13,38 +15,47 @@ import os
 import re
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .catalog.lock import WriteLock
 from .catalog.store import Store
-from .errors import ClipsearchError
-from .ingest.scan import ScanRules
+from .config import Settings
+from .errors import ClipsearchError, NotIndexed
+from .ingest.scan import ScanRules, rules_for
+from .keeper import ForestKeeper
 from .paths import PathRule, absolute
-from .records import CrawlReport, FileRecord, Imported, ImportReport, Root, Write
+from .policy import ModelPolicy
+from .records import CrawlReport, FileRecord, Imported, ImportReport, RepairReport, Root, Write
 
 if TYPE_CHECKING:
+    from .index import Manifest
     from .ingest.pipeline import CrawlStats, CrawlTask, Pipeline
-    from .library import Library
-    from .model import spec as embed_mod
+    from .model.spec import Embedder
 
 log = logging.getLogger("clipsearch")
 _FEW = 64  # the daemon's changes: fewer files than this decode in threads (no processes to start)
 
 
 class Writer:
-    """`with library.writer() as writer:` holds the write lock (or raises LibraryBusy)."""
+    """`with Writer(settings, policy, keeper) as writer:` holds the write lock (or raises
+    LibraryBusy). The catalog is opened on first use: `repair` must look at a damaged one
+    before anything opens it."""
 
-    def __init__(self, library: Library):
-        self.library = library
-        self.settings = library.settings
-        self.rule = PathRule.for_setting(self.settings.path_case)
-        self._lock = WriteLock(self.settings.home)
+    def __init__(self, settings: Settings, policy: ModelPolicy, keeper: ForestKeeper):
+        self.settings = settings
+        self.policy = policy
+        self.keeper = keeper
+        self.rule = PathRule.for_setting(settings.path_case)
+        self._lock = WriteLock(settings.home)
         self._lock.__enter__()
-        try:
-            self.store = Store(self.settings.catalog_path)
-        except BaseException:
-            self._lock.__exit__()
-            raise
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.catalog_path)
+        return self._store
 
     def __enter__(self) -> "Writer":
         return self
@@ -53,8 +64,12 @@ class Writer:
         self.close()
 
     def close(self) -> None:
-        self.store.close()
-        self._lock.__exit__()
+        try:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        finally:
+            self._lock.__exit__()
 
     # --- crawl ----------------------------------------------------------------------------
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None, given: dict | None = None,
@@ -64,7 +79,6 @@ class Writer:
         """Library.crawl under this writer's lock. Roots whose folder is missing go offline
         instead of being walked (their files are kept)."""
         from .ingest.pipeline import CrawlStats
-        from .library import _log_crawl
 
         paths = [self._folder(f) for f in folders]
         embedder = self._prepare_model(model)
@@ -98,7 +112,7 @@ class Writer:
         threads = {"decode_in": "threads"} if len(records) < _FEW else {}
         return self._pipeline(embedder, tasks, on_commit=on_commit, **threads).run()
 
-    def _pipeline(self, embedder: embed_mod.Embedder, tasks: list[CrawlTask], **options) -> Pipeline:
+    def _pipeline(self, embedder: Embedder, tasks: list[CrawlTask], **options) -> Pipeline:
         from .ingest.pipeline import Pipeline
         from .ingest.workers import default_workers
 
@@ -110,11 +124,9 @@ class Writer:
                         max_pixels=settings.max_pixels, decode_memory=memory << 20 if memory else None,
                         rule=self.rule, **options)
 
-    def _prepare_model(self, asked: str | None) -> embed_mod.Embedder:
-        spec = self.library._model_for(self.store, asked)
-        embedder = self.library.embedder(spec)
-        if self.store.get_meta("dim") is None:
-            self.store.set_meta("model", embedder.spec)  # binding once the first vector (and dim) is written
+    def _prepare_model(self, asked: str | None) -> Embedder:
+        embedder = self.policy.embedder(self.policy.spec_for(self.store, asked))
+        self.policy.bind(self.store, embedder)
         return embedder
 
     def _folder(self, folder: str | os.PathLike) -> str:
@@ -135,7 +147,7 @@ class Writer:
         else:
             targets = [(r.path, r) for r in self.store.roots()]
             if not targets:
-                raise ClipsearchError("no folders in this library yet: run `clipsearch crawl FOLDER`")
+                raise NotIndexed(self.settings.home, "folders")
         # A folder inside (or equal to) another folder of the same root is walked once, as part of it.
         kept: list[tuple[str, Root]] = []
         for path, root in sorted(targets, key=lambda t: len(t[0])):
@@ -156,14 +168,14 @@ class Writer:
                     flags = ", ".join("--" + name.replace("include_", "").replace("_", "-") for name in given)
                     raise ClipsearchError(f"{flags}: scan rules belong to the whole folder {root.path}; "
                                           f"run `clipsearch crawl {root.path}` with them")
-                rules = self.library._rules(root, {})
+                rules = self.rules(root)
                 _check_not_skipped(path, root.path, rules)
                 tasks.append(CrawlTask(root.id, path, rules, whole_root=False))
                 continue
             if given:
                 options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
                 self.store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
-            tasks.append(CrawlTask(root.id, root.path, self.library._rules(root, given), whole_root=True))
+            tasks.append(CrawlTask(root.id, root.path, self.rules(root, given), whole_root=True))
         unique = {(t.root_id, t.folder): t for t in tasks}  # two folders of a root that came back
         return list(unique.values()), offline
 
@@ -171,8 +183,9 @@ class Writer:
     def roots(self) -> list[Root]:
         return self.store.roots()
 
-    def rules(self, root: Root) -> ScanRules:
-        return self.library._rules(root, {})
+    def rules(self, root: Root, given: dict | None = None) -> ScanRules:
+        """Scan rules for a root: this crawl's flags, else the root's remembered ones, else settings."""
+        return rules_for(root, self.settings, given)
 
     def root_of(self, path: str, roots: Sequence[Root] | None = None) -> Root | None:
         """The innermost root that holds path, if any."""
@@ -237,7 +250,6 @@ class Writer:
             return self.delete_under(src) if is_dir else self.delete_paths([src])
         return self.store.move(src, dest, root.id, is_dir)
 
-    # --- index ----------------------------------------------------------------------------
     # --- import ---------------------------------------------------------------------------
     def import_file(self, source_path: str, paths: str | None = None, model: str | None = None,
                     base: str | None = None, overwrite: bool = False,
@@ -246,11 +258,11 @@ class Writer:
         """Bring the vectors of a file (interop/vectors.py layouts) into the catalog, without
         embedding anything, then refresh the index. See Library.import_vectors."""
         from .interop.vectors import open_source
-        from .model import spec as embed_mod
+        from .model import spec as spec_mod
 
         with open_source(source_path, paths) as source:
             spec = self._import_model(source.label, source.model, model)
-            dim = int(self.store.get_meta("dim") or 0) or embed_mod.expected_dim(spec)
+            dim = int(self.store.get_meta("dim") or 0) or spec_mod.expected_dim(spec)
             if dim and dim != source.dim:
                 raise ClipsearchError(f"{source.label} holds vectors of {source.dim} numbers, but model {spec} makes "
                                       f"vectors of {dim}: name the model they were made with (--model)")
@@ -277,11 +289,11 @@ class Writer:
     def _import_model(self, label: str, recorded: str | None, asked: str | None) -> str:
         """The model imported vectors are taken to be of: the library's, which must agree with
         the one named on the command line and the one the file records."""
-        from .model import spec as embed_mod
+        from .model import spec as spec_mod
 
         current = self.store.get_meta("model") if self.store.get_meta("dim") else None
-        recorded_spec = embed_mod.canonical(recorded) if recorded else None
-        asked_spec = embed_mod.canonical(asked) if asked else None
+        recorded_spec = spec_mod.canonical(recorded) if recorded else None
+        asked_spec = spec_mod.canonical(asked) if asked else None
         if recorded_spec and asked_spec and recorded_spec != asked_spec:
             raise ClipsearchError(f"{label} says its vectors were made with {recorded_spec}, not {asked_spec}")
         wanted = asked_spec or recorded_spec
@@ -334,12 +346,68 @@ class Writer:
                 _number_or_none(columns, "width", i), _number_or_none(columns, "height", i)))
         return items
 
-    def refresh_index(self, on_index: Callable[[int, int], None] | None = None):
+    # --- the index, the model, the catalog itself ------------------------------------------
+    def refresh_index(self, on_index: Callable[[int, int], None] | None = None) -> tuple[Manifest | None, bool]:
         """Build the forest unless the current one is sound and built from this catalog as it is."""
-        manifest, rebuilt = self.library._refresh_index(self.store, on_index)
-        if rebuilt and manifest:
-            log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
-        return manifest, rebuilt
+        return self.keeper.refresh(self.store, on_index)
+
+    def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> Manifest:
+        """Build the forest again from the catalog's live vectors."""
+        if self.store.get_meta("dim") is None:
+            raise NotIndexed(None, "vectors")
+        manifest = self.keeper.build(self.store, on_index)
+        log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
+        return manifest
+
+    def reembed(self, model: str, on_progress: Callable[[CrawlStats], None] | None = None,
+                on_index: Callable[[int, int], None] | None = None) -> tuple[CrawlReport, int]:
+        """Switch the library to another model: forget every vector and embed every photo
+        again; (the crawl's report, how many imported photos no crawl can reach were dropped)."""
+        from .model.spec import canonical
+
+        spec = canonical(model)
+        if not self.store.roots():
+            raise NotIndexed(None, "folders")
+        embedder = self.policy.embedder(spec)
+        dim = embedder.dim  # loads the model first: one that fails to load changes nothing
+        dropped = self.store.switch_model(embedder.spec, dim)
+        return self.crawl(on_progress=on_progress, on_index=on_index), dropped
+
+    def repair(self, on_index: Callable[[int, int], None] | None = None) -> RepairReport:
+        """Check the catalog; if it is damaged, set it aside and recover what can be read into a
+        new one (the same model, folders and vectors, less what was lost), then make the index
+        match. A sound catalog only gets its index checked (and rebuilt if need be)."""
+        from .catalog import repair as repair_mod
+
+        catalog = self.settings.catalog_path
+        if not catalog.is_file():
+            raise ClipsearchError(f"there is no catalog at {catalog} to repair")
+        problems = repair_mod.check(catalog)
+        kept: Path | None = None
+        recovery = old = None
+        if problems:
+            log.warning("catalog damaged: %s", "; ".join(problems))
+            old = self.keeper.manifest()
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            kept = repair_mod.set_aside(catalog)
+        store = self.store  # a new, empty one if the old was set aside
+        if kept:
+            recovery = repair_mod.recover(kept, store, (old.model, old.dim) if old else None)
+            log.info("repair: %d photos recovered with vectors, %d rows lost, damaged copy at %s",
+                     recovery.with_vector, recovery.unreadable, kept)
+        manifest, rebuilt = self.refresh_index(on_index)
+        self.keeper.forget()
+        return RepairReport(problems, kept, recovery, old.count if old else None, manifest, rebuilt)
+
+
+def _log_crawl(stats: CrawlStats) -> None:
+    log.info("crawl done in %.1f s: %d found, %d new, %d changed, %d unchanged, %d embedded, %d moved, "
+             "%d restored, %d deleted, %d failed", stats.elapsed, stats.found, stats.new, stats.changed,
+             stats.unchanged, stats.embedded, stats.moved, stats.restored, stats.deleted, stats.failed)
+    for problem in stats.problems:
+        log.warning("not readable: %s: %s", problem.path, problem.error)
 
 
 _FOREIGN_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")

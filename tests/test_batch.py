@@ -173,7 +173,7 @@ def test_texts_go_to_the_model_once_per_batch_not_per_row(tiny_library, embedder
     queries = tmp_path / "q.csv"
     queries.write_text("image_path,description\n" + "".join(f",photo number {i}\n" for i in range(300)),
                        encoding="utf-8")
-    summary = run(tiny_library, queries, tmp_path / "out.csv", k=2)
+    summary = run(tiny_library.search_many, queries, tmp_path / "out.csv", k=2)
     assert summary.queries == 300 and summary.failed == 0
     assert calls == [256, 44]
     assert len(_rows(tmp_path / "out.csv")) == 300
@@ -193,7 +193,7 @@ def test_a_bom_and_quoted_newlines_are_read_and_extra_columns_pass_through(tiny_
     extras, rows = read_queries(queries)
     assert extras == ["id"]
     assert [(r.description, r.extra, r.line) for r in rows] == [("two lines", {"id": "7"}, 2), ("a, b", {"id": "8"}, 4)]
-    run(tiny_library, queries, tmp_path / "out.csv", k=1)
+    run(tiny_library.search_many, queries, tmp_path / "out.csv", k=1)
     assert [(r["description"], r["id"]) for r in _rows(tmp_path / "out.csv")] == [("two lines", "7"), ("a, b", "8")]
     assert header(1, extras)[-2:] == ["description", "id"]
 
@@ -201,11 +201,11 @@ def test_a_bom_and_quoted_newlines_are_read_and_extra_columns_pass_through(tiny_
 def test_input_columns_named_like_output_columns_pass_through_renamed(tiny_library, tmp_path):
     queries = _write(tmp_path / "q.csv", "image_path,description,utm_east,note,note,reference_1_path\n"
                                          ",a photo,12.5,first,second,gt.jpg\n")
-    run(tiny_library, queries, tmp_path / "out.csv", k=1)
+    run(tiny_library.search_many, queries, tmp_path / "out.csv", k=1)
     row = _rows(tmp_path / "out.csv")[0]
     assert (row["utm_east"], row["input_utm_east"]) == ("nan", "12.5")
     assert (row["note"], row["note_2"], row["input_reference_1_path"]) == ("first", "second", "gt.jpg")
-    run(tiny_library, queries, tmp_path / "out.jsonl", k=1)
+    run(tiny_library.search_many, queries, tmp_path / "out.jsonl", k=1)
     answer = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
     assert answer["utm_east"] is None and answer["input_utm_east"] == "12.5"
 
@@ -215,7 +215,7 @@ def test_an_output_that_cannot_be_written_is_one_line(tiny_library, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").touch()  # a folder in the way: the rename over it fails
     with pytest.raises(ClipsearchError, match="taken could not be written: .*; nothing was changed"):
-        run(tiny_library, queries, tmp_path / "taken", k=1)
+        run(tiny_library.search_many, queries, tmp_path / "taken", k=1)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
@@ -258,7 +258,7 @@ def test_an_interrupted_batch_leaves_no_file_behind(tiny_library, tmp_path, monk
 
     monkeypatch.setattr(tiny_library, "search_many", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_library, queries, tmp_path / "out.csv", k=1)
+        run(tiny_library.search_many, queries, tmp_path / "out.csv", k=1)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["q.csv"]
 
 
@@ -297,12 +297,20 @@ def test_a_preset_naming_another_model_is_refused_by_crawl_and_noted_by_search(s
 
 
 def test_the_search_k_setting_reaches_the_forest(tiny_library, make_library):
+    from clipsearch.catalog.store import Store
+    from clipsearch.keeper import ForestKeeper
+    from clipsearch.notices import Notices
+
     library = make_library(search_k=10)
-    library.search("a photo", k=5)
-    assert library._forest is not None and library._forest.search_k == 10
-    wide = make_library(search_k=200_000)
+    store = Store.open_existing(library.settings.catalog_path)
+    try:
+        forest = ForestKeeper(library.settings, Notices()).current(store)
+        assert forest is not None and forest.search_k == 10
+        wide = make_library(search_k=200_000)
+        assert ForestKeeper(wide.settings, Notices()).current(store).search_k == 200_000
+    finally:
+        store.close()
     assert [r.path for r in wide.search("a photo", k=5)] == [r.path for r in library.search("a photo", k=5, exact=True)]
-    assert wide._forest is not None and wide._forest.search_k == 200_000
 
 
 def test_mirrored_image_queries_average_both_views(make_library, tiny_library, tmp_path):

@@ -68,11 +68,11 @@ def test_a_recrawl_with_nothing_new_does_not_even_load_the_model(home, tmp_path)
     make_photos(tmp_path / "photos", 3)
     first = Library(load_settings(home, model=TINY_MODEL))
     first.crawl([tmp_path / "photos"])
-    assert first._embedder.loaded
+    assert first.model_loaded
     again = Library(load_settings(home))
     report = again.crawl()
     assert report.stats.unchanged == 3
-    assert not again._embedder.loaded
+    assert not again.model_loaded
 
 
 def test_a_changed_photo_is_embedded_again(library, embedder, home, tmp_path):

@@ -131,6 +131,12 @@ def _library_of(tmp_path, count: int, rare_every: int):
     return store, Forest(tmp_path / "index", manifest), vectors
 
 
+def _rank(store, forest, query, k, filters, offset=0):
+    """The retrieval engine's candidates for a page, as results (what the planner pages)."""
+    ids, scores = search_mod.candidates(store, forest, query, k + offset, DIM, filters=filters)
+    return search_mod.results_for(store, ids[offset:], scores[offset:], first_rank=offset + 1)
+
+
 def _expected(store, filters, query, k):
     ids, scores = search_mod._exact(store.iter_vectors(store.matching_ids(filters), DIM), query, k)
     return ids.tolist()
@@ -144,7 +150,7 @@ def test_a_filter_matching_one_percent_still_fills_the_page(tmp_path, monkeypatc
     filters = parse(line).filters
     assert len(store.matching_ids(filters)) == 50
     for probe in (vectors[1], vectors[200], -vectors[7]):
-        results = search_mod.rank(store, forest, probe, 20, DIM, filters=filters)
+        results = _rank(store, forest, probe, 20, filters)
         assert len(results) == 20
         assert all("/rare/" in r.path for r in results)
         assert [r.file_id for r in results] == _expected(store, filters, probe, 20)
@@ -154,8 +160,8 @@ def test_a_filter_matching_one_percent_still_fills_the_page(tmp_path, monkeypatc
 def test_a_filtered_search_pages_on_without_repeating(tmp_path):
     store, forest, vectors = _library_of(tmp_path, 3000, rare_every=10)
     filters = parse("in:rare").filters
-    first = search_mod.rank(store, forest, vectors[3], 10, DIM, filters=filters)
-    second = search_mod.rank(store, forest, vectors[3], 10, DIM, filters=filters, offset=10)
+    first = _rank(store, forest, vectors[3], 10, filters)
+    second = _rank(store, forest, vectors[3], 10, filters, offset=10)
     assert [r.rank for r in second] == list(range(11, 21))
     assert not {r.file_id for r in first} & {r.file_id for r in second}
     assert [r.file_id for r in first + second] == _expected(store, filters, vectors[3], 20)
@@ -169,7 +175,7 @@ def test_rows_written_after_the_forest_are_filtered_too(tmp_path):
     store.write([Embedded(FileRecord("/lib/rare/new.png", root, 1, 1), "hnew", ImageMeta(10, 10, "PNG"), newcomer),
                  Embedded(FileRecord("/lib/common/new.jpg", root, 1, 1), "hnew2", ImageMeta(10, 10, "JPEG"),
                           newcomer)])
-    results = search_mod.rank(store, forest, newcomer, 5, DIM, filters=parse("in:rare").filters)
+    results = _rank(store, forest, newcomer, 5, parse("in:rare").filters)
     assert results[0].path == "/lib/rare/new.png" and results[0].score == pytest.approx(1.0, abs=1e-5)
     assert all("/rare/" in r.path for r in results)
     store.close()

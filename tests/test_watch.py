@@ -19,7 +19,7 @@ import pytest
 
 from clipsearch.catalog.store import PathRule, Store
 from clipsearch.daemon.client import daemon_pid
-from clipsearch.daemon.watcher import Changes, Watcher
+from clipsearch.daemon.watcher import Changes
 from clipsearch.ingest.decode import file_hash
 
 from .conftest import TINY_MODEL, make_photo, make_photos, run_cli
@@ -65,7 +65,7 @@ def watching(library, **options):
     """The daemon in a thread of this process, with short times; stopped (and checked for
     errors) on the way out."""
     options = {"debounce": 0.2, "check_every": 0.2, "retry_after": 0.3, "quiet_rebuild": 30.0, **options}
-    watcher = Watcher(library, **options)
+    watcher = library.watcher(**options)
     stop = threading.Event()
     failures: list[BaseException] = []
 
@@ -354,7 +354,7 @@ def test_the_model_is_released_when_idle_and_loaded_again_for_new_photos(home, p
     with watching(library, idle_release=0.5):
         shutil.copy(make_photo(tmp_path / "a.jpg", 930), photos / "a.jpg")
         wait_for(lambda: status_of(home, photos / "a.jpg") == "live", "the first photo")
-        wait_for(lambda: library._embedder is None, "the model released")
+        wait_for(lambda: not library.model_loaded, "the model released")
         shutil.copy(make_photo(tmp_path / "b.jpg", 931), photos / "b.jpg")
         wait_for(lambda: status_of(home, photos / "b.jpg") == "live", "a photo after the release")
 

@@ -13,23 +13,14 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from ..errors import ClipsearchError
+from ..errors import CatalogDamaged, ClipsearchError, DiskFull, LibraryReadOnly
 
 # SQLite's primary result codes (sqlite3.h); Python 3.11+ exposes them on the exception.
 _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = \
     8, 10, 11, 13, 14, 26
 
 
-class CatalogDamaged(ClipsearchError):
-    """catalog.db cannot be read as a database: `clipsearch repair` recovers what it can."""
 
-
-class LibraryReadOnly(ClipsearchError):
-    """The library folder cannot be written: searches work, crawls and rebuilds do not."""
-
-
-class DiskFull(ClipsearchError):
-    """No space left where the library lives."""
 
 
 def damaged_message(catalog: Path) -> str:

@@ -85,8 +85,8 @@ def ask_daemon(home: Path, request: dict, timeout: float | None = None) -> Any:
 
 def _crawl_report(home: Path, answer: dict) -> CrawlReport:
     from ..index import ForestDamaged, read_manifest
-    from ..records import CrawlReport, WalkProblem
     from ..ingest.pipeline import CrawlStats
+    from ..records import CrawlReport, WalkProblem
 
     data = dict(answer["stats"])
     elapsed = data.pop("elapsed")

@@ -42,7 +42,9 @@ from ..records import FileRecord
 from .client import PID_FILE, STATE_DIR, _write_json
 
 if TYPE_CHECKING:
-    from ..library import Library
+    from ..config import Settings
+    from ..keeper import ForestKeeper
+    from ..policy import ModelPolicy
     from ..records import Root, Write
     from ..writer import Writer
 
@@ -201,12 +203,16 @@ class _Handler:
 class Watcher:
     """The daemon's work; `run(stop)` blocks until `stop` is set. Times are in seconds."""
 
-    def __init__(self, library: Library, *, debounce: float | None = None, polling: bool = False,
+    def __init__(self, settings: Settings, open_writer: Callable[[], Writer], keeper: ForestKeeper,
+                 policy: ModelPolicy, *, debounce: float | None = None, polling: bool = False,
                  poll_interval: float = 5.0, idle_release: float = 300.0, quiet_rebuild: float = 60.0,
                  rebuild_share: float = 0.1, check_every: float = 2.0, retry_after: float = 5.0):
-        self.library = library
-        self.home = library.settings.home
-        self.changes = Changes(library.settings.watch_debounce if debounce is None else debounce)
+        self.settings = settings
+        self.home = settings.home
+        self._open_writer = open_writer
+        self.keeper = keeper
+        self.policy = policy
+        self.changes = Changes(settings.watch_debounce if debounce is None else debounce)
         self.polling = polling
         self.poll_interval = poll_interval
         self.idle_release = idle_release
@@ -244,7 +250,7 @@ class Watcher:
 
         # watchdog warns when a folder's watch is added twice in an event storm; it copes.
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")
-        self.writer = self.library.writer()  # LibraryBusy if another process writes
+        self.writer = self._open_writer()  # LibraryBusy if another process writes
         try:
             self._write_pid()
             self._observer = Observer()
@@ -307,7 +313,7 @@ class Watcher:
             if not self._guarded(self._reconcile_roots, roots):
                 self._reconcile |= roots
         self._guarded(self._maybe_rebuild, quiet, clears=False)
-        if quiet >= self.idle_release and self.library.release_model():
+        if quiet >= self.idle_release and self.policy.release():
             log.info("model released after %.0f idle seconds", quiet)
         self._write_state("watching")
 
@@ -507,12 +513,7 @@ class Watcher:
         store = self.writer.store
         if not store.get_meta("dim"):
             return
-        from ..index import ForestDamaged, read_manifest
-
-        try:
-            manifest = read_manifest(self.library.settings.index_dir)
-        except ForestDamaged:
-            manifest = None
+        manifest = self.keeper.manifest()
         changed = store.count_changed_since(manifest.built_seq if manifest else 0)
         if not changed:
             return
@@ -524,9 +525,9 @@ class Watcher:
     def _rebuild(self) -> None:
         from ..catalog.store import Store
 
-        store = Store(self.library.settings.catalog_path)
+        store = Store(self.settings.catalog_path)
         try:
-            manifest = self.library._build(store, None)
+            manifest = self.keeper.build(store)
             log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
         except Exception as exc:  # noqa: BLE001 - searches score new rows exactly meanwhile
             self._build_failed = time.monotonic()

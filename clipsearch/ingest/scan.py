@@ -11,9 +11,12 @@ import fnmatch
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from ..records import FileRecord, WalkProblem
+from ..records import FileRecord, Root, WalkProblem
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,19 @@ class ScanRules:
         posix = path.replace(os.sep, "/")
         candidates = (posix, posix + "/") if is_dir else (posix,)
         return any(fnmatch.fnmatch(c, pattern) for pattern in self.exclude for c in candidates)
+
+
+def rules_for(root: Root, settings: Settings, given: dict | None = None) -> ScanRules:
+    """Scan rules for a root: a crawl's flags (`given`), else the root's remembered ones, else
+    the settings."""
+    given = given or {}
+
+    def pick(name):
+        return given.get(name, root.options.get(name, getattr(settings, name)))
+
+    exclude = given.get("exclude", root.exclude)
+    return ScanRules.make(pick("extensions"), (*settings.exclude, *exclude), pick("include_hidden"),
+                          pick("follow_symlinks"))
 
 
 # Files still being written by a download or a copy, and Office's lock files: never indexed.

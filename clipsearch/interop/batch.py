@@ -22,15 +22,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 from .._files import replaced
-from ..errors import ClipsearchError
+from ..errors import BadArgument, ClipsearchError
 from ..paths import absolute
+from ..records import BatchAnswer, BatchQuery
 
-if TYPE_CHECKING:
-    from ..library import Library
-    from ..records import BatchAnswer
+# What answers a batch: Library.search_many (queries, k, min_score) -> one answer each.
+SearchMany = Callable[[Sequence[BatchQuery], int, "float | None"], list[BatchAnswer]]
 
 REQUIRED = ("image_path", "description")
 FORMATS = ("csv", "jsonl")
@@ -162,7 +162,7 @@ def distance(score: float) -> float:
     return round(max(0.0, 1.0 - float(score)), 4)
 
 
-def run(library: Library, source: str | os.PathLike, output: str | os.PathLike, *, k: int = 5,
+def run(search_many: SearchMany, source: str | os.PathLike, output: str | os.PathLike, *, k: int = 5,
         fmt: str | None = None, min_score: float | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         on_failure: Callable[[int, str], None] | None = None) -> BatchSummary:
@@ -173,9 +173,9 @@ def run(library: Library, source: str | os.PathLike, output: str | os.PathLike, 
     output = Path(output)
     fmt = fmt or ("jsonl" if output.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
     if fmt not in FORMATS:
-        raise ClipsearchError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}")
+        raise BadArgument("format", fmt, f"is not one of: {', '.join(FORMATS)}")
     if k < 1:
-        raise ClipsearchError("-k must be at least 1")
+        raise BadArgument("k", k, "must be at least 1")
     if not output.parent.is_dir():
         raise ClipsearchError(f"{output.parent}: no such folder for the output")
     extras, rows = read_queries(source)
@@ -191,7 +191,7 @@ def run(library: Library, source: str | os.PathLike, output: str | os.PathLike, 
             writer.writerow(columns)
         for start in range(0, len(rows), BATCH):
             chunk = rows[start:start + BATCH]
-            answers = library.search_many([_query(row, base) for row in chunk], k, min_score)
+            answers = search_many([_query(row, base) for row in chunk], k, min_score)
             for row, answer in zip(chunk, answers):
                 if answer.error is not None:
                     summary.failed += 1
@@ -208,9 +208,7 @@ def run(library: Library, source: str | os.PathLike, output: str | os.PathLike, 
     return summary
 
 
-def _query(row: QueryRow, base: Path):
-    from ..records import BatchQuery
-
+def _query(row: QueryRow, base: Path) -> BatchQuery:
     if row.description:
         return BatchQuery(text=row.description)
     if not row.image_path:

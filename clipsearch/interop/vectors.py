@@ -20,13 +20,17 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import numpy.lib.format as npformat
 
 from .._files import replaced
-from ..errors import ClipsearchError
+from ..errors import BadArgument, ClipsearchError, NotIndexed
+from ..records import ExportReport
+
+if TYPE_CHECKING:
+    from ..catalog.store import Store
 
 VECTOR_KEYS = ("vectors", "embeddings")
 PATH_KEYS = ("paths", "filenames")
@@ -374,3 +378,41 @@ def _counted(chunks: Iterator[np.ndarray], before: int, total: int,
         done += len(chunk)
         if on_progress:
             on_progress(done, total)
+
+
+def export(store: Store, output: str | os.PathLike, fmt: str = "npz", live_only: bool = True,
+           on_progress: Callable[[int, int], None] | None = None) -> ExportReport:
+    """Write the catalog's vectors with their paths: an .npz, or with fmt "npy" the folder
+    `output` with embeddings.npy and paths.npy. live_only False adds the rows kept with a
+    vector while their photos are away (offline, deleted). The catalog is read in one read
+    transaction, one column at a time, whatever a crawl writes meanwhile."""
+    if fmt not in FORMATS:
+        raise BadArgument("format", fmt, f"is not one of: {', '.join(FORMATS)}")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise ClipsearchError(f"{output.parent}: no such folder")
+    if fmt == "npz" and output.is_dir():
+        raise ClipsearchError(f"{output} is a folder: name the .npz file to write (or use --format npy)")
+    with store.snapshot():  # one moment of the catalog, whatever the crawl writes meanwhile
+        dim = int(store.get_meta("dim") or 0)
+        model = store.get_meta("model")
+        if not dim or not model:
+            raise NotIndexed(None, "vectors")
+        count, path_chars, hash_chars, taken_chars = store.export_sizes(live_only)
+        plan = Plan(count, dim, path_chars, hash_chars, model, taken_chars)
+
+        def read(column: str):
+            for values in store.export_column(live_only, column):
+                if column == "vector":
+                    yield np.frombuffer(b"".join(values), dtype=np.float32).reshape(len(values), dim)
+                elif column in ("width", "height"):
+                    yield np.array([-1 if v is None else v for v in values], dtype=np.int32)
+                else:
+                    yield [v or "" for v in values]
+
+        if fmt == "npz":
+            write_npz(output, plan, read, on_progress)
+            files = [output]
+        else:
+            files = write_npy_pair(output, plan, read, on_progress)
+    return ExportReport(count, dim, model, files)

@@ -1,0 +1,399 @@
+"""The query planner: a Query becomes a Plan, and a Plan becomes results.
+
+    Query (query.py) + k, page, example photo, exact? ──► Plan
+    Plan ──► query vector (texts and images in one model call each; weights; TTA)
+         ──► candidates: the newest photos that pass the filters (no vector), or the forest
+             and the rows written since its build, or every photo scored exactly (search.py)
+         ──► stages, in order (each may ask for more candidates than k): own-image
+             exclusion, the min: floor; re-ranking, query expansion and other signals'
+             scores plug in here
+         ──► the page (offset, k) ──► sort: ──► SearchResults
+
+`search`, `search_many` (batches: their texts in one model call, their images in another,
+and with exact_search every photo scored once for all of them), the prompt, the web page
+and `clipsearch batch` all go through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+import numpy as np
+
+from .config import Settings
+from .errors import BadArgument, ClipsearchError, NotFound, NothingToSearch, NotIndexed
+from .keeper import ForestKeeper
+from .notices import Notices
+from .paths import PathRule, absolute
+from .policy import ModelPolicy
+from .query import Query, Term
+from .records import BatchAnswer, BatchQuery, SearchResult
+from .search import candidates, exact_many, results_for
+
+if TYPE_CHECKING:
+    from .catalog.store import Store
+    from .model.spec import Embedder
+
+# An image sent to search with (the web page): photo formats only, at most 50 MP, and one
+# large decode at a time (a 14000 x 14000 PNG of a few hundred KB would hold 1.7 GB).
+UPLOAD_PIXELS = 50_000_000
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# Varied everyday subjects; the relevance floor is measured against them (relevance_floor).
+_CALIBRATION_CAPTIONS = (
+    "a dog", "a cat", "a horse", "a bird", "a fish", "a car", "a bicycle", "a train", "an airplane", "a boat",
+    "a city street at night", "a mountain landscape", "a beach with waves", "a forest", "a desert", "snow",
+    "a plate of food", "a cake", "a cup of coffee", "fruit", "a bowl of soup", "a group of people", "a baby",
+    "an old man", "a wedding", "a football match", "a concert", "a computer", "a book", "a chair", "a bed",
+    "a kitchen", "a bathroom", "a flower", "a tree", "a sunset", "a bridge", "a church", "a skyscraper",
+    "a painting", "a toy", "a clock", "a document with text", "a screenshot", "a map", "fireworks",
+    "a swimming pool", "a garden", "a farm", "an insect")
+
+
+@functools.cache
+def _upload_budget():
+    """One budget for every image sent, in every thread (made when first needed: the
+    decoder's import is not paid by commands that never decode)."""
+    from .ingest.decode import MemoryBudget
+
+    return MemoryBudget(256 << 20)
+
+
+# --- plans and stages -------------------------------------------------------------------------
+@dataclass
+class Hits:
+    """Candidates, best first: catalog ids and their scores (cosine similarity)."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def keep(self, mask: np.ndarray) -> Hits:
+        return Hits(self.ids[mask], self.scores[mask])
+
+
+class Stage(Protocol):
+    """A step after retrieval. `extra`: candidates it needs beyond the k it is to leave."""
+
+    @property
+    def extra(self) -> int: ...
+
+    def apply(self, hits: Hits, store: Store) -> Hits: ...
+
+
+@dataclass(frozen=True)
+class ExcludePaths:
+    """Never return these photos (an image query's own file), compared by the path rule."""
+
+    keys: frozenset[str]
+    rule: PathRule
+
+    @property
+    def extra(self) -> int:
+        return len(self.keys)
+
+    def apply(self, hits: Hits, store: Store) -> Hits:
+        rows = store.rows(hits.ids.tolist())
+        own = np.fromiter((i in rows and self.rule.key(rows[i].path) in self.keys for i in hits.ids.tolist()),
+                          dtype=bool, count=len(hits.ids))
+        return hits.keep(~own)
+
+
+@dataclass(frozen=True)
+class Floor:
+    """Leave out candidates scoring below `score` (min:, --min-score)."""
+
+    score: float
+    extra: int = 0
+
+    def apply(self, hits: Hits, store: Store) -> Hits:
+        return hits.keep(hits.scores >= self.score)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one search will do: the query, the page, the photo it is like, how it retrieves,
+    and the stages after retrieval."""
+
+    query: Query
+    k: int
+    offset: int = 0
+    like: int | None = None  # the id of a library photo whose vector joins the query's
+    image_data: bytes | None = None  # an image sent (a web page's drop), weight 1
+    exact: bool = False  # every photo scored, not the index
+    stages: tuple[Stage, ...] = field(default_factory=tuple)
+
+    @property
+    def listing(self) -> bool:
+        """Only filters: the newest photos that pass them, unscored."""
+        return not self.query.terms and self.like is None and self.image_data is None
+
+    @property
+    def want(self) -> int:
+        """Candidates to retrieve: the page and what comes before it, and the stages' extra."""
+        return self.offset + self.k + sum(stage.extra for stage in self.stages)
+
+
+class Planner:
+    """Answers Plans against a catalog, with the library's model and forest."""
+
+    def __init__(self, settings: Settings, policy: ModelPolicy, keeper: ForestKeeper, notices: Notices):
+        self.settings = settings
+        self.policy = policy
+        self.keeper = keeper
+        self.notices = notices
+        self.rule = PathRule.for_setting(settings.path_case)
+        self._relevance: tuple[str, float] | None = None  # (model, floor), measured once
+
+    # --- planning -------------------------------------------------------------------------
+    def plan(self, query: Query, k: int, *, offset: int = 0, like: int | None = None,
+             image_data: bytes | None = None, exact: bool = False) -> Plan:
+        """The Plan of a search; raises NothingToSearch or BadArgument for one that cannot run."""
+        if query.is_empty and like is None and image_data is None:
+            raise NothingToSearch()
+        if k < 1:
+            raise BadArgument("k", k, "must be at least 1")
+        if query.filters.folders and not self.rule.case_sensitive:
+            query = dataclasses.replace(query, filters=dataclasses.replace(query.filters, fold_case=True))
+        stages: list[Stage] = [Floor(query.min_score)] if query.min_score is not None else []
+        return Plan(query, k, offset, like, image_data, exact or self.settings.exact_search, tuple(stages))
+
+    # --- answering ------------------------------------------------------------------------
+    def search(self, store: Store, plan: Plan) -> list[SearchResult]:
+        """The results of one plan: ranks offset+1 .. offset+k, then sorted as `sort:` asks."""
+        spec, dim = self.searchable(store)
+        if plan.listing:
+            ids = store.newest(plan.query.filters, plan.k, plan.offset)
+            results = results_for(store, ids, [None] * len(ids), first_rank=plan.offset + 1)
+        else:
+            vector = self.vector(store, spec, dim, plan.query, plan.like, plan.image_data)
+            results = self._ranked(store, plan, self._retrieve(store, plan, vector, dim))
+        self.offline_notice(store)
+        return _sorted(results, plan.query.sort)
+
+    def search_many(self, store: Store, queries: Sequence[BatchQuery], k: int,
+                    min_score: float | None = None) -> list[BatchAnswer]:
+        """Answers for many queries at once. A query that fails gets its error and the others
+        go on. An image query never finds its own file. References scoring below min_score
+        (or the query's `min:`) are left out."""
+        if k < 1:
+            raise BadArgument("k", k, "must be at least 1")
+        answers = [BatchAnswer([]) for _ in queries]
+        spec, dim = self.searchable(store)
+        plans: dict[int, Plan] = {}
+        for number, item in enumerate(queries):
+            try:
+                plans[number] = self._batch_plan(item, k, min_score)
+            except ClipsearchError as exc:
+                answers[number].error = str(exc)
+        vectors = self._batch_vectors(spec, {n: p.query for n, p in plans.items()}, answers)
+        # One pass over the catalog scores every unfiltered query of an exact batch.
+        together = [n for n in vectors if plans[n].exact and not plans[n].query.filters]
+        candidates: dict[int, Hits] = {}
+        if together:
+            for n, (ids, scores) in zip(together, exact_many(
+                    store.iter_live_vectors(dim), np.stack([vectors[n] for n in together]),
+                    max(plans[n].want for n in together))):
+                candidates[n] = Hits(ids[:plans[n].want], scores[:plans[n].want])
+        for n, vector in vectors.items():
+            if n not in candidates:
+                candidates[n] = self._retrieve(store, plans[n], vector, dim)
+            answers[n].results = self._ranked(store, plans[n], candidates[n])
+        self.offline_notice(store)
+        return answers
+
+    def _batch_plan(self, item: BatchQuery, k: int, min_score: float | None) -> Plan:
+        if item.text and item.text.strip():
+            from .query import parse
+
+            query = parse(item.text, files=False)
+            if not query.terms:
+                raise ClipsearchError("the description has filters but nothing to search for")
+        elif item.image is None:
+            raise ClipsearchError("no description, and image_path names no image")
+        else:
+            query = Query(terms=(Term(1.0, image=item.image),))
+        plan = self.plan(query, k)
+        floor = max((f for f in (min_score, query.min_score) if f is not None), default=None)
+        stages: list[Stage] = []
+        if item.image is not None:
+            stages.append(ExcludePaths(frozenset([self.rule.key(absolute(item.image))]), self.rule))
+        if floor is not None:
+            stages.append(Floor(floor))
+        return dataclasses.replace(plan, stages=tuple(stages))
+
+    def _retrieve(self, store: Store, plan: Plan, vector: np.ndarray, dim: int) -> Hits:
+        """The best `plan.want` candidates for vector among the photos that pass the filters."""
+        forest = None if plan.exact else self.keeper.current(store)
+        return Hits(*candidates(store, forest, vector, plan.want, dim, exact=plan.exact,
+                                filters=plan.query.filters))
+
+    def _ranked(self, store: Store, plan: Plan, hits: Hits) -> list[SearchResult]:
+        for stage in plan.stages:
+            hits = stage.apply(hits, store)
+        page = slice(plan.offset, plan.offset + plan.k)
+        return results_for(store, hits.ids[page], hits.scores[page], first_rank=plan.offset + 1)
+
+    def searchable(self, store: Store) -> tuple[str, int]:
+        """(model spec, vector length) of a library that has vectors to search, else NotIndexed."""
+        spec = self.policy.spec_for(store)
+        dim = int(store.get_meta("dim") or 0)
+        if not dim:
+            raise NotIndexed(None, "vectors")
+        return spec, dim
+
+    def offline_notice(self, store: Store) -> None:
+        offline = [r.path for r in store.roots() if r.offline_since is not None]
+        if offline:
+            self.notices.say(f"{store.offline_count()} photos in offline folders ({', '.join(offline)}) are left "
+                             "out until the folders are back")
+
+    # --- query vectors --------------------------------------------------------------------
+    def vector(self, store: Store, spec: str, dim: int, query: Query, like: int | None,
+               image_data: bytes | None = None) -> np.ndarray:
+        """The weighted sum of the query's parts' vectors, L2-normalised. Texts go to the model
+        in one call; images (files, or bytes sent, weight 1) are decoded with the crawl's guards."""
+        parts: list[np.ndarray] = []
+        texts = [t for t in query.terms if t.text is not None]
+        images: list[tuple[float, str | bytes]] = [(t.weight, t.image) for t in query.terms if t.image is not None]
+        if image_data is not None:
+            images.append((1.0, image_data))
+        if texts or images:
+            embedder = self.policy.embedder(spec)
+            if texts:
+                vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
+                parts.extend(t.weight * v for t, v in zip(texts, vectors))
+            if images:
+                pixels = [self._query_pixels(embedder, source) for _, source in images]
+                parts.extend(weight * v for (weight, _), v in zip(images, self._image_vectors(embedder, pixels)))
+        if like is not None:
+            ids, vectors = store.vectors([like], dim)
+            if not len(ids):
+                raise NotFound("that photo is no longer in the library")
+            parts.append(vectors[0])
+        return _unit(parts, query)
+
+    def _batch_vectors(self, spec: str, queries: dict[int, Query], answers: list[BatchAnswer]) -> dict[int, np.ndarray]:
+        """The query vector of each query (by number): texts in one model call, images in
+        another; a query whose image cannot be read gets its error instead."""
+        if not queries:
+            return {}
+        embedder = self.policy.embedder(spec)
+        texts = list(dict.fromkeys(t.text for q in queries.values() for t in q.terms if t.text is not None))
+        text_vectors = dict(zip(texts, embedder.embed_texts(texts))) if texts else {}
+        pixels: dict[str, np.ndarray] = {}
+        usable = dict(queries)
+        for n, query in queries.items():
+            for term in query.terms:
+                if term.image is not None and term.image not in pixels:
+                    try:
+                        pixels[term.image] = self._query_pixels(embedder, term.image)
+                    except ClipsearchError as exc:
+                        answers[n].error = str(exc)
+                        del usable[n]
+                        break
+        image_vectors = dict(zip(pixels, self._image_vectors(embedder, list(pixels.values())))) if pixels else {}
+        vectors: dict[int, np.ndarray] = {}
+        for n, query in usable.items():
+            try:
+                vectors[n] = _unit([t.weight * (text_vectors[t.text] if t.text is not None
+                                                else image_vectors[str(t.image)]) for t in query.terms],
+                                   query).astype(np.float32)
+            except ClipsearchError as exc:
+                answers[n].error = str(exc)
+        return vectors
+
+    def _image_vectors(self, embedder: Embedder, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """Vectors of query images in one model call, L2-normalised; with tta = "flip", each
+        is the mean of the image's and its mirror image's (a view from the other side of the
+        street still finds the place)."""
+        batch = np.stack(pixels)
+        if self.settings.tta == "flip":
+            vectors = embedder.embed_images(np.concatenate([batch, batch[:, :, ::-1]]))
+            vectors = vectors[:len(batch)] + vectors[len(batch):]
+        else:
+            vectors = embedder.embed_images(batch)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def _query_pixels(self, embedder: Embedder, path: str | bytes) -> np.ndarray:
+        from .ingest.decode import DecodeError, load_image
+
+        if isinstance(path, bytes):  # an image sent to a page: in memory only
+            if not path:
+                raise ClipsearchError("the image sent is empty")
+            try:
+                return load_image(io.BytesIO(path), embedder.preprocess, min(self.settings.max_pixels, UPLOAD_PIXELS),
+                                  _upload_budget(), formats=UPLOAD_FORMATS)[0]
+            except DecodeError as exc:
+                raise ClipsearchError(f"the image sent: {exc}") from None
+        if not os.path.isfile(path):
+            raise NotFound(f"{path}: no such file")
+        try:
+            return load_image(path, embedder.preprocess, self.settings.max_pixels)[0]
+        except DecodeError as exc:
+            raise ClipsearchError(f"{path}: {exc}") from None
+
+    # --- how good is good enough ----------------------------------------------------------
+    def relevance_floor(self, store: Store, spec: str | None = None) -> float | None:
+        """The score below which a text query's best result is not a real match for this model
+        and library, or None if it cannot be known (too few photos, no text path).
+
+        How: the library's own photos (a sample of up to 1,000) are scored against a fixed set
+        of varied captions. For each photo its 3 best captions may describe it and are left
+        out; the rest are unrelated pairs, and the floor is the 99th percentile of their scores:
+        a real match scores above 99% of unrelated photo-caption pairs of this model. CLIP
+        models differ widely in scale (ViT-B-32's unrelated pairs score about 0.1-0.2), which is
+        why the floor is measured, not fixed."""
+        try:
+            spec = spec or self.policy.spec_for(store)
+            if self._relevance is not None and self._relevance[0] == spec:
+                return self._relevance[1]  # measured once per model (a reembed measures again)
+            dim = int(store.get_meta("dim") or 0)
+            ids, vectors = store.sample_vectors(dim, 1000) if dim else (None, None)
+            if vectors is None or len(vectors) < 20:
+                return None
+            captions = self.policy.embedder(spec).embed_texts([f"a photo of {c}" for c in _CALIBRATION_CAPTIONS])
+        except ClipsearchError:
+            return None
+        scores = np.sort(vectors @ captions.T, axis=1)[:, :-3]
+        floor = float(np.percentile(scores, 99))
+        self._relevance = (spec, floor)
+        return floor
+
+    def known_floor(self, spec: str | None) -> float | None:
+        """The floor already measured for spec, without a catalog read (the prompt's hot path)."""
+        if self._relevance is not None and self._relevance[0] == spec:
+            return self._relevance[1]
+        return None
+
+
+def _unit(parts: Sequence[np.ndarray], query: Query) -> np.ndarray:
+    """The sum of a query's weighted part vectors, L2-normalised; a ClipsearchError if the
+    parts cancel out."""
+    vector = np.sum(parts, axis=0)
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-6:
+        raise ClipsearchError(f"the parts of '{query}' cancel out: nothing is left to search for")
+    return vector / norm
+
+
+def _sorted(results: list[SearchResult], sort: str) -> list[SearchResult]:
+    if sort == "score":
+        return results
+    return sorted(results, key=_date_key, reverse=sort == "newest")
+
+
+def _date_key(result: SearchResult) -> str:
+    """The date sort:date orders by: taken, else the file's date (local time, as store.py)."""
+    if result.taken_at:
+        return result.taken_at
+    if result.mtime_ns:
+        import datetime
+
+        return datetime.datetime.fromtimestamp(result.mtime_ns / 1e9).isoformat(timespec="seconds")
+    return ""
