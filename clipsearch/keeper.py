@@ -16,11 +16,19 @@ from typing import TYPE_CHECKING, Callable
 from .config import Settings
 from .index import Forest, ForestDamaged, Manifest, build_forest, read_manifest, verify_files
 from .notices import Notices
+from .records import IndexInfo
 
 if TYPE_CHECKING:
     from .catalog.store import Store
 
 log = logging.getLogger("clipsearch")
+
+
+def index_info(manifest: Manifest | None) -> IndexInfo | None:
+    """What a face shows of a forest's manifest."""
+    if manifest is None:
+        return None
+    return IndexInfo(manifest.generation, manifest.count, manifest.trees, manifest.built_at)
 
 
 class ForestKeeper:

@@ -21,7 +21,7 @@ from .catalog.faults import storage_error
 from .catalog.store import Store
 from .config import Settings
 from .errors import BadArgument, LibraryBusy, NotIndexed
-from .keeper import ForestKeeper
+from .keeper import ForestKeeper, index_info
 from .notices import Notices
 from .paths import PathRule, absolute
 from .planner import Planner
@@ -32,10 +32,13 @@ from .records import (
     BatchAnswer,
     BatchQuery,
     CrawlReport,
+    CrawlSummary,
     DuplicateGroup,
     ExportReport,
+    FailedFile,
     FileRow,
     ImportReport,
+    IndexInfo,
     LibraryStatus,
     Overview,
     Photo,
@@ -50,8 +53,6 @@ if TYPE_CHECKING:
     import threading
 
     from .daemon.watcher import Watcher
-    from .index import Manifest
-    from .ingest.pipeline import CrawlStats
     from .model.spec import Embedder
 
 log = logging.getLogger("clipsearch")
@@ -115,7 +116,7 @@ class Library:
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None,
               exclude: Sequence[str] | None = None, extensions: Sequence[str] | None = None,
               include_hidden: bool | None = None, follow_symlinks: bool | None = None,
-              retry_failed: bool = False, on_progress: Callable[[CrawlStats], None] | None = None,
+              retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
               on_index: Callable[[int, int], None] | None = None,
               on_handover: Callable[[int], None] | None = None) -> CrawlReport:
         """Index folders (all known folders if none): new and changed files, moves, deletions;
@@ -185,7 +186,7 @@ class Library:
 
     # --- the index, the model, the catalog itself ---------------------------------------------
     @_storage_guard
-    def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> Manifest:
+    def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> IndexInfo:
         """Build the forest again from the catalog's live vectors."""
         self._reader().close()  # an empty library says so before the lock is taken
         with self.writer() as writer:
@@ -300,8 +301,10 @@ class Library:
         return {i: views.photo(r) for i, r in rows.items() if r.status == "live"}
 
     @_storage_guard
-    def errors(self, limit: int | None = None) -> list[FileRow]:
-        return self._read(lambda store: store.failed_files(limit), [])
+    def errors(self, limit: int | None = None) -> list[FailedFile]:
+        """Files that could not be indexed, with the reason, by path."""
+        rows: list[FileRow] = self._read(lambda store: store.failed_files(limit), [])
+        return [FailedFile(row.path, row.error or "") for row in rows]
 
     @_storage_guard
     def duplicates(self, threshold: float = 0.95, near: bool = True,
@@ -352,9 +355,9 @@ class Library:
             {"op": "import", "source": source, "paths": paths, "model": model, "base": base, "overwrite": overwrite})
         if isinstance(answer, dict):
             fields = answer["report"]
-            fields.pop("manifest", None)
+            fields.pop("index", None)
             answer = ImportReport(**fields)
-            answer.manifest = self._keeper.manifest()
+            answer.index = index_info(self._keeper.manifest())
         self._keeper.forget()
         return answer
 

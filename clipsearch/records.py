@@ -227,10 +227,53 @@ class DuplicateGroup:
 
 
 # --- reports the Library gives its faces -------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
+class CrawlSummary:
+    """A crawl's counts at one moment: while it runs (progress) or when it is done."""
+
+    found: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0  # vector reused by content hash: moved, renamed or copied files
+    embedded: int = 0
+    failed: int = 0
+    restored: int = 0
+    deleted: int = 0
+    vanished: int = 0  # gone between being found and being read: neither indexed nor failed
+    device_decoded: int = 0  # JPEGs decoded on the model's device (the rest on the CPU)
+    problems: tuple[WalkProblem, ...] = ()
+    offline: tuple[str, ...] = ()  # roots not there: kept, not walked
+    decoder_messages: int = 0  # warnings and errors of image libraries, sent to the log
+    elapsed: float = 0.0  # seconds
+    images_per_second: float = 0.0  # since the model was ready (its loading not counted)
+    scanning: bool = False  # folders are still being walked (the total is not known yet)
+    loading_model: bool = False
+    # Where the time went for the embedded files, summed (scripts/bench.py reports it per
+    # image): CPU time of hashing and decoding, wall time of model calls and of commits.
+    decode_cpu_s: float = 0.0
+    embed_wall_s: float = 0.0
+    write_wall_s: float = 0.0
+
+    @property
+    def processed(self) -> int:
+        return self.unchanged + self.restored + self.moved + self.embedded + self.failed
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """The search index as a face shows it."""
+
+    generation: int
+    count: int  # photos in it
+    trees: int
+    built_at: float
+
+
+@dataclass(frozen=True)
 class CrawlReport:
-    stats: "CrawlStats"
-    manifest: "Manifest | None"
+    stats: CrawlSummary
+    index: IndexInfo | None  # None: nothing embedded yet
     rebuilt: bool
 
 
@@ -254,7 +297,7 @@ class RepairReport:
     kept: Path | None  # where the damaged catalog was set aside
     recovery: Recovery | None  # what was brought over from it
     photos_before: int | None  # searchable photos the old index held, if it could be read
-    manifest: "Manifest | None"
+    index: IndexInfo | None
     rebuilt: bool
 
 
@@ -273,20 +316,6 @@ class DaemonState:
     deleted: int
 
 
-@dataclass
-class LibraryStatus:
-    home: Path
-    model: str | None
-    dim: int | None
-    roots: list[tuple[Root, int]]  # with live photo counts
-    counts: dict[str, int]
-    manifest: "Manifest | None"
-    pending: int  # rows written since the forest was built (scored exactly until the next build)
-    catalog_bytes: int
-    index_problem: str | None = None  # why the forest is not used, if it is not
-    daemon: DaemonState | None = None  # the watch daemon, if it runs
-
-
 @dataclass(frozen=True)
 class RootInfo:
     path: str
@@ -299,6 +328,20 @@ class RootInfo:
     include_hidden: bool
     follow_symlinks: bool
     crawled_at: float | None
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    home: Path
+    model: str | None
+    dim: int | None
+    roots: list[RootInfo]
+    counts: dict[str, int]
+    index: IndexInfo | None
+    pending: int  # rows written since the forest was built (scored exactly until the next build)
+    catalog_bytes: int
+    index_problem: str | None = None  # why the forest is not used, if it is not
+    daemon: DaemonState | None = None  # the watch daemon, if it runs
 
 
 @dataclass
@@ -314,7 +357,7 @@ class ImportReport:
     duplicates: int = 0  # refused: a path seen earlier in the file
     no_path: int = 0  # refused: an empty path, or one that is not valid text
     model_assumed: bool = False  # the file does not say its model; the library's was taken
-    manifest: "Manifest | None" = None
+    index: IndexInfo | None = None
     rebuilt: bool = False
 
     @property
@@ -331,12 +374,16 @@ class ExportReport:
 
 
 @dataclass(frozen=True)
+class FailedFile:
+    """A file that could not be indexed, and why."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Overview:
     photos: int  # searchable
     folders: int
     model: str | None
 
-
-if TYPE_CHECKING:
-    from .index import Manifest
-    from .ingest.pipeline import CrawlStats

@@ -21,11 +21,11 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
     from rich.progress import TaskID
 
     from .config import Preset
-    from .ingest.pipeline import CrawlStats
     from .records import (
         CrawlReport,
+        CrawlSummary,
         DuplicateGroup,
-        FileRow,
+        FailedFile,
         ImportReport,
         LibraryStatus,
         Overview,
@@ -90,7 +90,7 @@ class CrawlProgress:
             self._progress.live.transient = True
         self._progress.__exit__(exc_type, exc, tb)
 
-    def crawl(self, stats: CrawlStats) -> None:
+    def crawl(self, stats: CrawlSummary) -> None:
         if self._crawl is None:
             if self._loading is not None:
                 self._progress.remove_task(self._loading)
@@ -166,9 +166,9 @@ def crawl_summary(report: CrawlReport) -> Table:
     table.add_row("time", f"{s.elapsed:.1f} s")
     if s.embedded:
         table.add_row("images per second", f"{s.images_per_second:.1f} (model loading not counted)")
-    if report.manifest:
+    if report.index:
         state = "rebuilt" if report.rebuilt else "up to date"
-        table.add_row("index", f"{report.manifest.count} photos, {state}")
+        table.add_row("index", f"{report.index.count} photos, {state}")
     if s.problems:
         table.add_row("folders or files not readable", str(len(s.problems)), style="yellow")
     if s.decoder_messages:
@@ -177,8 +177,8 @@ def crawl_summary(report: CrawlReport) -> Table:
 
 
 def repair_summary(report: RepairReport) -> str:
-    index = (f"index: {report.manifest.count} photos, {'rebuilt' if report.rebuilt else 'sound'}"
-             if report.manifest else "index: nothing to index yet")
+    index = (f"index: {report.index.count} photos, {'rebuilt' if report.rebuilt else 'sound'}"
+             if report.index else "index: nothing to index yet")
     r = report.recovery
     if r is None:
         return f"the catalog is sound (integrity check: ok); {index}"
@@ -225,7 +225,7 @@ def status_view(status: LibraryStatus) -> Table:
         table.add_row("state", "empty: run `clipsearch crawl FOLDER`")
         return table
     table.add_row("model", (status.model or "none yet") + (f" ({status.dim}-d)" if status.dim else ""))
-    for root, live in status.roots:
+    for root in status.roots:
         crawled = (_dt.datetime.fromtimestamp(root.crawled_at).strftime("%Y-%m-%d %H:%M")
                    if root.crawled_at else "never finished")
         excluded = f", excluding {', '.join(root.exclude)}" if root.exclude else ""
@@ -233,7 +233,7 @@ def status_view(status: LibraryStatus) -> Table:
             table.add_row("folder", f"{root.path}  (offline since {_when(root.offline_since)}: its photos are kept "
                                     "and left out of results)", style="yellow")
         else:
-            table.add_row("folder", f"{root.path}  ({live} photos, crawled {crawled}{excluded})")
+            table.add_row("folder", f"{root.path}  ({root.photos} photos, crawled {crawled}{excluded})")
     c = status.counts
     table.add_row("photos", f"{c.get('live', 0)} live, {c.get('failed', 0)} failed, {c.get('deleted', 0)} deleted"
                   + (f", {c['offline']} offline" if c.get("offline") else "")
@@ -252,7 +252,7 @@ def status_view(status: LibraryStatus) -> Table:
         table.add_row("watch daemon", state, style="red" if d.error else None)
         if d.error:
             table.add_row("daemon error", d.error, style="red")
-    m = status.manifest
+    m = status.index
     if status.index_problem:
         table.add_row("index", f"not used: {status.index_problem} (searches score every photo exactly; "
                                "the next crawl or `clipsearch rebuild` replaces it)", style="yellow")
@@ -296,7 +296,7 @@ def roots_table(infos: Sequence[RootInfo]) -> Table | str:
     return table
 
 
-def errors_table(rows: Sequence[FileRow]) -> Table | str:
+def errors_table(rows: Sequence[FailedFile]) -> Table | str:
     if not rows:
         return "no files failed"
     table = Table(title=f"{len(rows)} files could not be indexed", title_justify="left")
@@ -376,8 +376,8 @@ def import_summary(report: ImportReport) -> Table:
                        (report.no_path, "refused: no path, or one that is not valid text")):
         if count:
             table.add_row(why, str(count), style="yellow")
-    if report.manifest:
-        table.add_row("index", f"{report.manifest.count} photos, {'rebuilt' if report.rebuilt else 'up to date'}")
+    if report.index:
+        table.add_row("index", f"{report.index.count} photos, {'rebuilt' if report.rebuilt else 'up to date'}")
     return table
 
 

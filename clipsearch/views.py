@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from .config import Settings
 from .index import ForestDamaged, read_manifest
 from .ingest.scan import rules_for
-from .keeper import ForestKeeper
+from .keeper import ForestKeeper, index_info
 from .records import DuplicateGroup, FileRow, LibraryStatus, Photo, RootInfo
 from .search import camera_name, gps_of, near_pairs
 
@@ -30,17 +30,15 @@ def status(settings: Settings, store: Store | None, keeper: ForestKeeper) -> Lib
     except ForestDamaged as exc:
         manifest, problem = None, str(exc)
     if store is None:
-        return LibraryStatus(settings.home, None, None, [], {}, manifest, 0, 0, problem)
+        return LibraryStatus(settings.home, None, None, [], {}, index_info(manifest), 0, 0, problem)
     if manifest and manifest.forest:
         problem = keeper.problem(store, manifest)
-    per_root = store.root_counts()
-    roots = [(r, per_root.get(r.id, {}).get("live", 0)) for r in store.roots()]
     dim = store.get_meta("dim")
     built = manifest.built_seq if manifest and not problem else 0
     size = sum(p.stat().st_size for p in settings.home.glob("catalog.db*"))
-    return LibraryStatus(settings.home, store.get_meta("model"), int(dim) if dim else None, roots,
-                         store.counts_by_status(), manifest, store.count_changed_since(built), size, problem,
-                         daemon_state(settings.home))
+    return LibraryStatus(settings.home, store.get_meta("model"), int(dim) if dim else None,
+                         root_infos(settings, store), store.counts_by_status(), index_info(manifest),
+                         store.count_changed_since(built), size, problem, daemon_state(settings.home))
 
 
 def root_infos(settings: Settings, store: Store) -> list[RootInfo]:

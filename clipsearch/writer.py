@@ -23,10 +23,10 @@ from .catalog.store import Store
 from .config import Settings
 from .errors import ClipsearchError, NotIndexed
 from .ingest.scan import ScanRules, rules_for
-from .keeper import ForestKeeper
+from .keeper import ForestKeeper, index_info
 from .paths import PathRule, absolute
 from .policy import ModelPolicy
-from .records import CrawlReport, FileRecord, Imported, ImportReport, RepairReport, Root, Write
+from .records import CrawlReport, CrawlSummary, FileRecord, Imported, ImportReport, IndexInfo, RepairReport, Root, Write
 
 if TYPE_CHECKING:
     from .index import Manifest
@@ -73,7 +73,7 @@ class Writer:
 
     # --- crawl ----------------------------------------------------------------------------
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None, given: dict | None = None,
-              retry_failed: bool = False, on_progress: Callable[[CrawlStats], None] | None = None,
+              retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
               on_index: Callable[[int, int], None] | None = None,
               on_commit: Callable[[Sequence[Write]], None] | None = None, refresh_index: bool = True) -> CrawlReport:
         """Library.crawl under this writer's lock. Roots whose folder is missing go offline
@@ -94,10 +94,10 @@ class Writer:
         stats.offline = offline
         _log_crawl(stats)
         manifest, rebuilt = self.refresh_index(on_index) if refresh_index else (None, False)
-        return CrawlReport(stats, manifest, rebuilt)
+        return CrawlReport(stats.summary(), index_info(manifest), rebuilt)
 
     def update(self, records: Sequence[FileRecord],
-               on_commit: Callable[[Sequence[Write]], None] | None = None) -> CrawlStats:
+               on_commit: Callable[[Sequence[Write]], None] | None = None) -> CrawlSummary:
         """Check these files (new or changed ones are embedded; nothing else is looked at)."""
         from .ingest.pipeline import CrawlTask
 
@@ -110,7 +110,7 @@ class Writer:
         embedder = self._prepare_model(None)
         # A few changed files are not worth starting worker processes for.
         threads = {"decode_in": "threads"} if len(records) < _FEW else {}
-        return self._pipeline(embedder, tasks, on_commit=on_commit, **threads).run()
+        return self._pipeline(embedder, tasks, on_commit=on_commit, **threads).run().summary()
 
     def _pipeline(self, embedder: Embedder, tasks: list[CrawlTask], **options) -> Pipeline:
         from .ingest.pipeline import Pipeline
@@ -283,7 +283,8 @@ class Writer:
                     on_progress(done, source.count)
         log.info("import of %s: %d added, %d replaced, %d kept, %d remote, %d refused", report.source, report.added,
                  report.replaced, report.kept, report.remote, report.refused)
-        report.manifest, report.rebuilt = self.refresh_index(on_index)
+        manifest, report.rebuilt = self.refresh_index(on_index)
+        report.index = index_info(manifest)
         return report
 
     def _import_model(self, label: str, recorded: str | None, asked: str | None) -> str:
@@ -351,15 +352,15 @@ class Writer:
         """Build the forest unless the current one is sound and built from this catalog as it is."""
         return self.keeper.refresh(self.store, on_index)
 
-    def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> Manifest:
+    def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> IndexInfo:
         """Build the forest again from the catalog's live vectors."""
         if self.store.get_meta("dim") is None:
             raise NotIndexed(None, "vectors")
         manifest = self.keeper.build(self.store, on_index)
         log.info("index generation %d built over %d photos", manifest.generation, manifest.count)
-        return manifest
+        return index_info(manifest)  # type: ignore[return-value]
 
-    def reembed(self, model: str, on_progress: Callable[[CrawlStats], None] | None = None,
+    def reembed(self, model: str, on_progress: Callable[[CrawlSummary], None] | None = None,
                 on_index: Callable[[int, int], None] | None = None) -> tuple[CrawlReport, int]:
         """Switch the library to another model: forget every vector and embed every photo
         again; (the crawl's report, how many imported photos no crawl can reach were dropped)."""
@@ -399,7 +400,7 @@ class Writer:
                      recovery.with_vector, recovery.unreadable, kept)
         manifest, rebuilt = self.refresh_index(on_index)
         self.keeper.forget()
-        return RepairReport(problems, kept, recovery, old.count if old else None, manifest, rebuilt)
+        return RepairReport(problems, kept, recovery, old.count if old else None, index_info(manifest), rebuilt)
 
 
 def _log_crawl(stats: CrawlStats) -> None:

@@ -38,7 +38,7 @@ def test_a_crawl_embeds_every_photo_and_builds_the_index(library, embedder, home
     assert report.stats.found == 20
     assert report.stats.embedded == 20
     assert embedder.images == 20
-    assert report.manifest.count == 20
+    assert report.index.count == 20
     assert all(status == "live" for status in _statuses(home).values())
 
 
@@ -155,7 +155,7 @@ def test_a_root_that_contains_known_roots_takes_them_over(library, tmp_path):
     report = library.crawl([tmp_path / "photos"])
     assert report.stats.unchanged == 4
     roots = library.status().roots
-    assert [(r.path, live) for r, live in roots] == [(str(tmp_path / "photos"), 4)]
+    assert [(r.path, r.photos) for r in roots] == [(str(tmp_path / "photos"), 4)]
 
 
 def test_several_roots_are_crawled_together(library, tmp_path):
@@ -163,7 +163,7 @@ def test_several_roots_are_crawled_together(library, tmp_path):
     make_photos(tmp_path / "e", 5, start_seed=50)
     report = library.crawl([tmp_path / "d", tmp_path / "e"])
     assert report.stats.embedded == 9
-    assert sorted(live for _, live in library.status().roots) == [4, 5]
+    assert sorted(r.photos for r in library.status().roots) == [4, 5]
 
 
 def test_exclude_patterns_are_applied_and_remembered(library, home, tmp_path):
@@ -229,7 +229,7 @@ def test_a_root_that_disappears_does_not_delete_its_photos(library, tmp_path):
     shutil.move(tmp_path / "drive", tmp_path / "unplugged")
     report = library.crawl()
     assert report.stats.deleted == 0
-    assert report.stats.offline == [str(tmp_path / "drive")]
+    assert report.stats.offline == (str(tmp_path / "drive"),)
     counts = library.status().counts
     assert counts["offline"] == 3 and counts["live"] == 0 and counts["deleted"] == 0
 
@@ -281,9 +281,9 @@ def test_scan_flags_given_for_a_folder_are_remembered(library, tmp_path):
 def test_a_subfolder_crawl_does_not_mark_the_whole_root_crawled(library, tmp_path):
     make_photos(tmp_path / "photos" / "2020", 2)
     library.crawl([tmp_path / "photos"])
-    crawled = library.status().roots[0][0].crawled_at
+    crawled = library.status().roots[0].crawled_at
     library.crawl([tmp_path / "photos" / "2020"])
-    assert library.status().roots[0][0].crawled_at == crawled
+    assert library.status().roots[0].crawled_at == crawled
 
 
 def test_scan_flags_for_a_subfolder_are_refused_and_its_root_rules_apply(library, tmp_path):
@@ -304,7 +304,7 @@ def test_a_new_parent_folder_keeps_the_rules_of_the_folders_it_takes_over(librar
     library.crawl([tmp_path / "tree" / "inner"], exclude=["*/skip/*"])
     report = library.crawl([tmp_path / "tree"])
     assert report.stats.found == 2
-    assert library.status().roots[0][0].exclude == ("*/skip/*",)
+    assert library.status().roots[0].exclude == ("*/skip/*",)
 
 
 def test_a_model_that_failed_to_load_does_not_bind_the_library(make_library, home, tmp_path):

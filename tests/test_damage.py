@@ -220,12 +220,12 @@ def test_repair_recovers_what_it_can_and_the_next_crawl_embeds_only_the_rest(tmp
     recovered = report.recovery.with_vector
     assert 0 < recovered < 300
     assert report.recovery.roots == 1 and report.recovery.model == library.status().model
-    assert report.photos_before == 300 and report.manifest.count == recovered
+    assert report.photos_before == 300 and report.index.count == recovered
     assert embedder.images == 0  # nothing was embedded to repair
 
     crawl = make_library().crawl()
     assert embedder.images == 300 - recovered
-    assert crawl.manifest.count == 300
+    assert crawl.index.count == 300
     searcher = make_library()
     for photo in photos[::50]:
         assert searcher.search(image=photo, k=1)[0].path == str(photo)

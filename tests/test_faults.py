@@ -78,7 +78,7 @@ def test_a_crawl_killed_mid_way_resumes_without_loss_or_duplicates(many_photos, 
     paths = [row[0] for row in conn.execute("SELECT path FROM files WHERE status = 'live' AND vector IS NOT NULL")]
     conn.close()
     assert len(paths) == len(set(paths)) == TOTAL
-    assert report.manifest.count == TOTAL
+    assert report.index.count == TOTAL
 
 
 def test_a_second_crawl_is_refused_while_readers_carry_on(many_photos, home, make_library):
@@ -119,4 +119,4 @@ def test_ctrl_c_mid_crawl_exits_130_keeps_what_was_committed_and_resumes(many_ph
     assert 0 < committed < TOTAL, "the interrupt did not land mid-crawl"
     report = make_library().crawl()
     assert embedder.images == TOTAL - committed
-    assert report.manifest.count == TOTAL
+    assert report.index.count == TOTAL

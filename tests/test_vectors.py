@@ -56,7 +56,7 @@ def test_export_then_import_into_a_fresh_library_answers_identically(source, emb
     assert embedder.images == 14  # only the source's crawl embedded anything
     for exact in (True, False):
         assert _answers(other, exact) == _answers(source, exact)
-    assert other.status().manifest.count == 14
+    assert other.status().index.count == 14
 
 
 def test_the_npz_holds_what_the_issue_lists(source, embedder, tmp_path):
@@ -162,7 +162,7 @@ def test_a_bad_file_is_refused_in_one_line_and_nothing_is_written(source, embedd
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and message.format(d1=embedder.dim + 1) in result.stderr, result.stderr
     after = source.status()
-    assert (after.counts, after.manifest) == (before.counts, before.manifest)
+    assert (after.counts, after.index) == (before.counts, before.index)
 
 
 def test_a_truncated_npy_is_refused_before_anything_is_written(source, embedder, tmp_path):
@@ -315,7 +315,7 @@ def test_dupes_sees_photos_crawled_after_the_index_was_built(make_library, tmp_p
     photos = make_photos(tmp_path / "photos", 6)
     library = make_library()
     library.crawl([tmp_path / "photos"])
-    manifest = library.status().manifest
+    manifest = library.status().index
     twin = tmp_path / "photos" / "late.jpg"
     with Image.open(photos[2]) as img:
         img.resize((img.width * 2, img.height * 2)).save(twin, quality=90)
@@ -323,7 +323,7 @@ def test_dupes_sees_photos_crawled_after_the_index_was_built(make_library, tmp_p
         root = writer.roots()[0]
         stat = twin.stat()
         writer.update([FileRecord(str(twin), root.id, stat.st_size, stat.st_mtime_ns)])
-    assert library.status().manifest == manifest and library.status().pending == 1
+    assert library.status().index == manifest and library.status().pending == 1
     groups = library.duplicates(threshold=0.995)
     assert [sorted(p.path for p in g.photos) for g in groups] == [sorted([str(photos[2]), str(twin)])]
 

@@ -256,14 +256,14 @@ def test_the_crawl_marks_a_missing_root_offline_and_restores_it_untouched(librar
     before, embedded = rows(home), embedder.images
     photos.rename(tmp_path / "away")
     report = library.crawl()
-    assert report.stats.offline == [str(photos)] and report.stats.deleted == 0
+    assert report.stats.offline == (str(photos),) and report.stats.deleted == 0
     assert {s for _, s, _, _ in rows(home).values()} == {"offline"}
     assert library.search("x") == []
     [root] = library.roots()
     assert not root.online and root.offline_photos == 8
     (tmp_path / "away").rename(photos)
     report = library.crawl()
-    assert report.stats.restored == 8 and report.stats.offline == []
+    assert report.stats.restored == 8 and report.stats.offline == ()
     assert {p: (r[0], r[1], r[3]) for p, r in rows(home).items()} == \
         {p: (r[0], r[1], r[3]) for p, r in before.items()}
     assert embedder.images == embedded
@@ -274,7 +274,7 @@ def test_an_empty_mount_point_is_offline_but_deleting_every_photo_is_not(library
     home = library.settings.home
     shutil.rmtree(photos)
     photos.mkdir()  # what an unplugged drive leaves behind
-    assert library.crawl().stats.offline == [str(photos)]
+    assert library.crawl().stats.offline == (str(photos),)
     library.remove_root(photos)
     assert library.roots() == []
     make_photos(photos, 2)

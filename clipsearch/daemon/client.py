@@ -85,19 +85,17 @@ def ask_daemon(home: Path, request: dict, timeout: float | None = None) -> Any:
 
 def _crawl_report(home: Path, answer: dict) -> CrawlReport:
     from ..index import ForestDamaged, read_manifest
-    from ..ingest.pipeline import CrawlStats
-    from ..records import CrawlReport, WalkProblem
+    from ..keeper import index_info
+    from ..records import CrawlReport, CrawlSummary, WalkProblem
 
     data = dict(answer["stats"])
-    elapsed = data.pop("elapsed")
-    problems = [WalkProblem(p, e) for p, e in data.pop("problems")]
-    stats = CrawlStats(**data, problems=problems)
-    stats.finished = stats.started + elapsed
+    problems = tuple(WalkProblem(p, e) for p, e in data.pop("problems"))
+    stats = CrawlSummary(**{**data, "offline": tuple(data["offline"])}, problems=problems)
     try:
         manifest = read_manifest(home / "index")
     except ForestDamaged:
         manifest = None
-    return CrawlReport(stats, manifest, bool(answer.get("rebuilt")))
+    return CrawlReport(stats, index_info(manifest), bool(answer.get("rebuilt")))
 
 
 def start_detached(home: Path, arguments: Sequence[str], timeout: float = 60.0) -> int:

@@ -602,7 +602,7 @@ class Watcher:
                                                request.get("base"), bool(request.get("overwrite")))
             self._check_roots()
             fields = dataclasses.asdict(imported)
-            fields.pop("manifest")
+            fields.pop("index")
             return {"ok": True, "report": fields}
         if op == "remove-root":
             root, count = self.writer.remove_root(request["folder"])
@@ -675,5 +675,5 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 def _stats_json(stats) -> dict:
     names = ("found", "unchanged", "new", "changed", "moved", "embedded", "failed", "restored", "deleted", "vanished")
-    return {**{n: getattr(stats, n) for n in names}, "elapsed": stats.elapsed, "offline": stats.offline,
+    return {**{n: getattr(stats, n) for n in names}, "elapsed": stats.elapsed, "offline": list(stats.offline),
             "problems": [[p.path, p.error] for p in stats.problems]}

@@ -28,7 +28,18 @@ from .._quiet import decoder_chatter_to_log
 from ..catalog.store import DELETED, FAILED, LIVE, OFFLINE, Store
 from ..model.spec import Embedder
 from ..paths import EXACT_CASE, PathRule, is_under
-from ..records import Embedded, Failed, FileRecord, KnownFile, Renamed, Restored, Reused, WalkProblem, Write
+from ..records import (
+    CrawlSummary,
+    Embedded,
+    Failed,
+    FileRecord,
+    KnownFile,
+    Renamed,
+    Restored,
+    Reused,
+    WalkProblem,
+    Write,
+)
 from .decode import DecodeError, bytes_hash, decode_budget, file_hash
 from .devicedecode import BATCH_FILES, BATCH_PIXELS, DEVICE_BYTES, JpegInput, decode_jpegs, read_jpeg
 from .scan import ScanRules, walk
@@ -104,6 +115,15 @@ class CrawlStats:
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
 
+    def summary(self) -> CrawlSummary:
+        """These counts now, as a plain frozen value for the faces."""
+        with self._lock:
+            return CrawlSummary(
+                self.found, self.unchanged, self.new, self.changed, self.moved, self.embedded, self.failed,
+                self.restored, self.deleted, self.vanished, self.device_decoded, tuple(self.problems),
+                tuple(self.offline), self.decoder_messages, self.elapsed, self.images_per_second, self.scanning,
+                self.loading_model, self.decode_cpu_s, self.embed_wall_s, self.write_wall_s)
+
     @property
     def images_per_second(self) -> float:
         """Files embedded per second since the model was ready (its loading not counted)."""
@@ -117,12 +137,12 @@ class _Stopped(Exception):
 
 
 class Pipeline:
-    """Runs one crawl; `run()` blocks, calling `on_progress(stats)` a few times a second."""
+    """Runs one crawl; `run()` blocks, calling `on_progress(summary)` a few times a second."""
 
     def __init__(self, store: Store, embedder: Embedder, tasks: list[CrawlTask], *, workers: int,
                  max_pixels: int, retry_failed: bool = False, decode_memory: int | None = None,
                  decode_in: str = "auto", device_decode: str | None = "auto",
-                 on_progress: Callable[[CrawlStats], None] | None = None,
+                 on_progress: Callable[[CrawlSummary], None] | None = None,
                  on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE):
         """`workers`: CPU decode workers; `decode_in`: auto, threads or processes (workers.py);
         `device_decode`: "auto" (JPEGs on the model's device when that is a CUDA GPU), None
@@ -243,7 +263,7 @@ class Pipeline:
 
     def _tick(self) -> None:
         if self.on_progress:
-            self.on_progress(self.stats)
+            self.on_progress(self.stats.summary())
 
     def _put(self, q: queue.Queue, item) -> None:
         while True:
