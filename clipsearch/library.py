@@ -15,11 +15,12 @@ import logging
 import os
 import sqlite3
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 from .catalog.faults import storage_error
 from .catalog.store import Store
 from .config import Settings
+from .daemon import protocol
 from .errors import BadArgument, LibraryBusy, NotIndexed
 from .keeper import ForestKeeper, index_info
 from .notices import Notices
@@ -93,8 +94,8 @@ class Library:
         raises LibraryBusy while another process holds it."""
         return Writer(self.settings, self._policy, self._keeper)
 
-    def _write(self, work: Callable[[Writer], _T], request: dict, on_handover: Callable[[int], None] | None = None
-               ) -> _T | Any:
+    def _write(self, work: Callable[[Writer], _T], request: protocol.Request,
+               on_handover: Callable[[int], None] | None = None) -> _T | protocol.Answer:
         """work(writer) under the write lock; while the watch daemon holds it, the request is
         handed to the daemon instead and its answer returned."""
         try:
@@ -133,11 +134,13 @@ class Library:
             folder_to_crawl(folder, lambda: self._read(Store.roots, []), rule)
         if model is None and self.settings.preset_from == "--preset":
             model = self._policy.preset_model()  # a preset asked for now asks for its model
-        return self._write(
+        answer = self._write(
             lambda writer: writer.crawl(folders, model=model, given=given, retry_failed=retry_failed,
                                         on_progress=on_progress, on_index=on_index),
-            {"op": "crawl", "folders": [absolute(f) for f in folders], "model": model, "given": given,
-             "retry_failed": retry_failed}, on_handover)
+            protocol.CrawlRequest(tuple(absolute(f) for f in folders), model, given, retry_failed), on_handover)
+        if isinstance(answer, protocol.Crawled):
+            return CrawlReport(answer.stats, index_info(self._keeper.manifest()), answer.rebuilt)
+        return answer  # type: ignore[return-value]
 
     @_storage_guard
     def remove_root(self, folder: str | os.PathLike) -> tuple[str, int]:
@@ -148,8 +151,10 @@ class Library:
             writer.refresh_index()
             return root.path, count
 
-        answer = self._write(work, {"op": "remove-root", "folder": absolute(folder)})
-        return (answer["folder"], answer["count"]) if isinstance(answer, dict) else answer
+        answer = self._write(work, protocol.RemoveRootRequest(absolute(folder)))
+        if isinstance(answer, protocol.RootRemoved):
+            return answer.folder, answer.count
+        return answer  # type: ignore[return-value]
 
     @_storage_guard
     def roots(self) -> list[RootInfo]:
@@ -352,14 +357,11 @@ class Library:
             pass  # a bad file is refused here, before the library is locked
         answer = self._write(
             lambda writer: writer.import_file(source, paths, model, base, overwrite, on_progress, on_index),
-            {"op": "import", "source": source, "paths": paths, "model": model, "base": base, "overwrite": overwrite})
-        if isinstance(answer, dict):
-            fields = answer["report"]
-            fields.pop("index", None)
-            answer = ImportReport(**fields)
-            answer.index = index_info(self._keeper.manifest())
+            protocol.ImportRequest(source, paths, model, base, overwrite))
+        if isinstance(answer, protocol.Imported):
+            answer = dataclasses.replace(answer.report, index=index_info(self._keeper.manifest()))
         self._keeper.forget()
-        return answer
+        return answer  # type: ignore[return-value]
 
     # --- reading the catalog -------------------------------------------------------------------
     def _reader(self) -> Store:

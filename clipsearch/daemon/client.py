@@ -14,14 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ..catalog.lock import DAEMON_PID_FILE, is_held, recorded_daemon_pid
-from ..errors import ClipsearchError
+from ..errors import ClipsearchError, DaemonError
 from ..records import DaemonState
-
-if TYPE_CHECKING:
-    from ..records import CrawlReport
+from . import protocol
 
 PID_FILE, LOG_FILE, STATE_DIR = DAEMON_PID_FILE, "watch.log", "watch"
 
@@ -57,45 +55,33 @@ def daemon_state(home: Path) -> DaemonState | None:
                        data.get("indexed", 0), data.get("deleted", 0))
 
 
-def ask_daemon(home: Path, request: dict, timeout: float | None = None) -> Any:
-    """Hand a request to the running daemon and wait for its answer: a CrawlReport for a
-    crawl, else the answer's fields. Raises ClipsearchError if it fails or the daemon stops."""
+def ask_daemon(home: Path, request: protocol.Request, timeout: float | None = None) -> protocol.Answer:
+    """Hand a request to the running daemon and wait for its answer. Raises DaemonError if
+    the daemon refuses it (with its reason) or stops first."""
     home = Path(home)
     name = f"{time.time():.6f}-{secrets.token_hex(4)}.json"
     requests = home / STATE_DIR / "requests"
     requests.mkdir(parents=True, exist_ok=True)
-    _write_json(requests / name, request)
+    _write_json(requests / name, protocol.encode(request))
     answer_path = home / STATE_DIR / "answers" / name
     deadline = None if timeout is None else time.monotonic() + timeout
     while not answer_path.exists():
         if daemon_pid(home) is None:
             (requests / name).unlink(missing_ok=True)
-            raise ClipsearchError("the watch daemon stopped before it answered; run the command again")
+            raise DaemonError("the watch daemon stopped before it answered; run the command again")
         if deadline is not None and time.monotonic() > deadline:
-            raise ClipsearchError("the watch daemon did not answer in time; it carries on with the request")
+            raise DaemonError("the watch daemon did not answer in time; it carries on with the request")
         time.sleep(0.1)
-    answer = json.loads(answer_path.read_text(encoding="utf-8"))
-    answer_path.unlink(missing_ok=True)
-    if not answer.get("ok"):
-        raise ClipsearchError(answer.get("error") or "the watch daemon could not do it")
-    if request.get("op") == "crawl":
-        return _crawl_report(home, answer)
-    return answer
-
-
-def _crawl_report(home: Path, answer: dict) -> CrawlReport:
-    from ..index import ForestDamaged, read_manifest
-    from ..keeper import index_info
-    from ..records import CrawlReport, CrawlSummary, WalkProblem
-
-    data = dict(answer["stats"])
-    problems = tuple(WalkProblem(p, e) for p, e in data.pop("problems"))
-    stats = CrawlSummary(**{**data, "offline": tuple(data["offline"])}, problems=problems)
     try:
-        manifest = read_manifest(home / "index")
-    except ForestDamaged:
-        manifest = None
-    return CrawlReport(stats, index_info(manifest), bool(answer.get("rebuilt")))
+        data = json.loads(answer_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DaemonError(f"the watch daemon's answer cannot be read ({exc})") from None
+    finally:
+        answer_path.unlink(missing_ok=True)
+    answer = protocol.decode_answer(data)
+    if isinstance(answer, protocol.Refused):
+        raise DaemonError(answer.error)
+    return answer
 
 
 def start_detached(home: Path, arguments: Sequence[str], timeout: float = 60.0) -> int:
@@ -135,7 +121,7 @@ def stop_daemon(home: Path, timeout: float = 60.0) -> int | None:
     requests = home / STATE_DIR / "requests"
     requests.mkdir(parents=True, exist_ok=True)
     request = requests / f"{time.time():.6f}-stop.json"
-    _write_json(request, {"op": "stop"})
+    _write_json(request, protocol.encode(protocol.StopRequest()))
     if sys.platform != "win32":
         import signal
 

@@ -22,7 +22,6 @@ started while the daemon runs is handed to it).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import logging
@@ -35,10 +34,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..catalog.faults import storage_error
-from ..errors import ClipsearchError
+from ..errors import ClipsearchError, DaemonError
 from ..ingest.scan import valid_name
 from ..paths import is_under
 from ..records import FileRecord
+from . import protocol
 from .client import PID_FILE, STATE_DIR, _write_json
 
 if TYPE_CHECKING:
@@ -542,13 +542,13 @@ class Watcher:
         (self.home / STATE_DIR / "answers").mkdir(exist_ok=True)
         for stale in folder.glob("*.json"):  # left by a daemon that stopped: their askers gave up
             try:
-                request = json.loads(stale.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                request = {}
+                request = protocol.decode_request(json.loads(stale.read_text(encoding="utf-8")))
+            except (OSError, ValueError, DaemonError):
+                request = protocol.StopRequest()
             stale.unlink(missing_ok=True)
-            if request.get("op") not in (None, "stop"):
-                _write_json(self.home / STATE_DIR / "answers" / stale.name, {
-                    "ok": False, "error": "the watch daemon restarted before it answered; run the command again"})
+            if not isinstance(request, protocol.StopRequest):
+                self._reply(stale.name, protocol.Refused("the watch daemon restarted before it answered; "
+                                                         "run the command again"))
 
         class Wake:
             def dispatch(_self, event) -> None:  # noqa: N805
@@ -564,52 +564,52 @@ class Watcher:
         folder = self.home / STATE_DIR / "requests"
         for path in sorted(folder.glob("*.json")):
             try:
-                request = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue  # being written
             path.unlink(missing_ok=True)
             if self._build is not None:
                 self._build.join()  # one forest build at a time: the request may build too
+            answer: protocol.Answer
             try:
-                answer = self._answer(request)
+                answer = self._answer(protocol.decode_request(data))
             except _Stop:
                 raise
             except Exception as exc:  # noqa: BLE001 - the asker gets the reason, the daemon goes on
                 error = storage_error(exc, self.home) if isinstance(exc, (sqlite3.Error, OSError)) else None
-                answer = {"ok": False, "error": str(error or exc)}
+                answer = protocol.Refused(str(error or exc))
                 if not isinstance(exc, ClipsearchError) and error is None:
-                    log.error("request %s failed", request.get("op"), exc_info=exc)
-            _write_json(self.home / STATE_DIR / "answers" / path.name, answer)
+                    log.error("request %s failed", data.get("kind"), exc_info=exc)
+            self._reply(path.name, answer)
 
-    def _answer(self, request: dict) -> dict:
+    def _reply(self, name: str, answer: protocol.Answer) -> None:
+        _write_json(self.home / STATE_DIR / "answers" / name, protocol.encode(answer))
+
+    def _answer(self, request: protocol.Request) -> protocol.Answer:
         assert self.writer is not None
-        op = request.get("op")
-        if op == "stop":
+        if isinstance(request, protocol.StopRequest):
             raise _Stop
-        if op == "crawl":
-            log.info("crawl handed over: %s", ", ".join(request.get("folders") or ["every folder"]))
-            report = self.writer.crawl(request.get("folders") or (), model=request.get("model"),
-                                       given=request.get("given") or {}, retry_failed=bool(request.get("retry_failed")),
-                                       on_commit=self._log_written)
-            if request.get("given"):  # the rules changed: watch with the new ones
+        if isinstance(request, protocol.CrawlRequest):
+            log.info("crawl handed over: %s", ", ".join(request.folders or ["every folder"]))
+            report = self.writer.crawl(request.folders, model=request.model, given=request.given,
+                                       retry_failed=request.retry_failed, on_commit=self._log_written)
+            if request.given:  # the rules changed: watch with the new ones
                 for root_id in list(self._watches):
                     self._unwatch(root_id)
             self._check_roots()
-            return {"ok": True, "stats": _stats_json(report.stats), "rebuilt": report.rebuilt}
-        if op == "import":
-            log.info("import handed over: %s", request["source"])
-            imported = self.writer.import_file(request["source"], request.get("paths"), request.get("model"),
-                                               request.get("base"), bool(request.get("overwrite")))
+            return protocol.Crawled(report.stats, report.rebuilt)
+        if isinstance(request, protocol.ImportRequest):
+            log.info("import handed over: %s", request.source)
+            imported = self.writer.import_file(request.source, request.paths, request.model, request.base,
+                                               request.overwrite)
             self._check_roots()
-            fields = dataclasses.asdict(imported)
-            fields.pop("index")
-            return {"ok": True, "report": fields}
-        if op == "remove-root":
-            root, count = self.writer.remove_root(request["folder"])
+            return protocol.Imported(imported)
+        if isinstance(request, protocol.RemoveRootRequest):
+            root, count = self.writer.remove_root(request.folder)
             self._check_roots()
             self.writer.refresh_index()
-            return {"ok": True, "folder": root.path, "count": count}
-        raise ClipsearchError(f"the watch daemon does not know the request {op!r}")
+            return protocol.RootRemoved(root.path, count)
+        raise DaemonError(f"the watch daemon does not know the request {request!r}")
 
     # --- files in the library folder ------------------------------------------------------
     def _write_pid(self) -> None:
@@ -671,9 +671,3 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _stats_json(stats) -> dict:
-    names = ("found", "unchanged", "new", "changed", "moved", "embedded", "failed", "restored", "deleted", "vanished")
-    return {**{n: getattr(stats, n) for n in names}, "elapsed": stats.elapsed, "offline": list(stats.offline),
-            "problems": [[p.path, p.error] for p in stats.problems]}
