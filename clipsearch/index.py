@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ._files import umask
+from ._files import OWN, replaced, umask, write_whole
 from .errors import ClipsearchError
 
 MANIFEST = "manifest.json"
@@ -130,17 +130,13 @@ def build_forest(index_dir: Path, model: str, dim: int, built_seq: int, count: i
         os.chmod(tmp_forest, 0o666 & ~umask())  # Annoy creates it 0600 whatever the umask
         os.replace(tmp_forest, index_dir / forest_name)
         id_array = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        tmp_ids = index_dir / f"{ids_name}.tmp"
-        with open(tmp_ids, "wb") as handle:
+        with replaced(index_dir / ids_name, policy=OWN) as handle:
             np.save(handle, id_array)
-        os.replace(tmp_ids, index_dir / ids_name)
     files = {name: _describe(index_dir / name) for name in (forest_name, ids_name) if added}
     manifest = Manifest(generation, model, dim, added, built_seq, trees,
                         forest_name if added else None, ids_name if added else None, time.time(),
                         catalog_id, built_token, files)
-    tmp_manifest = index_dir / f"{MANIFEST}.tmp"
-    tmp_manifest.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
-    os.replace(tmp_manifest, index_dir / MANIFEST)
+    write_whole(index_dir / MANIFEST, json.dumps(asdict(manifest), indent=2))
     # The previous generation stays one more build: a search that read the old manifest an
     # instant ago can still open its files.
     keep = {MANIFEST, forest_name, ids_name}
@@ -196,7 +192,7 @@ def verify_files(index_dir: Path, manifest: Manifest, may_hash: bool = True) -> 
 
 def _remove_stale_files(index_dir: Path, keep: set[str]) -> None:
     for path in index_dir.iterdir():
-        if path.name not in keep and (path.name.startswith(("forest-", "ids-")) or path.suffix == ".tmp"):
+        if path.name not in keep and (path.name.startswith(("forest-", "ids-")) or path.suffix in (".tmp", ".part")):
             try:
                 path.unlink()
             except OSError:

@@ -7,10 +7,8 @@ sheet is viewer.py's.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Protocol
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ._files import OWN, replaced
 from .errors import ClipsearchError
 from .ingest.decode import DecodeError, MemoryBudget, load_thumbnail
 
@@ -176,18 +175,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 def _write_png(image: Image.Image, target: str) -> None:
     """Write image to target as a PNG so that no reader ever sees half a file."""
-    folder = os.path.dirname(target)
-    # Not mkstemp: its files are private (0600); this one should get the user's usual permissions.
-    temporary = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
     try:
-        os.makedirs(folder, exist_ok=True)
-        try:
-            with open(temporary, "xb") as out:
-                image.save(out, format="PNG", compress_level=3)  # mostly photos: more effort buys little
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with replaced(target, policy=OWN, durable=False) as out:
+            image.save(out, format="PNG", compress_level=3)  # mostly photos: more effort buys little
     except OSError as exc:
         raise ClipsearchError(f"cannot write the contact sheet to {target}: {exc.strerror or exc}") from None

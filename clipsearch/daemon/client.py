@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._files import write_whole
 from ..catalog.lock import DAEMON_PID_FILE, is_held, recorded_daemon_pid
 from ..errors import ClipsearchError, DaemonError
 from ..records import DaemonState
@@ -25,10 +26,9 @@ PID_FILE, LOG_FILE, STATE_DIR = DAEMON_PID_FILE, "watch.log", "watch"
 
 
 def _write_json(path: Path, value: dict) -> None:
-    """Written whole or not at all (readers never see half a file)."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    temporary.write_text(json.dumps(value), encoding="utf-8")
-    os.replace(temporary, path)
+    """Written whole or not at all (readers never see half a file); messages and state, not
+    worth a flush to disk."""
+    write_whole(path, json.dumps(value), durable=False)
 
 
 def daemon_pid(home: Path) -> int | None:

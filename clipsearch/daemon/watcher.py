@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .._files import write_whole
 from ..catalog.faults import storage_error
 from ..errors import ClipsearchError, DaemonError
 from ..ingest.scan import valid_name
@@ -613,7 +614,7 @@ class Watcher:
 
     # --- files in the library folder ------------------------------------------------------
     def _write_pid(self) -> None:
-        (self.home / PID_FILE).write_text(str(os.getpid()), encoding="ascii")
+        write_whole(self.home / PID_FILE, str(os.getpid()), durable=False)
 
     def _write_state(self, state: str, force: bool = False) -> None:
         """HOME/watch/state.json, when what it says has changed (at most once a second)."""

@@ -17,6 +17,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._files import write_whole
+
 
 def cache_folder(cache: str | os.PathLike, kind: str, spec: str, source: str) -> Path:
     key = hashlib.sha256(f"{spec}\n{source}".encode()).hexdigest()[:16]
@@ -48,11 +50,9 @@ def place(files: Sequence[Path], description: dict, description_name: str, folde
         except OSError:
             shutil.copyfile(path, temporary)
         os.replace(temporary, target)
-    temporary = folder / f"{description_name}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(description, indent=1), encoding="utf-8")
-    os.replace(temporary, folder / description_name)
+    write_whole(folder / description_name, json.dumps(description, indent=1))
     for old in folder.glob(f"{prefix}*"):
-        if old.name not in names and old.name != description_name and not old.name.endswith(".tmp"):
+        if old.name not in names and old.name != description_name and not old.name.endswith((".tmp", ".part")):
             try:
                 old.unlink()
             except OSError:

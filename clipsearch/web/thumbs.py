@@ -16,6 +16,7 @@ import os
 import threading
 from pathlib import Path
 
+from .._files import write_whole
 from ..ingest.decode import DecodeError, MemoryBudget, load_thumbnail
 
 SIZES = (256, 1024)  # the grid's, the large view's
@@ -64,12 +65,7 @@ class Thumbnails:
 
     def _save(self, data: bytes, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{threading.get_ident()}.part")
-        try:
-            partial.write_bytes(data)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_whole(target, data, durable=False)  # a cache: one lost to a power cut is made again
         self._account(len(data), keep=target)
 
     def _account(self, added: int, keep: Path) -> None:
