@@ -11,10 +11,27 @@ import click
 
 from . import __version__
 from .config import load_settings
-from .errors import ClipsearchError
+from .errors import BadArgument, ClipsearchError, NothingToSearch, NotIndexed
 from .query import HELP as QUERY_HELP
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# The library's argument names, as this command line spells them.
+_FLAGS = {"k": "-k", "min_score": "--min-score", "format": "--format", "threshold": "--threshold", "paths": "--paths",
+          "device": "--device", "model": "--model"}
+
+
+def phrase(exc: ClipsearchError) -> str:
+    """An error of the library in the command line's words: its flags, its commands."""
+    if isinstance(exc, BadArgument):
+        flag = _FLAGS.get(exc.name, "--" + exc.name.replace("_", "-"))
+        return f"{flag} {exc.rule}" if exc.value is None else f"{flag} {exc.value}: {exc.rule}"
+    if isinstance(exc, NotIndexed):
+        return f"{exc}: run `clipsearch crawl FOLDER` first"
+    if isinstance(exc, NothingToSearch):
+        return "give a text query or --image PATH"
+    return str(exc)
 
 
 class _Group(click.Group):
@@ -24,7 +41,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ClipsearchError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {phrase(exc)}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted: what was committed is kept; run the same command again to resume",

@@ -21,21 +21,21 @@ class LibraryBusy(ClipsearchError):
 
 
 class NotIndexed(ClipsearchError):
-    """The library has nothing to work with yet: no catalog, no vectors, or no folders."""
+    """The library has nothing to work with yet: no catalog (`what` "empty"), no vectors
+    ("vectors"), or no folders ("folders"). The faces add how to crawl."""
 
     def __init__(self, home: Path | None, what: str = "empty"):
         self.home, self.what = home, what
         where = f"the library at {home}" if home else "this library"
-        detail = {"empty": f"{where} is empty", "vectors": "nothing indexed yet",
-                  "folders": "no folders in this library yet"}[what]
-        super().__init__(f"{detail}: run `clipsearch crawl FOLDER` first")
+        super().__init__({"empty": f"{where} is empty", "vectors": "nothing indexed yet",
+                          "folders": "no folders in this library yet"}[what])
 
 
 class NothingToSearch(ClipsearchError):
     """A search with neither words nor an image."""
 
     def __init__(self) -> None:
-        super().__init__("give a text query or --image PATH")
+        super().__init__("nothing to search for: give words or an image")
 
 
 class BadArgument(ClipsearchError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import render
-from .errors import ClipsearchError
+from .errors import BadArgument, ClipsearchError, NothingToSearch, NotIndexed
 from .query import HELP as QUERY_HELP
 from .query import Query
 
@@ -76,7 +76,7 @@ class Session:
         try:
             overview = self.library.overview()
         except ClipsearchError as exc:
-            self.console.print(render.prompt_error(str(exc)))
+            self.console.print(render.prompt_error(phrase(exc)))
             return
         self.console.print(render.prompt_banner(overview))
         if overview.photos:
@@ -107,7 +107,7 @@ class Session:
             else:
                 self._search(self.library.parse(line), None, 0)
         except ClipsearchError as exc:
-            self.console.print(render.prompt_error(str(exc)))
+            self.console.print(render.prompt_error(phrase(exc)))
         except KeyboardInterrupt:
             self.console.print(render.prompt_note("cancelled"))
         return True
@@ -191,6 +191,17 @@ class Session:
         if not self._inline(sheet.path, self.console):
             self._open(sheet.path)
             self.console.print(render.prompt_note(f"contact sheet: {sheet.path}"))
+
+
+def phrase(exc: ClipsearchError) -> str:
+    """An error of the library in the prompt's words."""
+    if isinstance(exc, BadArgument) and exc.name == "k":
+        return f":k {exc.value}: {exc.rule}"
+    if isinstance(exc, NotIndexed):
+        return f"{exc}: run `clipsearch crawl FOLDER` first"
+    if isinstance(exc, NothingToSearch):
+        return "type what to look for: words, or the path of an image"
+    return str(exc)
 
 
 def _number(text: str, command: str, low: int, high: int | None) -> int:

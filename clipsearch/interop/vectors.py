@@ -134,7 +134,7 @@ def open_source(path: str | os.PathLike, paths: str | os.PathLike | None = None)
         raise ClipsearchError(f"{path}: no such file")
     if path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
         if paths is not None:
-            raise ClipsearchError("--paths goes with an .npy of vectors; an .npz holds its own paths")
+            raise BadArgument("paths", None, "goes with an .npy of vectors; an .npz holds its own paths")
         return _npz(path)
     paths = Path(paths) if paths is not None else path.with_name("paths.npy")
     if not paths.is_file():

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .._memory import return_freed_memory
-from ..errors import ClipsearchError
+from ..errors import BadArgument, ClipsearchError
 from . import _share
 from .spec import PRESETS, RANDOM, ModelSpec, canonical, parse_spec, source_fingerprint
 
@@ -45,11 +45,11 @@ def pick_device(requested: str = "auto") -> str:
         return "cpu"
     kind = requested.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ClipsearchError(f"--device {requested}: no CUDA GPU is available to torch here; use --device cpu")
+        raise BadArgument("device", requested, "no CUDA GPU is available to torch here; use the cpu")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ClipsearchError(f"--device {requested}: Apple MPS is not available here; use --device cpu")
+        raise BadArgument("device", requested, "Apple MPS is not available here; use the cpu")
     if kind not in ("cpu", "cuda", "mps"):
-        raise ClipsearchError(f"--device {requested}: expected auto, cpu, cuda, cuda:N or mps")
+        raise BadArgument("device", requested, "expected auto, cpu, cuda, cuda:N or mps")
     return requested
 
 

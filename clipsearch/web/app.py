@@ -39,7 +39,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import ClipsearchError
+from ..errors import BadArgument, ClipsearchError, NothingToSearch, NotIndexed
 from ..ingest.decode import DecodeError
 from ..library import Library
 from ..paths import PathRule
@@ -185,7 +185,7 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
                 return problem("Type what you are looking for, or drop a photo on the page.")
             found, notices = await run_in_threadpool(gallery.search, q, like, offset, k, image)
         except ClipsearchError as exc:
-            return problem(str(exc), 413 if isinstance(exc, _TooLarge) else 400)
+            return problem(phrase(exc), 413 if isinstance(exc, _TooLarge) else 400)
         return HTMLResponse(_cards(found, q, like, offset, k, notices))
 
     async def api_search(request: Request) -> JSONResponse:
@@ -195,7 +195,7 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
                 raise ClipsearchError("give a query (q=...) or a photo (like=ID)")
             found, notices = await run_in_threadpool(gallery.search, q, like, offset, k)
         except ClipsearchError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"error": phrase(exc)}, status_code=400)
         return JSONResponse({"query": q, "offset": offset, "results": [asdict(r) for r in found],
                              "notices": notices})
 
@@ -296,7 +296,7 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
     ]
     async def failed(request: Request, exc: Exception) -> Response:
         if isinstance(exc, ClipsearchError):
-            return problem(str(exc), 503)
+            return problem(phrase(exc), 503)
         log.exception("the gallery failed on %s", request.url.path)
         return problem("Something went wrong on the server; the log (clipsearch.log) says what.", 500)
 
@@ -309,6 +309,18 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
 
 class _TooLarge(ClipsearchError):
     pass
+
+
+def phrase(exc: ClipsearchError) -> str:
+    """An error of the library in the page's words: its fields, not the command line's flags."""
+    if isinstance(exc, BadArgument):
+        return f"{exc.name}={exc.value}: {exc.rule}" if exc.value is not None else f"{exc.name} {exc.rule}"
+    if isinstance(exc, NotIndexed):
+        return (f"{str(exc)[0].upper()}{str(exc)[1:]}: index a folder first "
+                "(on this computer: clipsearch crawl FOLDER), then search again.")
+    if isinstance(exc, NothingToSearch):
+        return "Type what you are looking for, or drop a photo on the page."
+    return str(exc)
 
 
 def _id(request: Request) -> int:
