@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .config import PRESETS, Settings
-from .errors import ModelMismatch
+from .errors import ModelChanged, ModelMismatch
+from .model import identity
 from .model import spec as spec_mod
 from .notices import Notices
 
@@ -39,6 +40,8 @@ class ModelPolicy:
         wanted = spec_mod.canonical(asked) if asked else None
         if current and wanted and wanted != current:
             raise ModelMismatch(current, wanted, asked or wanted)
+        if current:
+            self.check(store, current)  # type: ignore[arg-type]
         if current and not asked and self.preset_model() not in (None, current):
             self.notices.say(f"preset {self.settings.preset} names model {self.preset_model()}, but this library's "
                              f"photos were embedded with {current}, which answers; its search settings apply "
@@ -64,11 +67,33 @@ class ModelPolicy:
                 batch_size=settings.batch_size, cache_dir=settings.model_cache)
         return self._embedder
 
+    def fingerprint(self, spec: str) -> str:
+        """The fingerprint of the weights spec names now (model/identity.py)."""
+        return identity.fingerprint(spec, self.settings.model_cache)
+
+    def check(self, store: Store, spec: str) -> None:
+        """Raise ModelChanged if the weights behind spec are not the ones the catalog's vectors
+        were made with. The one place the library's model identity is compared."""
+        recorded = store.get_meta("model_weights")
+        if recorded in (None, identity.UNRECORDED):
+            return  # made before fingerprints: the next writer records them (adopt)
+        now = self.fingerprint(spec)
+        if now != recorded:
+            raise ModelChanged(spec, recorded or "(none)", now or "(none)", identity.describe(spec))
+
     def bind(self, store: Store, embedder: Embedder) -> None:
-        """Record embedder's model as the library's where it has none yet: it binds once the
-        first vector (and the dimension, in the same transaction) is written."""
+        """Record embedder's model and its weights as the library's where it has none yet (it
+        binds once the first vector, and the dimension with it, is written); record the
+        weights of a library made before fingerprints."""
         if store.get_meta("dim") is None:
             store.set_meta("model", embedder.spec)
+            self.record(store, embedder.spec)
+        elif store.get_meta("model_weights") in (None, identity.UNRECORDED):
+            self.record(store, embedder.spec)
+
+    def record(self, store: Store, spec: str) -> None:
+        """Record the weights spec names now as those of the catalog's vectors."""
+        store.set_meta("model_weights", self.fingerprint(spec))
 
     @property
     def held_spec(self) -> str | None:

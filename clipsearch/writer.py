@@ -281,6 +281,8 @@ class Writer:
                 done += len(vectors)
                 if on_progress:
                     on_progress(done, source.count)
+        if self.store.get_meta("dim") and self.store.get_meta("model_weights") is None:
+            self.policy.record(self.store, spec)  # a new library: the weights its model names now
         log.info("import of %s: %d added, %d replaced, %d kept, %d remote, %d refused", report.source, report.added,
                  report.replaced, report.kept, report.remote, report.refused)
         manifest, report.rebuilt = self.refresh_index(on_index)
@@ -372,6 +374,7 @@ class Writer:
         embedder = self.policy.embedder(spec)
         dim = embedder.dim  # loads the model first: one that fails to load changes nothing
         dropped = self.store.switch_model(embedder.spec, dim)
+        self.policy.record(self.store, embedder.spec)
         return self.crawl(on_progress=on_progress, on_index=on_index), dropped
 
     def repair(self, on_index: Callable[[int, int], None] | None = None) -> RepairReport:

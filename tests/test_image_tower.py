@@ -84,8 +84,13 @@ def test_a_changed_checkpoint_is_not_served_by_an_old_export(tmp_path):
     old = list((tmp_path / "tower").glob("*.onnx"))
     assert LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")._image_tower() is not None
 
-    st = checkpoint.stat()
-    os.utime(checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained under the same name
+    import torch
+
+    weights = torch.load(checkpoint, map_location="cpu")  # retrained under the same name
+    state = weights.get("state_dict", weights)
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    state[first] = state[first] * 1.01
+    torch.save(weights, checkpoint)
     lazy = LazyEmbedder(spec, image_tower_dir=tmp_path / "tower", device="cpu")
     assert lazy._image_tower() is None
     lazy.load()  # exports again, for these weights

@@ -75,3 +75,77 @@ def test_a_local_file_of_published_weights_gets_their_preprocessing(tmp_path):
     assert embedder.preprocess.interpolation == "bilinear"
     np.testing.assert_allclose(embedder._shift.flatten().numpy(), [0, 0, 0])
     np.testing.assert_allclose(embedder._scale.flatten().numpy(), [1 / 255] * 3, rtol=1e-6)
+
+
+def test_a_checkpoint_retrained_in_place_is_never_mixed_into_the_library(tmp_path):
+    # The case from the house issue: a library crawled with model.json:model.pt, the checkpoint
+    # then retrained under the same path, a second folder crawled.
+    from .conftest import run_cli
+
+    config = tmp_path / "mine.json"
+    config.write_text(FIXTURES.joinpath("tiny-clip.json").read_text())
+    checkpoint = tmp_path / "mine.pt"
+    torch.save(_random_model(config, seed=1).state_dict(), checkpoint)
+    make_photos(tmp_path / "first", 4)
+    make_photos(tmp_path / "second", 3, start_seed=40)
+    home = ["--home", str(tmp_path / "home")]
+    spec = f"{config}:{checkpoint}"
+    assert run_cli(*home, "crawl", str(tmp_path / "first"), "--model", spec).returncode == 0
+
+    torch.save(_random_model(config, seed=2).state_dict(), checkpoint)  # retrained, same name
+    for command in (["crawl", str(tmp_path / "second")], ["search", "a photo"]):
+        result = run_cli(*home, *command)
+        assert result.returncode == 1, result.stderr
+        line = result.stderr.strip()
+        assert "\n" not in line and "has changed since" in line and str(checkpoint) in line
+        assert f"clipsearch reembed --model {spec}" in line
+    status = run_cli(*home, "status")
+    assert "7 live" not in status.stdout and "4 live" in status.stdout  # nothing of the new weights went in
+
+    assert run_cli(*home, "reembed", "--model", spec).returncode == 0
+    assert run_cli(*home, "crawl", str(tmp_path / "second")).returncode == 0
+    found = run_cli(*home, "search", "a photo", "-k", "10", "--paths-only")
+    assert found.returncode == 0 and len(found.stdout.split()) == 7
+
+
+def test_a_checkpoint_only_touched_keeps_its_identity(tmp_path):
+    import os
+
+    from clipsearch.model.identity import fingerprint
+
+    config = tmp_path / "mine.json"
+    config.write_text(FIXTURES.joinpath("tiny-clip.json").read_text())
+    checkpoint = tmp_path / "mine.pt"
+    torch.save(_random_model(config, seed=1).state_dict(), checkpoint)
+    spec, cache = f"{config}:{checkpoint}", tmp_path / "cache"
+    before = fingerprint(spec, cache)
+    os.utime(checkpoint, ns=(1, 1))
+    assert fingerprint(spec, cache) == before
+    assert fingerprint(f"{config}:random", cache) != before
+    assert fingerprint("ViT-B-32-256:datacomp_s34b_b86k", cache) == ""  # named weights: the name is the identity
+
+
+def test_a_library_made_before_fingerprints_records_its_weights_at_the_next_crawl(tmp_path):
+    from clipsearch.catalog.store import Store
+
+    from .conftest import run_cli
+
+    config = tmp_path / "mine.json"
+    config.write_text(FIXTURES.joinpath("tiny-clip.json").read_text())
+    checkpoint = tmp_path / "mine.pt"
+    torch.save(_random_model(config, seed=1).state_dict(), checkpoint)
+    make_photos(tmp_path / "photos", 3)
+    home = tmp_path / "home"
+    assert run_cli("--home", str(home), "crawl", str(tmp_path / "photos"), "--model",
+                   f"{config}:{checkpoint}").returncode == 0
+    # As a catalog of schema 7 with vectors is migrated: the weights are not known.
+    store = Store(home / "catalog.db")
+    recorded = store.get_meta("model_weights")
+    store.set_meta("model_weights", "unrecorded")
+    store.close()
+    assert run_cli("--home", str(home), "search", "a photo").returncode == 0  # trusted, not refused
+    make_photos(tmp_path / "photos", 1, start_seed=9)
+    assert run_cli("--home", str(home), "crawl").returncode == 0
+    store = Store(home / "catalog.db")
+    assert store.get_meta("model_weights") == recorded and len(recorded) == 64
+    store.close()

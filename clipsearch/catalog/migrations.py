@@ -84,8 +84,16 @@ def m007_remote_rows(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE files ADD COLUMN remote INTEGER NOT NULL DEFAULT 0")
 
 
+def m008_model_identity(db: sqlite_utils.Database) -> None:
+    # The fingerprint of the weights the vectors were made with (model/identity.py), beside the
+    # model's spec: a checkpoint changed under the same name is never mixed in. Catalogs made
+    # before it get "unrecorded": the next writer records the weights it finds.
+    db.execute("INSERT OR IGNORE INTO meta(key, value) SELECT 'model_weights', 'unrecorded' "
+               "WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'dim')")
+
+
 MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity,
-              m005_filter_index, m006_offline_roots, m007_remote_rows]
+              m005_filter_index, m006_offline_roots, m007_remote_rows, m008_model_identity]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

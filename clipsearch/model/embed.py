@@ -24,7 +24,8 @@ import numpy as np
 from .._memory import return_freed_memory
 from ..errors import BadArgument, ClipsearchError
 from . import _share
-from .spec import PRESETS, RANDOM, ModelSpec, canonical, parse_spec, source_fingerprint
+from .identity import fingerprint
+from .spec import PRESETS, RANDOM, ModelSpec, canonical, parse_spec
 
 if TYPE_CHECKING:
     from ..records import Preprocess
@@ -67,6 +68,7 @@ class OpenClipEmbedder:
         self.spec = str(parsed)
         self.device = pick_device(device)
         self.batch_size = batch_size or default_batch_size(self.device)
+        self._cache_dir = cache_dir
         # On a CPU torch keeps its default of one thread per physical core: the model is the
         # wall there (3/4 of the CPU time per image) and the decode pool fits in beside it;
         # fewer model threads or decode workers measured slower (docs/benchmarks.md).
@@ -121,7 +123,7 @@ class OpenClipEmbedder:
             return None
         from .texttower import TextTower
 
-        tower = TextTower({**config, "spec": self.spec, "source": source_fingerprint(self.spec),
+        tower = TextTower({**config, "spec": self.spec, "source": fingerprint(self.spec, self._cache_dir),
                            "dim": self.dim}, weights)
         wanted = self.embed_texts(_PROBES)
         got = tower.embed_texts(_PROBES)
@@ -194,7 +196,7 @@ class LazyEmbedder:
                  image_tower_dir: str | os.PathLike | None = None, image_precision: str = "fp32", **options):
         self.spec = canonical(spec)
         self._options = options
-        self._source = source_fingerprint(self.spec)  # the saved towers must be of these weights
+        self._source = fingerprint(self.spec, options.get("cache_dir"))  # the saved towers must be of these weights
         # Images are embedded by the ONNX tower saved in this folder when the model runs on
         # the CPU and the tower is this model's: crawls and image queries then skip torch.
         self._image_dir = image_tower_dir

@@ -133,16 +133,3 @@ def expected_dim(spec: str) -> int | None:
         return int(json.loads(config.read_text(encoding="utf-8"))["embed_dim"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-
-def source_fingerprint(spec: str) -> str:
-    """What identifies a model's weights beyond its spec: size and mtime of the local files it
-    names (a retrained checkpoint under the same name must not reuse a saved text tower)."""
-    parsed = parse_spec(spec)
-    parts = []
-    for path in (parsed.arch, parsed.pretrained):
-        if path and os.path.isfile(path):
-            stat = os.stat(path)
-            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
-    return ",".join(parts)
