@@ -71,6 +71,11 @@ class Session:
         self._last: _Last | None = None
         self._warm: threading.Thread | None = None
 
+    @property
+    def results(self) -> list[SearchResult]:
+        """The results shown last, which :more, :similar, :open and :show act on ([] before any)."""
+        return list(self._last.results) if self._last is not None else []
+
     # --- start ------------------------------------------------------------------------------
     def banner(self) -> None:
         try:

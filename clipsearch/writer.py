@@ -23,6 +23,7 @@ from .catalog.store import Store
 from .config import Settings
 from .errors import ClipsearchError, NotIndexed
 from .ingest.scan import ScanRules, rules_for
+from .ingest.source import Listed, Source, Walk
 from .keeper import ForestKeeper, index_info
 from .paths import PathRule, absolute
 from .policy import ModelPolicy
@@ -30,7 +31,8 @@ from .records import CrawlReport, CrawlSummary, FileRecord, Imported, ImportRepo
 
 if TYPE_CHECKING:
     from .index import Manifest
-    from .ingest.pipeline import CrawlStats, CrawlTask, Pipeline
+    from .ingest.pipeline import CrawlStats, Pipeline
+    from .ingest.workers import Decoding
     from .model.spec import Embedder
 
 log = logging.getLogger("clipsearch")
@@ -82,11 +84,11 @@ class Writer:
 
         paths = [self._folder(f) for f in folders]
         embedder = self._prepare_model(model)
-        tasks, offline = self._tasks(paths, given or {})
-        if tasks:
-            pipeline = self._pipeline(embedder, tasks, retry_failed=retry_failed, on_progress=on_progress,
+        sources, offline = self._sources(paths, given or {})
+        if sources:
+            pipeline = self._pipeline(embedder, sources, retry_failed=retry_failed, on_progress=on_progress,
                                       on_commit=on_commit)
-            log.info("crawl of %s with %s", ", ".join(t.folder for t in tasks), embedder.spec)
+            log.info("crawl of %s with %s", ", ".join(s.folder for s in sources), embedder.spec)
             stats = pipeline.run()
         else:
             stats = CrawlStats()
@@ -99,30 +101,33 @@ class Writer:
     def update(self, records: Sequence[FileRecord],
                on_commit: Callable[[Sequence[Write]], None] | None = None) -> CrawlSummary:
         """Check these files (new or changed ones are embedded; nothing else is looked at)."""
-        from .ingest.pipeline import CrawlTask
-
         by_root: dict[int, list[FileRecord]] = defaultdict(list)
         for record in records:
             by_root[record.root_id].append(record)
         roots = {r.id: r for r in self.store.roots()}
-        tasks = [CrawlTask(root_id, roots[root_id].path, self.rules(roots[root_id]), whole_root=False,
-                           records=tuple(part)) for root_id, part in by_root.items() if root_id in roots]
+        sources = [Listed(root_id, roots[root_id].path, self.rules(roots[root_id]), tuple(part))
+                   for root_id, part in by_root.items() if root_id in roots]
         embedder = self._prepare_model(None)
         # A few changed files are not worth starting worker processes for.
-        threads = {"decode_in": "threads"} if len(records) < _FEW else {}
-        return self._pipeline(embedder, tasks, on_commit=on_commit, **threads).run().summary()
+        return self._pipeline(embedder, sources, on_commit=on_commit,
+                              mode="threads" if len(records) < _FEW else None).run().summary()
 
-    def _pipeline(self, embedder: Embedder, tasks: list[CrawlTask], **options) -> Pipeline:
-        from .ingest.pipeline import Pipeline
-        from .ingest.workers import default_workers
+    def decoding(self, mode: str | None = None) -> Decoding:
+        """How this library's crawls decode (the settings; `mode` chosen for this one)."""
+        from .ingest.workers import Decoding, default_workers
 
         settings = self.settings
         memory = settings.decode_memory_mb
-        options = {"decode_in": settings.decode_in, "device_decode": "auto" if settings.gpu_decode else None,
-                   **options}
-        return Pipeline(self.store, embedder, tasks, workers=settings.workers or default_workers(),
-                        max_pixels=settings.max_pixels, decode_memory=memory << 20 if memory else None,
-                        rule=self.rule, **options)
+        return Decoding(settings.workers or default_workers(), settings.max_pixels, mode or settings.decode_in,
+                        memory << 20 if memory else None, "auto" if settings.gpu_decode else None)
+
+    def _pipeline(self, embedder: Embedder, sources: Sequence[Source], mode: str | None = None,
+                  **options) -> Pipeline:
+        """What runs decode and embed over sources: the local pipeline (the seam a cluster's
+        executor would stand in)."""
+        from .ingest.pipeline import Pipeline
+
+        return Pipeline(self.store, embedder, sources, self.decoding(mode), rule=self.rule, **options)
 
     def _prepare_model(self, asked: str | None) -> Embedder:
         embedder = self.policy.embedder(self.policy.spec_for(self.store, asked))
@@ -132,9 +137,9 @@ class Writer:
     def _folder(self, folder: str | os.PathLike) -> str:
         return folder_to_crawl(folder, self.store.roots, self.rule)
 
-    def _tasks(self, paths: list[str], given: dict) -> tuple[list[CrawlTask], list[str]]:
-        from .ingest.pipeline import CrawlTask
-
+    def _sources(self, paths: list[str], given: dict) -> tuple[list[Source], list[str]]:
+        """The walks a crawl of these folders (all roots if none) makes, and the roots that
+        are offline."""
         rule = self.rule
         if paths:
             for path in paths:
@@ -153,7 +158,8 @@ class Writer:
         for path, root in sorted(targets, key=lambda t: len(t[0])):
             if not any(k.id == root.id and rule.under(path, k_path) for k_path, k in kept):
                 kept.append((path, root))
-        tasks, offline = [], []
+        sources: list[Source] = []
+        offline: list[str] = []
         for path, root in kept:
             was_offline = root.offline_since is not None
             if not self.check_root(root):
@@ -170,13 +176,13 @@ class Writer:
                                           f"run `clipsearch crawl {root.path}` with them")
                 rules = self.rules(root)
                 _check_not_skipped(path, root.path, rules)
-                tasks.append(CrawlTask(root.id, path, rules, whole_root=False))
+                sources.append(Walk(root.id, path, rules, whole_root=False))
                 continue
             if given:
                 options = {**root.options, **{k: v for k, v in given.items() if k != "exclude"}}
                 self.store.set_root_rules(root.id, given.get("exclude", root.exclude), options)
-            tasks.append(CrawlTask(root.id, root.path, self.rules(root, given), whole_root=True))
-        unique = {(t.root_id, t.folder): t for t in tasks}  # two folders of a root that came back
+            sources.append(Walk(root.id, root.path, self.rules(root, given), whole_root=True))
+        unique = {(s.root_id, s.folder): s for s in sources}  # two folders of a root that came back
         return list(unique.values()), offline
 
     # --- roots ----------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from PIL import Image, ImageOps
 from clipsearch.config import DEFAULT_EXTENSIONS
 from clipsearch.ingest import devicedecode
 from clipsearch.ingest.decode import DecodeError, load_image
-from clipsearch.ingest.pipeline import CrawlTask, Pipeline
+from clipsearch.ingest.pipeline import Pipeline
 from clipsearch.ingest.scan import ScanRules
-from clipsearch.ingest.workers import CRASHED, ProcessDecoder, ThreadDecoder, decoder, pick_mode
+from clipsearch.ingest.source import Walk
+from clipsearch.ingest.workers import CRASHED, Decoding, ProcessDecoder, ThreadDecoder, decoder, pick_mode
 from clipsearch.records import Preprocess
 
 from .conftest import make_photo, run_cli
@@ -186,7 +187,7 @@ def test_the_memory_budget_holds_across_worker_processes(tmp_path):
     assert max(s for s, _ in small_spans) < min(e for _, e in small_spans)  # 10s fit beside each other
 
 
-def _crawl(folder: Path, db: Path, embedder, **options):
+def _crawl(folder: Path, db: Path, embedder, decode_in: str = "auto", device_decode: str | None = "auto"):
     """Crawl folder into a new catalog: (stats, {path: (vector, row)} of the indexed files,
     {path: error} of the failed ones)."""
     from clipsearch.catalog.store import Store
@@ -195,8 +196,8 @@ def _crawl(folder: Path, db: Path, embedder, **options):
     try:
         store.add_root(str(folder))
         root = store.roots()[0]
-        stats = Pipeline(store, embedder, [CrawlTask(root.id, root.path, ScanRules(DEFAULT_EXTENSIONS))], workers=2,
-                         max_pixels=MAX_PIXELS, **options).run()
+        decoding = Decoding(2, MAX_PIXELS, decode_in, device=device_decode)
+        stats = Pipeline(store, embedder, [Walk(root.id, root.path, ScanRules(DEFAULT_EXTENSIONS))], decoding).run()
         ids, vectors = next(store.iter_live_vectors(embedder.dim))
         rows = store.rows(ids.tolist())
         indexed = {rows[i].path: (vector, rows[i]) for i, vector in zip(ids.tolist(), vectors)}
@@ -315,7 +316,8 @@ def test_chatter_of_worker_processes_reaches_the_log(tmp_path, monkeypatch):
 
 
 def _hang(path: str, prep, max_pixels, budget):
-    """A decoder stuck on a hostile file."""
+    """A decoder stuck on a hostile file (it says so first, beside the file)."""
+    Path(path + ".in-hand").touch()
     time.sleep(600)
 
 
@@ -325,9 +327,9 @@ def test_stopping_a_crawl_ends_worker_processes_stuck_in_a_decode(tmp_path):
     caller = threading.Thread(target=lambda: _swallow(pool.decode, str(photo)), daemon=True)
     caller.start()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (pool._pool and getattr(pool._pool, "_processes", None)):
+    while not Path(str(photo) + ".in-hand").exists():  # the decode is in hand
+        assert time.monotonic() < deadline, "the worker never took the file"
         time.sleep(0.05)
-    time.sleep(0.5)  # the decode is in hand
     processes = list(pool._pool._processes.values())
     assert processes and all(p.is_alive() for p in processes)
     pool.close(wait=False)  # Ctrl-C, a failed crawl
@@ -372,13 +374,22 @@ def test_a_device_that_refuses_whole_batches_is_left_for_the_cpu(odd, tmp_path, 
     from clipsearch.ingest import pipeline
 
     calls = []
+    queued = threading.Semaphore(0)  # released for each JPEG a reader sends towards the device
+    read_jpeg = pipeline.read_jpeg
+
+    def counted(data, max_pixels):
+        jpeg = read_jpeg(data, max_pixels)
+        if jpeg is not None:
+            queued.release()
+        return jpeg
 
     def refuse_all(items, prep, device):
         calls.append(len(items))
         if len(calls) == 1:
-            # While the device is busy with the first batch the readers queue the next one
-            # (and send the rest to the CPU): the second batch is there however loaded the machine.
-            time.sleep(1.0)
+            # The device holds its first batch until a reader has sent it one more JPEG (the
+            # rest go to the CPU): a second batch waits, however loaded the machine.
+            for _ in range(len(items) + 1):
+                assert queued.acquire(timeout=60), "no more JPEGs came for the device"
         return [None] * len(items)
 
     import shutil
@@ -387,6 +398,7 @@ def test_a_device_that_refuses_whole_batches_is_left_for_the_cpu(odd, tmp_path, 
     shutil.copytree(odd["plain"].parent, folder)
     for i in range(12):  # enough JPEGs for several batches of 4
         make_photo(folder / "more" / f"extra_{i:02d}.jpg", 500 + i)
+    monkeypatch.setattr(pipeline, "read_jpeg", counted)
     monkeypatch.setattr(pipeline, "decode_jpegs", refuse_all)
     monkeypatch.setattr(pipeline, "BATCH_FILES", 4)  # several batches from this folder
     stats, by_device, failed = _crawl(folder, tmp_path / "refused.db", embedder, device_decode="cpu")

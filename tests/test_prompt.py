@@ -40,9 +40,7 @@ class Scripted:
         return self.out.getvalue()[start:]
 
     def labels(self) -> list[tuple[str, str]]:
-        last = self.session._last
-        assert last is not None
-        return [label_of(r.path) for r in last.results]
+        return [label_of(r.path) for r in self.session.results]
 
 
 @pytest.fixture
@@ -60,14 +58,14 @@ def test_a_text_query_then_k_then_similar_then_more(shapes):
     assert all(label == ("red", "circle") for label in shapes.labels()[:5])
     assert "3 results a page" in shapes.type(":k 3")
     shapes.type("a blue star")
-    third = shapes.session._last.results[2]
+    third = shapes.session.results[2]
     shapes.type(":similar 3")
-    similar = shapes.session._last.results
+    similar = shapes.session.results
     assert len(similar) == 3 and similar[0].path == third.path and similar[0].score == pytest.approx(1.0, abs=1e-4)
     assert all(label[0] == "blue" for label in shapes.labels())
     shapes.type(":more")
-    assert [r.rank for r in shapes.session._last.results] == [4, 5, 6]
-    assert not {r.path for r in similar} & {r.path for r in shapes.session._last.results}
+    assert [r.rank for r in shapes.session.results] == [4, 5, 6]
+    assert not {r.path for r in similar} & {r.path for r in shapes.session.results}
 
 
 def test_adding_subtracting_and_weighting_ideas(shapes):
@@ -83,21 +81,21 @@ def test_adding_subtracting_and_weighting_ideas(shapes):
 def test_filters_restrict_the_results_and_fill_the_page(shapes, shape_library):
     shapes.type(":k 8")
     shown = shapes.type("a red circle ext:png")
-    results = shapes.session._last.results
+    results = shapes.session.results
     assert len(results) == 8 and all(r.path.endswith(".png") for r in results)
     assert "red-circle-" in shown
     assert "no photos match" in shapes.type("a red circle min:0.995")  # none scores that high here
-    assert shapes.session._last.results == []
+    assert shapes.session.results == []
     folder = shape_library.folder
     shapes.type(f'a blue star in:"{folder}"')
-    assert len(shapes.session._last.results) == 8
+    assert len(shapes.session.results) == 8
 
 
 def test_an_image_path_in_the_query_finds_photos_like_it(shapes, shape_library):
     example = next(p.path for p in shape_library.photos if label_of(p.path) == ("purple", "triangle"))
     shapes.type(":k 5")
     shapes.type(f'"{example}"')
-    assert shapes.session._last.results[0].path == str(example)
+    assert shapes.session.results[0].path == str(example)
     assert shapes.labels().count(("purple", "triangle")) >= 4
 
 
@@ -110,12 +108,12 @@ def test_show_writes_a_contact_sheet_and_opens_it(shapes, tmp_path):
     assert sheet.parent == shapes.library.settings.home / prompt.SHEETS and sheet.suffix == ".png"
     assert "contact sheet:" in shown and str(sheet) in shown.replace("\n", "")
     # 7 results: a grid of 3 columns and 3 rows.
-    grid = make_sheet(shapes.session._last.results, tmp_path / "same.png")
+    grid = make_sheet(shapes.session.results, tmp_path / "same.png")
     assert (grid.columns, grid.rows) == (3, 3)
     with Image.open(sheet) as image:
         assert image.format == "PNG" and image.size == (grid.width, grid.height)
     shapes.type(":open 2")
-    assert shapes.opened[1] == shapes.session._last.results[1].path
+    assert shapes.opened[1] == shapes.session.results[1].path
 
 
 def test_bad_input_gets_one_line_and_the_prompt_goes_on(shapes, tmp_path):
@@ -147,10 +145,10 @@ def test_photos_crawled_while_the_prompt_is_open_appear_in_the_next_query(tmp_pa
     scripted.session.banner()
     newcomer = make_photo(photos / "newcomer.png", 99)
     scripted.type(f"{newcomer}")
-    assert all(r.path != str(newcomer) for r in scripted.session._last.results)
+    assert all(r.path != str(newcomer) for r in scripted.session.results)
     assert run_cli("--home", str(home), "crawl").returncode == 0  # a rebuilt forest, under the open prompt
     scripted.type(f"{newcomer}")
-    assert scripted.session._last.results[0].path == str(newcomer)
+    assert scripted.session.results[0].path == str(newcomer)
 
 
 def test_an_empty_library_says_how_to_crawl(tmp_path):

@@ -183,7 +183,8 @@ def test_the_thumbnail_cache_keeps_under_its_cap_dropping_the_least_recently_use
         thumbs.jpeg(f"{i:032x}", str(photo), 256)
         sizes.append(thumbs.path_for(f"{i:032x}", str(photo), 256).stat().st_size)
     thumbs.cap_bytes = sum(sizes[:3])
-    time.sleep(0.05)  # past the file system clock's tick
+    for i, photo in enumerate(photos):  # used in the order made, an hour ago and more
+        os.utime(thumbs.path_for(f"{i:032x}", str(photo), 256), (time.time() - 7200 + i, time.time() - 7200 + i))
     thumbs.jpeg(f"{0:032x}", str(photos[0]), 256)  # used again: most recent
     thumbs.jpeg(f"{99:032x}", str(photos[1]), 256)  # a write over the cap: a sweep
     left = {p.name.split("-")[0] for p in (tmp_path / "thumbs").glob("*/*.jpg")}

@@ -42,8 +42,8 @@ from ..records import (
 )
 from .decode import DecodeError, bytes_hash, decode_budget, file_hash
 from .devicedecode import BATCH_FILES, BATCH_PIXELS, DEVICE_BYTES, JpegInput, decode_jpegs, read_jpeg
-from .scan import ScanRules, walk
-from .workers import PROCESSES, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
+from .source import Source
+from .workers import PROCESSES, Decoding, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
@@ -51,19 +51,6 @@ _WRITE_BATCH = 64  # files without a vector of their own (failed, moved) committ
 _HANDOFF = 256  # records passed from a crawler to the classifier at a time (queues cost ~10 us a hand-off)
 _READERS = 4  # at least this many files are read (and hashed) side by side
 _JPEG = (".jpg", ".jpeg", ".jpe", ".jfif")
-
-
-@dataclass(frozen=True)
-class CrawlTask:
-    """One folder to walk: a root, or a folder inside a root (only that part is checked); or,
-    with `records`, just these files of a root (the watch daemon's changes: nothing is walked
-    and nothing else is marked deleted)."""
-
-    root_id: int
-    folder: str
-    rules: ScanRules
-    whole_root: bool = True
-    records: tuple[FileRecord, ...] | None = None
 
 
 @dataclass
@@ -139,19 +126,16 @@ class _Stopped(Exception):
 class Pipeline:
     """Runs one crawl; `run()` blocks, calling `on_progress(summary)` a few times a second."""
 
-    def __init__(self, store: Store, embedder: Embedder, tasks: list[CrawlTask], *, workers: int,
-                 max_pixels: int, retry_failed: bool = False, decode_memory: int | None = None,
-                 decode_in: str = "auto", device_decode: str | None = "auto",
-                 on_progress: Callable[[CrawlSummary], None] | None = None,
+    def __init__(self, store: Store, embedder: Embedder, sources: Sequence[Source], decoding: Decoding, *,
+                 retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
                  on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE):
-        """`workers`: CPU decode workers; `decode_in`: auto, threads or processes (workers.py);
-        `device_decode`: "auto" (JPEGs on the model's device when that is a CUDA GPU), None
-        (never), or a torch device that decodes them whatever the model runs on (tests: "cpu")."""
+        """`sources`: what to look at (ingest/source.py); `decoding`: how (workers.py)."""
         self.store = store
         self.embedder = embedder
-        self.tasks = tasks
-        self.workers = max(1, workers)
-        self.max_pixels = max_pixels
+        self.sources = list(sources)
+        self.workers = max(1, decoding.workers)
+        self.max_pixels = decoding.max_pixels
+        decode_in, device_decode, decode_memory = decoding.mode, decoding.device, decoding.memory
         self.retry_failed = retry_failed
         self.on_progress = on_progress
         self.on_commit = on_commit  # told of every batch written (the watch daemon logs them)
@@ -179,9 +163,8 @@ class Pipeline:
         self._model_ready = threading.Event()
         self._to_write: queue.Queue = queue.Queue(maxsize=8)
         # Known files by path key (the case rule's), or by exact path for a list of changes.
-        self._known = [store.known_paths([r.path for r in t.records]) if t.records is not None
-                       else store.known_files(t.root_id, None if t.whole_root else t.folder, rule) for t in tasks]
-        self._seen: list[set[int]] = [set() for _ in tasks]
+        self._known = [source.known(store, rule) for source in self.sources]
+        self._seen: list[set[int]] = [set() for _ in self.sources]
         self._twins: Store | None = None  # a reader for _claim, guarded by _hash_lock
         self._in_flight: set[str] = set()
         self._hash_lock = threading.Lock()
@@ -189,7 +172,7 @@ class Pipeline:
         self._left_lock = threading.Lock()
         self._writer_done = threading.Event()
         self._device_bytes = 0  # bytes of JPEGs read for the device and not yet decoded
-        self.stats.crawlers = len(tasks)
+        self.stats.crawlers = len(self.sources)
 
     # --- driver ---------------------------------------------------------------------------
     def run(self) -> CrawlStats:
@@ -201,7 +184,7 @@ class Pipeline:
             # The threads, and the worker processes, start in here: their descriptor 2 is the log's.
             with decoder_chatter_to_log() as chatter:
                 try:
-                    threads = [self._thread(self._crawl, i) for i in range(len(self.tasks))]
+                    threads = [self._thread(self._crawl, i) for i in range(len(self.sources))]
                     threads.append(self._thread(self._classify))
                     threads += [self._thread(self._read) for _ in range(self.readers)]
                     threads += [self._thread(self._decode) for _ in range(self.decoders)]
@@ -240,9 +223,9 @@ class Pipeline:
         if self._errors:
             raise self._errors[0]
         self.stats.deleted = self._mark_vanished()
-        for task in self.tasks:
-            if task.whole_root:  # a subfolder crawl does not vouch for the rest of the root
-                self.store.mark_crawled(task.root_id)
+        for source in self.sources:
+            if source.whole_root:  # a subfolder crawl does not vouch for the rest of the root
+                self.store.mark_crawled(source.root_id)
         self.stats.finished = time.monotonic()
         self._tick()
         return self.stats
@@ -290,15 +273,8 @@ class Pipeline:
 
     # --- stages ---------------------------------------------------------------------------
     def _crawl(self, index: int) -> None:
-        task = self.tasks[index]
         records: list[FileRecord] = []
-        if task.records is not None:
-            for start in range(0, len(task.records), _HANDOFF):
-                self._hand_over(index, list(task.records[start:start + _HANDOFF]))
-            self.stats.add(_crawlers_done=1)
-            self._put(self._found, (index, _END))
-            return
-        for item in walk(task.folder, task.root_id, task.rules):
+        for item in self.sources[index].files():
             if isinstance(item, WalkProblem):
                 with self.stats._lock:
                     self.stats.problems.append(item)
@@ -317,14 +293,14 @@ class Pipeline:
             self._put(self._found, (index, records))
 
     def _classify(self) -> None:
-        crawling = len(self.tasks)
+        crawling = len(self.sources)
         while crawling:
             index, records = self._get(self._found)
             if records is _END:
                 crawling -= 1
                 continue
             known_files, seen = self._known[index], self._seen[index]
-            key = (lambda path: path) if self.tasks[index].records is not None else self.rule.key
+            key = self.sources[index].key(self.rule)
             counts = {"new": 0, "changed": 0, "unchanged": 0, "restored": 0}
             for record in records:
                 known: KnownFile | None = known_files.get(key(record.path))
@@ -642,8 +618,8 @@ class Pipeline:
         that could not be listed (their files may well still be there)."""
         unreadable = [p.path for p in self.stats.problems]
         gone = []
-        for task, known, seen in zip(self.tasks, self._known, self._seen):
-            if task.records is not None:
+        for source, known, seen in zip(self.sources, self._known, self._seen):
+            if not source.vouches:
                 continue  # a list of changes vouches for nothing else
             for entry in known.values():
                 if entry.id not in seen and entry.status != DELETED \

@@ -27,6 +27,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -44,6 +45,21 @@ PROCESSES_FROM = 4
 CRASHED = "the image decoder crashed on this file (a damaged or hostile image)"
 
 LoadFunction = Callable[..., "tuple[np.ndarray, ImageMeta]"]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a crawl decodes: `workers` CPU decode workers, in threads or processes (`mode`:
+    auto, threads or processes); `memory`: bytes that decodes side by side may hold (None:
+    sized from the workers and the machine, decode.decode_budget); the pixel limit; and
+    `device`: "auto" (JPEGs on the model's device when that is a CUDA GPU), None (never), or
+    a torch device that decodes them whatever the model runs on (tests: "cpu")."""
+
+    workers: int
+    max_pixels: int
+    mode: str = "auto"
+    memory: int | None = None
+    device: str | None = "auto"
 
 
 class Decoded(NamedTuple):
