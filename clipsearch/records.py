@@ -164,7 +164,27 @@ class Imported:
     height: int | None = None
 
 
-# --- what searches give -----------------------------------------------------------------------
+# --- what searches ask for and give ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Filters:
+    """Which photos may be returned. Empty tuples and None mean no restriction."""
+
+    folders: tuple[str, ...] = ()  # absolute folders: photos under any of them
+    folder_names: tuple[str, ...] = ()  # relative names: photos in a folder of that name anywhere
+    after: str | None = None  # ISO date, inclusive
+    before: str | None = None  # ISO date, exclusive
+    extensions: tuple[str, ...] = ()  # lower case, no dot
+    cameras: tuple[str, ...] = ()  # lower case substrings of "make model"
+    # Not syntax: set by the library where the file system ignores case (`in:d:/photos`
+    # then finds D:/Photos; ASCII letters only, as SQLite's NOCASE).
+    fold_case: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.folders or self.folder_names or self.after or self.before or self.extensions
+                    or self.cameras)
+
+
+
 @dataclass(frozen=True)
 class SearchResult:
     rank: int

@@ -25,7 +25,7 @@ from .index import Forest, exact_top
 from .records import SearchResult
 
 if TYPE_CHECKING:
-    from .query import Filters
+    from .records import Filters
 
 EXACT_ROWS = 20_000  # filtered searches score up to this many matching photos exactly
 

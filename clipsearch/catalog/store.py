@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from ..records import (
     Failed,
     FileRecord,
     FileRow,
+    Filters,
     Imported,
     KnownFile,
     Renamed,
@@ -38,9 +39,6 @@ from ..records import (
 )
 from .faults import LibraryReadOnly, is_writable, no_space_left
 from .migrations import MIGRATIONS, migrate
-
-if TYPE_CHECKING:
-    from ..query import Filters
 
 # offline: on a folder that is not there now (a drive unplugged, a share down); kept, with its
 # vector, and live again when the folder is back unchanged.
