@@ -192,6 +192,11 @@ def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
     clipsearch search "sunset + beach - people  in:2021 after:2021-06"
     clipsearch search "2*cat + ~/refs/my_cat.jpg" -k 20 --paths-only
     clipsearch search --image holiday/IMG_0042.jpg
+    clipsearch search "red car" | grep 2019 | cut -f3
+
+    In a terminal the results are a table; piped into another program they are
+    tab-separated lines (rank, score, path, date, bytes) under a header line, each path
+    whole on its line.
 
     The query language, the same in `clipsearch query`:
     """
@@ -204,9 +209,13 @@ def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
         for result in results:
             click.echo(result.path)
     else:
-        from .render import results_table
+        from .render import results_lines, results_table
 
-        _console().print(results_table(results))
+        console = _console()
+        if console.is_terminal:
+            console.print(results_table(results))
+        else:  # piped: one result a line, paths whole (tab-separated: rank, score, path, date, bytes)
+            click.echo(results_lines(results))
     _notices(library)
 
 
@@ -557,9 +566,13 @@ def errors(ctx, limit, as_json):
         for row in rows:
             click.echo(json.dumps({"path": row.path, "error": row.error}, ensure_ascii=False))
         return
-    from .render import errors_table
+    from .render import errors_lines, errors_table
 
     console = _console()
+    if not console.is_terminal:
+        if rows:
+            click.echo(errors_lines(rows))  # piped: path and error, tab-separated, a file a line
+        return
     console.print(errors_table(rows))
     if rows:
         # A fix that leaves the file itself untouched (chmod, remounting a drive) changes

@@ -217,6 +217,23 @@ def results_table(results: Sequence[SearchResult]) -> Table:
     return table
 
 
+def results_lines(results: Sequence[SearchResult]) -> str:
+    """Results as tab-separated lines (a header first) for a pipe: every path whole on its
+    own line, whatever its length, so that grep, cut and sort work."""
+    lines = ["rank\tscore\tpath\tdate\tsize"]
+    for r in results:
+        score = "" if r.score is None else f"{r.score:.4f}"
+        path = r.path.replace("\t", " ").replace("\n", " ")
+        lines.append(f"{r.rank}\t{score}\t{path}{' (remote)' if r.remote else ''}\t{_date(r.taken_at, r.mtime_ns)}"
+                     f"\t{'' if r.size is None else r.size}")
+    return "\n".join(lines)
+
+
+def errors_lines(rows: Sequence[FailedFile]) -> str:
+    """Failed files as tab-separated lines (path, error) for a pipe."""
+    return "\n".join(f"{row.path}\t{' '.join(row.error.split())}" for row in rows)
+
+
 def status_view(status: LibraryStatus) -> Table:
     table = Table(show_header=False, title=f"clipsearch library at {status.home}", title_justify="left")
     table.add_column("what", style="bold")

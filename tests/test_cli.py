@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -173,3 +174,18 @@ def test_status_reads_a_catalog_made_by_an_older_schema(home, tmp_path):
     result = run_cli("--home", str(home), "status")
     assert result.returncode == 0, result.stderr
     assert "/old/photos" in result.stdout
+
+
+def test_a_search_piped_into_another_program_keeps_each_path_whole_on_one_line(tmp_path, home):
+    deep = tmp_path / "a folder with a rather long name" / ("and another one beneath it " * 3).strip()
+    photos = make_photos(deep, 4)
+    assert run_cli("--home", str(home), "crawl", str(tmp_path), "--model", TINY_MODEL).returncode == 0
+    result = run_cli("--home", str(home), "search", "a photo", "-k", "3", env={"COLUMNS": "40"})
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert header.split("\t") == ["rank", "score", "path", "date", "size"]
+    assert len(lines) == 3
+    for number, line in enumerate(lines, start=1):
+        rank, score, path, date, size = line.split("\t")
+        assert int(rank) == number and -1 <= float(score) <= 1
+        assert path in {str(p) for p in photos} and int(size) == os.path.getsize(path)
