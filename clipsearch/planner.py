@@ -126,11 +126,12 @@ class Plan:
     image_data: bytes | None = None  # an image sent (a web page's drop), weight 1
     exact: bool = False  # every photo scored, not the index
     stages: tuple[Stage, ...] = field(default_factory=tuple)
+    vector: np.ndarray | None = field(default=None, compare=False)  # a query vector given as it is
 
     @property
     def listing(self) -> bool:
         """Only filters: the newest photos that pass them, unscored."""
-        return not self.query.terms and self.like is None and self.image_data is None
+        return not self.query.terms and self.like is None and self.image_data is None and self.vector is None
 
     @property
     def want(self) -> int:
@@ -151,16 +152,18 @@ class Planner:
 
     # --- planning -------------------------------------------------------------------------
     def plan(self, query: Query, k: int, *, offset: int = 0, like: int | None = None,
-             image_data: bytes | None = None, exact: bool = False) -> Plan:
-        """The Plan of a search; raises NothingToSearch or BadArgument for one that cannot run."""
-        if query.is_empty and like is None and image_data is None:
+             image_data: bytes | None = None, exact: bool = False, vector: np.ndarray | None = None) -> Plan:
+        """The Plan of a search; raises NothingToSearch or BadArgument for one that cannot run.
+        `vector`: a query vector of the library's model, searched as it is (with the query's
+        filters and stages)."""
+        if query.is_empty and like is None and image_data is None and vector is None:
             raise NothingToSearch()
         if k < 1:
             raise BadArgument("k", k, "must be at least 1")
         if query.filters.folders and not self.rule.case_sensitive:
             query = dataclasses.replace(query, filters=dataclasses.replace(query.filters, fold_case=True))
         stages: list[Stage] = [Floor(query.min_score)] if query.min_score is not None else []
-        return Plan(query, k, offset, like, image_data, exact or self.settings.exact_search, tuple(stages))
+        return Plan(query, k, offset, like, image_data, exact or self.settings.exact_search, tuple(stages), vector)
 
     # --- answering ------------------------------------------------------------------------
     def search(self, store: Store, plan: Plan) -> list[SearchResult]:
@@ -170,7 +173,8 @@ class Planner:
             ids = store.newest(plan.query.filters, plan.k, plan.offset)
             results = results_for(store, ids, [None] * len(ids), first_rank=plan.offset + 1)
         else:
-            vector = self.vector(store, spec, dim, plan.query, plan.like, plan.image_data)
+            vector = (_unit([np.asarray(plan.vector, dtype=np.float32)], plan.query) if plan.vector is not None
+                      else self.vector(store, spec, dim, plan.query, plan.like, plan.image_data))
             results = self._ranked(store, plan, self._retrieve(store, plan, vector, dim))
         self.offline_notice(store)
         return _sorted(results, plan.query.sort)
