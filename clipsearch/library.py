@@ -14,14 +14,13 @@ import functools
 import logging
 import os
 import sqlite3
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from .catalog.faults import storage_error
 from .catalog.store import Store
 from .config import Settings
-from .daemon import protocol
-from .errors import BadArgument, LibraryBusy, NotIndexed
+from .daemon import client, protocol
+from .errors import BadArgument, NotIndexed
 from .keeper import ForestKeeper, index_info
 from .notices import Notices
 from .paths import PathRule, absolute
@@ -94,24 +93,6 @@ class Library:
         raises LibraryBusy while another process holds it."""
         return Writer(self.settings, self._policy, self._keeper)
 
-    def _write(self, work: Callable[[Writer], _T], request: protocol.Request,
-               on_handover: Callable[[int], None] | None = None) -> _T | protocol.Answer:
-        """work(writer) under the write lock; while the watch daemon holds it, the request is
-        handed to the daemon instead and its answer returned."""
-        try:
-            writer = self.writer()
-        except LibraryBusy:
-            from .daemon import client
-
-            pid = client.daemon_pid(self.settings.home)
-            if pid is None:
-                raise
-            if on_handover:
-                on_handover(pid)
-            return client.ask_daemon(self.settings.home, request)
-        with writer:
-            return work(writer)
-
     # --- crawl and folders --------------------------------------------------------------------
     @_storage_guard
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None,
@@ -131,13 +112,14 @@ class Library:
                                                  ("follow_symlinks", follow_symlinks)) if value is not None}
         rule = PathRule.for_setting(self.settings.path_case)
         for folder in folders:  # a missing folder or a file is refused before anything is written
-            folder_to_crawl(folder, lambda: self._read(Store.roots, []), rule)
+            folder_to_crawl(folder, lambda: Store.read(self.settings.catalog_path, Store.roots, []), rule)
         if model is None and self.settings.preset_from == "--preset":
             model = self._policy.preset_model()  # a preset asked for now asks for its model
-        answer = self._write(
-            lambda writer: writer.crawl(folders, model=model, given=given, retry_failed=retry_failed,
-                                        on_progress=on_progress, on_index=on_index),
-            protocol.CrawlRequest(tuple(absolute(f) for f in folders), model, given, retry_failed), on_handover)
+        request = protocol.CrawlRequest(tuple(absolute(f) for f in folders), model, given, retry_failed)
+        answer = client.write_or_hand_over(
+            self.settings.home, self.writer, lambda writer: writer.crawl(
+                folders, model=model, given=given, retry_failed=retry_failed, on_progress=on_progress,
+                on_index=on_index), request, on_handover)
         if isinstance(answer, protocol.Crawled):
             return CrawlReport(answer.stats, index_info(self._keeper.manifest()), answer.rebuilt)
         return answer  # type: ignore[return-value]
@@ -151,7 +133,8 @@ class Library:
             writer.refresh_index()
             return root.path, count
 
-        answer = self._write(work, protocol.RemoveRootRequest(absolute(folder)))
+        request = protocol.RemoveRootRequest(absolute(folder))
+        answer = client.write_or_hand_over(self.settings.home, self.writer, work, request)
         if isinstance(answer, protocol.RootRemoved):
             return answer.folder, answer.count
         return answer  # type: ignore[return-value]
@@ -161,12 +144,12 @@ class Library:
         """The library's folders: their rules, whether they are there, their photo counts."""
         from . import views
 
-        return self._read(lambda store: views.root_infos(self.settings, store), [])
+        return Store.read(self.settings.catalog_path, lambda store: views.root_infos(self.settings, store), [])
 
     @_storage_guard
     def folders(self) -> list[str]:
         """The library's root folders that are online (no counting: a few milliseconds)."""
-        roots: list[Root] = self._read(Store.roots, [])
+        roots: list[Root] = Store.read(self.settings.catalog_path, Store.roots, [])
         return [r.path for r in roots if r.offline_since is None]
 
     @_storage_guard
@@ -193,7 +176,8 @@ class Library:
     @_storage_guard
     def rebuild_index(self, on_index: Callable[[int, int], None] | None = None) -> IndexInfo:
         """Build the forest again from the catalog's live vectors."""
-        self._reader().close()  # an empty library says so before the lock is taken
+        with Store.reading(self.settings.catalog_path):
+            pass  # an empty library says so before the lock is taken
         with self.writer() as writer:
             return writer.rebuild_index(on_index)
 
@@ -236,7 +220,7 @@ class Library:
         if image is not None:
             query = dataclasses.replace(query, terms=(*query.terms, Term(1.0, image=absolute(image))))
         plan = self._planner.plan(query, k, offset=offset, like=like, image_data=image_data, exact=exact)
-        with self._reading() as store:
+        with Store.reading(self.settings.catalog_path) as store:
             return self._planner.search(store, plan)
 
     @_storage_guard
@@ -247,14 +231,14 @@ class Library:
         all of them in one pass. A query that fails gets its error and the others go on. An
         image query never finds its own file. References scoring below min_score (or the
         query's `min:`) are left out."""
-        with self._reading() as store:
+        with Store.reading(self.settings.catalog_path) as store:
             return self._planner.search_many(store, queries, k, min_score)
 
     @_storage_guard
     def warm(self) -> None:
         """Load what a text search needs (the text tower, the forest), so that the first query
         is answered as fast as the next ones; and measure the relevance floor."""
-        with self._reading() as store:
+        with Store.reading(self.settings.catalog_path) as store:
             if not store.get_meta("dim"):
                 return
             spec = self._policy.spec_for(store)
@@ -269,7 +253,7 @@ class Library:
         if known is not None:
             return known  # no catalog read on the prompt's hot path
         try:
-            with self._reading() as store:
+            with Store.reading(self.settings.catalog_path) as store:
                 return self._planner.relevance_floor(store)
         except NotIndexed:
             return None
@@ -293,8 +277,10 @@ class Library:
     @_storage_guard
     def overview(self) -> Overview:
         """Photos, folders and model in a few milliseconds (for the prompt's first line)."""
-        return self._read(lambda store: Overview(store.searchable_count(), len(store.roots()),
-                                                 store.get_meta("model")), Overview(0, 0, None))
+        def overview(store: Store) -> Overview:
+            return Overview(store.searchable_count(), len(store.roots()), store.get_meta("model"))
+
+        return Store.read(self.settings.catalog_path, overview, Overview(0, 0, None))
 
     @_storage_guard
     def photos(self, file_ids: Sequence[int]) -> dict[int, Photo]:
@@ -302,13 +288,14 @@ class Library:
         or offline), by id. What a page may show or hand out: nothing else."""
         from . import views
 
-        rows: dict[int, FileRow] = self._read(lambda store: store.rows([int(i) for i in file_ids]), {})
+        ids = [int(i) for i in file_ids]
+        rows: dict[int, FileRow] = Store.read(self.settings.catalog_path, lambda store: store.rows(ids), {})
         return {i: views.photo(r) for i, r in rows.items() if r.status == "live"}
 
     @_storage_guard
     def errors(self, limit: int | None = None) -> list[FailedFile]:
         """Files that could not be indexed, with the reason, by path."""
-        rows: list[FileRow] = self._read(lambda store: store.failed_files(limit), [])
+        rows: list[FileRow] = Store.read(self.settings.catalog_path, lambda store: store.failed_files(limit), [])
         return [FailedFile(row.path, row.error or "") for row in rows]
 
     @_storage_guard
@@ -320,7 +307,7 @@ class Library:
 
         if not 0 < threshold <= 1:
             raise BadArgument("threshold", threshold, "must be above 0 and at most 1 (cosine similarity, e.g. 0.95)")
-        with self._reading() as store:
+        with Store.reading(self.settings.catalog_path) as store:
             _, dim = self._planner.searchable(store)
             return views.duplicates(store, self._keeper, dim, threshold, near, on_progress)
 
@@ -333,7 +320,7 @@ class Library:
         the rows kept with a vector while their photos are away (offline, deleted)."""
         from .interop import vectors
 
-        with self._reading() as store:
+        with Store.reading(self.settings.catalog_path) as store:
             return vectors.export(store, absolute(output), fmt, live_only, on_progress)
 
     @_storage_guard
@@ -355,39 +342,11 @@ class Library:
         base = absolute(base) if base is not None else os.getcwd()
         with open_source(source, paths):
             pass  # a bad file is refused here, before the library is locked
-        answer = self._write(
-            lambda writer: writer.import_file(source, paths, model, base, overwrite, on_progress, on_index),
-            protocol.ImportRequest(source, paths, model, base, overwrite))
+        request = protocol.ImportRequest(source, paths, model, base, overwrite)
+        answer = client.write_or_hand_over(
+            self.settings.home, self.writer,
+            lambda writer: writer.import_file(source, paths, model, base, overwrite, on_progress, on_index), request)
         if isinstance(answer, protocol.Imported):
             answer = dataclasses.replace(answer.report, index=index_info(self._keeper.manifest()))
         self._keeper.forget()
         return answer  # type: ignore[return-value]
-
-    # --- reading the catalog -------------------------------------------------------------------
-    def _reader(self) -> Store:
-        store = Store.open_existing(self.settings.catalog_path)
-        if store is None:
-            raise NotIndexed(self.settings.home, "empty")
-        return store
-
-    @contextmanager
-    def _reading(self) -> Iterator[Store]:
-        """A read-only connection to the catalog for the length of the block; NotIndexed if
-        there is no catalog yet."""
-        store = self._reader()
-        try:
-            yield store
-        finally:
-            store.close()
-
-    def _read(self, read: Callable[[Store], _T], empty: _T) -> _T:
-        """read(store) on a read-only connection to the catalog, or `empty` where there is
-        no catalog yet."""
-        store = Store.open_existing(self.settings.catalog_path)
-        if store is None:
-            return empty
-        try:
-            return read(store)
-        finally:
-            store.close()
-

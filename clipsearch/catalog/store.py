@@ -17,10 +17,11 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from ..errors import NotIndexed
 from ..paths import EXACT_CASE, PathRule
 from ..records import (
     Embedded,
@@ -45,6 +46,7 @@ from .migrations import MIGRATIONS, migrate
 LIVE, DELETED, FAILED, OFFLINE = "live", "deleted", "failed", "offline"
 _META_COLUMNS = ("width", "height", "format", "taken_at", "camera_make", "camera_model", "gps_lat", "gps_lon")
 _CHUNK = 500  # SQLite's variable limit is 999 on old builds
+_T = TypeVar("_T")
 
 
 
@@ -135,6 +137,30 @@ class Store:
             cls(path).close()
             store = cls(path, readonly=True)
         return store
+
+    @classmethod
+    @contextmanager
+    def reading(cls, path: str | Path) -> Iterator[Store]:
+        """A read-only connection for the length of the block; NotIndexed if there is no
+        catalog yet."""
+        store = cls.open_existing(path)
+        if store is None:
+            raise NotIndexed(Path(path).parent, "empty")
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @classmethod
+    def read(cls, path: str | Path, read: Callable[[Store], _T], empty: _T) -> _T:
+        """read(store) on a read-only connection, or `empty` where there is no catalog yet."""
+        store = cls.open_existing(path)
+        if store is None:
+            return empty
+        try:
+            return read(store)
+        finally:
+            store.close()
 
     def close(self) -> None:
         self.db.close()

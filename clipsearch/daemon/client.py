@@ -14,15 +14,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from .._files import write_whole
 from ..catalog.lock import DAEMON_PID_FILE, is_held, recorded_daemon_pid
-from ..errors import ClipsearchError, DaemonError
+from ..errors import ClipsearchError, DaemonError, LibraryBusy
 from ..records import DaemonState
 from . import protocol
 
 PID_FILE, LOG_FILE, STATE_DIR = DAEMON_PID_FILE, "watch.log", "watch"
+_T = TypeVar("_T")
+_W = TypeVar("_W")
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -82,6 +84,25 @@ def ask_daemon(home: Path, request: protocol.Request, timeout: float | None = No
     if isinstance(answer, protocol.Refused):
         raise DaemonError(answer.error)
     return answer
+
+
+def write_or_hand_over(home: Path, open_writer: Callable[[], _W], work: Callable[[_W], _T],
+                       request: protocol.Request, on_handover: Callable[[int], None] | None = None
+                       ) -> _T | protocol.Answer:
+    """work(writer) under the library's write lock; while the watch daemon holds the lock, the
+    request is handed to the daemon instead (`on_handover(pid)` is told) and its answer
+    returned. LibraryBusy if another command holds the lock."""
+    try:
+        writer = open_writer()
+    except LibraryBusy:
+        pid = daemon_pid(home)
+        if pid is None:
+            raise
+        if on_handover:
+            on_handover(pid)
+        return ask_daemon(home, request)
+    with writer:  # type: ignore[attr-defined]
+        return work(writer)
 
 
 def start_detached(home: Path, arguments: Sequence[str], timeout: float = 60.0) -> int:
