@@ -314,7 +314,7 @@ def _crawl_child(folder: Path, model: str, device: str, decode_in: str) -> None:
         stats = report.stats
         done = max(stats.embedded, 1)
         print(json.dumps({
-            "device": library.embedder(library.status().model).device,
+            "device": _model(library.settings, library.status().model).device,
             "embedded": stats.embedded, "failed": stats.failed, "decoded_on_gpu": stats.device_decoded,
             "crawl_images_per_s": stats.images_per_second,
             "crawl_wall_s_with_model_load_and_index": wall,
@@ -372,6 +372,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _model(settings, spec: str):
+    """The library's embedder of spec, as its crawls and searches make it (loaded on first use)."""
+    from clipsearch.notices import Notices
+    from clipsearch.policy import ModelPolicy
+
+    return ModelPolicy(settings, Notices()).embedder(spec)
+
+
 # --- queries --------------------------------------------------------------------------------
 def _fill_library(home: Path, model: str, dim: int, count: int) -> None:
     """A catalog of `count` photos with clustered vectors, and its forest (built once)."""
@@ -412,7 +420,7 @@ def bench_query(data: Path, model: str, count: int, device: str) -> dict:
     home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
     _fill_library(home, spec, torch_model.dim, count)
     library = Library(load_settings(home, device=device))
-    library.embedder(spec).load()  # saves the numpy text tower the first time
+    _model(library.settings, spec).load()  # saves the numpy text tower the first time
 
     def p50_ms(fn, runs=30) -> float:
         times = []
@@ -710,7 +718,7 @@ def bench_web(data: Path, model: str, count: int, device: str) -> dict:
     home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
     _fill_library(home, spec, OpenClipEmbedder(spec, device=device).dim, count)
     library = Library(load_settings(home, device=device))
-    library.embedder(spec).load()
+    _model(library.settings, spec).load()
     figures: dict = {"photos": count}
     with TestClient(create_app(library), base_url="http://127.0.0.1:8765") as client:
         client.get("/results", params={"q": "warm up"})
@@ -925,7 +933,7 @@ def bench_batch(data: Path, model: str, count: int, queries: int) -> dict:
     spec = canonical(model)
     home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
     _fill_library(home, spec, OpenClipEmbedder(spec, device="cpu").dim, count)
-    Library(load_settings(home)).embedder(spec).load()  # the numpy text tower, saved once
+    _model(load_settings(home), spec).load()  # the numpy text tower, saved once
     csv_path = data / f"batch-{queries}.csv"
     with open(csv_path, "w", encoding="utf-8") as file:
         file.write("image_path,description\n")
