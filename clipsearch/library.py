@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 from .catalog.faults import storage_error
 from .catalog.store import Store
 from .config import Settings
-from .daemon import client, protocol
 from .errors import BadArgument, NotIndexed
 from .keeper import ForestKeeper, index_info
 from .notices import Notices
@@ -47,13 +46,13 @@ from .records import (
     RootInfo,
     SearchResult,
 )
-from .writer import Writer, folder_to_crawl
 
 if TYPE_CHECKING:
     import threading
 
     from .daemon.watcher import Watcher
     from .model.spec import Embedder
+    from .writer import Writer
 
 log = logging.getLogger("clipsearch")
 _T = TypeVar("_T")
@@ -91,6 +90,8 @@ class Library:
     def writer(self) -> Writer:
         """The library's one writer (the write lock and a catalog connection) until closed;
         raises LibraryBusy while another process holds it."""
+        from .writer import Writer  # the write path's modules: not loaded by searches (9 ms)
+
         return Writer(self.settings, self._policy, self._keeper)
 
     # --- crawl and folders --------------------------------------------------------------------
@@ -111,10 +112,15 @@ class Library:
                                                  ("include_hidden", include_hidden),
                                                  ("follow_symlinks", follow_symlinks)) if value is not None}
         rule = PathRule.for_setting(self.settings.path_case)
+        def roots() -> list[Root]:
+            return Store.read(self.settings.catalog_path, Store.roots, [])
+
         for folder in folders:  # a missing folder or a file is refused before anything is written
-            folder_to_crawl(folder, lambda: Store.read(self.settings.catalog_path, Store.roots, []), rule)
+            _folder_to_crawl(folder, roots, rule)
         if model is None and self.settings.preset_from == "--preset":
             model = self._policy.preset_model()  # a preset asked for now asks for its model
+        from .daemon import client, protocol
+
         request = protocol.CrawlRequest(tuple(absolute(f) for f in folders), model, given, retry_failed)
         answer = client.write_or_hand_over(
             self.settings.home, self.writer, lambda writer: writer.crawl(
@@ -132,6 +138,8 @@ class Library:
             root, count = writer.remove_root(folder)
             writer.refresh_index()
             return root.path, count
+
+        from .daemon import client, protocol
 
         request = protocol.RemoveRootRequest(absolute(folder))
         answer = client.write_or_hand_over(self.settings.home, self.writer, work, request)
@@ -342,6 +350,8 @@ class Library:
         base = absolute(base) if base is not None else os.getcwd()
         with open_source(source, paths):
             pass  # a bad file is refused here, before the library is locked
+        from .daemon import client, protocol
+
         request = protocol.ImportRequest(source, paths, model, base, overwrite)
         answer = client.write_or_hand_over(
             self.settings.home, self.writer,
@@ -350,3 +360,9 @@ class Library:
             answer = dataclasses.replace(answer.report, index=index_info(self._keeper.manifest()))
         self._keeper.forget()
         return answer  # type: ignore[return-value]
+
+
+def _folder_to_crawl(folder: str | os.PathLike, roots: Callable[[], Sequence[Root]], rule: PathRule) -> str:
+    from .writer import folder_to_crawl
+
+    return folder_to_crawl(folder, roots, rule)

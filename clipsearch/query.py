@@ -21,10 +21,13 @@ import datetime as _dt
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .config import DEFAULT_EXTENSIONS
 from .errors import QueryError
-from .records import Filters
+
+if TYPE_CHECKING:
+    from .records import Filters
 
 MAX_WEIGHT = 100.0
 SORTS = ("score", "date", "newest")
@@ -64,7 +67,7 @@ class Term:
 @dataclass(frozen=True)
 class Query:
     terms: tuple[Term, ...] = ()
-    filters: Filters = field(default_factory=Filters)
+    filters: Filters = field(default_factory=lambda: _no_filters())
     min_score: float | None = None
     sort: str = "score"
 
@@ -214,7 +217,17 @@ def _image_path(text: str, cwd: str | None) -> str | None:
     return None
 
 
+def _no_filters() -> Filters:
+    # records.py is imported when first needed: `clipsearch --help` reads HELP alone, and
+    # records' thirty dataclasses take 14 ms to define.
+    from .records import Filters
+
+    return Filters()
+
+
 def _filters(values: dict[str, list[str]], cwd: str | None) -> tuple[Filters, float | None, str]:
+    from .records import Filters
+
     folders, names = [], []
     for value in values.get("in", []):
         path = os.path.expanduser(value)

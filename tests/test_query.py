@@ -12,8 +12,8 @@ from clipsearch import search as search_mod
 from clipsearch.catalog.store import Store
 from clipsearch.errors import NothingToSearch
 from clipsearch.index import Forest, build_forest, exact_top
-from clipsearch.query import Filters, QueryError, Term, parse
-from clipsearch.records import Embedded, FileRecord, ImageMeta
+from clipsearch.query import QueryError, Term, parse
+from clipsearch.records import Embedded, FileRecord, Filters, ImageMeta
 
 from .conftest import make_photo
 
