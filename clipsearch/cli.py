@@ -170,6 +170,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
         err_console.print(f"[yellow]not readable:[/] {problem.path}: {problem.error}")
     if report.stats.failed:
         console.print(f"{report.stats.failed} files could not be indexed: `clipsearch errors` lists them.")
+    _notices(library)
 
 
 @cli.command()
@@ -212,7 +213,12 @@ def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
         from .render import results_lines, results_table
 
         console = _console()
-        if console.is_terminal:
+        floor = library.judge(query, results) if console.is_terminal and image is None else None
+        if floor is not None:  # a person reading: noise is not shown (scripts get what they asked for)
+            from .render import nothing_close
+
+            _console(stderr=True).print(f"[yellow]{nothing_close(results, floor)}[/]", highlight=False)
+        elif console.is_terminal:
             console.print(results_table(results))
         else:  # piped: one result a line, paths whole (tab-separated: rank, score, path, date, bytes)
             click.echo(results_lines(results))
@@ -434,8 +440,13 @@ def presets(as_json):
     from .config import PRESETS
 
     if as_json:
+        from .model.spec import model_facts
+
         for preset in PRESETS.values():
-            click.echo(json.dumps({"name": preset.name, "summary": preset.summary, **preset.values}))
+            facts = model_facts(preset.values["model"])
+            click.echo(json.dumps({"name": preset.name, "summary": preset.summary, **preset.values,
+                                   "model_spec": facts.spec, "coco_r1": facts.coco_r1, "licence": facts.licence,
+                                   "download_mb": facts.weights_mb, "ms_per_image": preset.ms_per_image}))
         return
     from .render import presets_table
 

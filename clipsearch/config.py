@@ -29,6 +29,10 @@ DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 TTA_MODES = ("none", "flip")  # test-time augmentation of image queries (Library._image_vectors)
 
 
+# docs/benchmarks.md, "The presets' models": ms per image of the image tower here.
+FAST_MS, DEFAULT_MS, ACCURATE_MS = None, None, None
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named bundle of settings for the whole command line: the model a new library is
@@ -37,20 +41,28 @@ class Preset:
     name: str
     summary: str
     values: dict  # setting name -> value, as config.toml would give them
+    # The image tower's time per image on a 2-core machine (onnxruntime, batches of 16; random
+    # weights of the real architecture, which cost what real ones do): `scripts/bench.py towers`.
+    ms_per_image: float | None = None
 
 
 PRESETS = {p.name: p for p in (
-    Preset("fast", "the quickest crawl on a CPU (a smaller model, int8 weights) and quicker searches",
-           {"model": "openai", "image_precision": "int8", "search_k": 5000, "tta": "none", "exact_search": False}),
-    Preset("default", "good results at a modest cost",
-           {"model": "default", "image_precision": "fp32", "search_k": None, "tta": "none", "exact_search": False}),
-    Preset("high_accuracy", "better matches (COCO text-to-image R@1 45.4 against the default's 39.9) at "
-                            "about the same crawl cost; searches look further",
+    Preset("fast", "the default model with int8 weights: the quickest crawl on a CPU, vectors within a cosine "
+                   "of about 0.999 of full precision; searches look at fewer candidates",
+           {"model": "default", "image_precision": "int8", "search_k": 5000, "tta": "none", "exact_search": False},
+           ms_per_image=FAST_MS),
+    Preset("default", "SigLIP 2: finds more than the CLIP models rclip and others run, at their cost; scores "
+                      "are match probabilities",
+           {"model": "default", "image_precision": "fp32", "search_k": None, "tta": "none", "exact_search": False},
+           ms_per_image=DEFAULT_MS),
+    Preset("high_accuracy", "SigLIP 2 at patch 16: the best matches, about four times the crawl time; "
+                            "searches look further and example photos are also read mirrored",
            {"model": "accurate", "image_precision": "fp32", "search_k": 60_000, "tta": "flip",
-            "exact_search": False}),
+            "exact_search": False}, ms_per_image=ACCURATE_MS),
     Preset("vpr", "visual place recognition: `clipsearch batch` of example photos, where finding the "
-                  "nearest photos matters more than speed",
-           {"model": "default", "image_precision": "fp32", "search_k": None, "tta": "flip", "exact_search": True}),
+                  "nearest photos matters more than speed (every photo scored, mirrored queries)",
+           {"model": "accurate", "image_precision": "fp32", "search_k": None, "tta": "flip", "exact_search": True},
+           ms_per_image=ACCURATE_MS),
 )}
 
 

@@ -232,6 +232,22 @@ class Library:
             return self._planner.search(store, plan)
 
     @_storage_guard
+    def judge(self, text: str | Query | None, results: Sequence[SearchResult], *, like: int | None = None,
+              offset: int = 0, files: bool = True) -> float | None:
+        """The score the best of these results (of this query) falls short of, if it is no real
+        match: "nothing close" (Planner.judge); None if it is one, or cannot be known. For a
+        sigmoid model (the default) scores are match probabilities and the bar is 1%."""
+        query = self.parse(text, files) if isinstance(text, str) or text is None else text
+        if query.is_empty and like is None:
+            return None
+        plan = self._planner.plan(query, max(len(results), 1), offset=offset, like=like)
+        try:
+            with Store.reading(self.settings.catalog_path) as store:
+                return self._planner.judge(store, plan, results)
+        except NotIndexed:
+            return None
+
+    @_storage_guard
     def search_many(self, queries: Sequence[BatchQuery], k: int = 5,
                     min_score: float | None = None) -> list[BatchAnswer]:
         """Answers for many queries at once (`clipsearch batch`): their texts go to the model in

@@ -38,6 +38,12 @@ from .search import candidates, exact_many, results_for
 if TYPE_CHECKING:
     from .catalog.store import Store
     from .model.spec import Embedder
+    from .model.texttower import Scoring
+
+# A sigmoid model's match probability below which its best result is "nothing close". Real
+# captions of a photo score 0.2-0.4 with SigLIP (open_clip#716, big_vision#180), unrelated
+# ones 1e-4 and below: 1% lies between, with room on both sides.
+MATCH_FLOOR = 0.01
 
 # An image sent to search with (the web page): photo formats only, at most 50 MP, and one
 # large decode at a time (a 14000 x 14000 PNG of a few hundred KB would hold 1.7 GB).
@@ -175,7 +181,7 @@ class Planner:
         else:
             vector = (_unit([np.asarray(plan.vector, dtype=np.float32)], plan.query) if plan.vector is not None
                       else self.vector(store, spec, dim, plan.query, plan.like, plan.image_data))
-            results = self._ranked(store, plan, self._retrieve(store, plan, vector, dim))
+            results = self._ranked(store, plan, self._retrieve(store, plan, vector, dim), self._scoring(spec, plan))
         self.offline_notice(store)
         return _sorted(results, plan.query.sort)
 
@@ -206,7 +212,7 @@ class Planner:
         for n, vector in vectors.items():
             if n not in candidates:
                 candidates[n] = self._retrieve(store, plans[n], vector, dim)
-            answers[n].results = self._ranked(store, plans[n], candidates[n])
+            answers[n].results = self._ranked(store, plans[n], candidates[n], self._scoring(spec, plans[n]))
         self.offline_notice(store)
         return answers
 
@@ -236,11 +242,40 @@ class Planner:
         return Hits(*candidates(store, forest, vector, plan.want, dim, exact=plan.exact,
                                 filters=plan.query.filters))
 
-    def _ranked(self, store: Store, plan: Plan, hits: Hits) -> list[SearchResult]:
+    def _ranked(self, store: Store, plan: Plan, hits: Hits, scoring: Scoring | None = None) -> list[SearchResult]:
+        if scoring is not None:  # a sigmoid model's text query: scores are match probabilities
+            hits = Hits(hits.ids, scoring.probability(hits.scores))
         for stage in plan.stages:
             hits = stage.apply(hits, store)
         page = slice(plan.offset, plan.offset + plan.k)
         return results_for(store, hits.ids[page], hits.scores[page], first_rank=plan.offset + 1)
+
+    def _scoring(self, spec: str, plan: Plan) -> Scoring | None:
+        """The model's scoring where a plan's scores are its match probabilities: a sigmoid
+        model (SigLIP), a query of words alone. Image queries keep cosines: the model's
+        probability is of a photo and a caption matching, not of two photos."""
+        if not _words_only(plan):
+            return None
+        scoring = getattr(self.policy.embedder(spec), "scoring", None)
+        return scoring if scoring is not None and scoring.sigmoid else None
+
+    def judge(self, store: Store, plan: Plan, results: Sequence[SearchResult]) -> float | None:
+        """The score the best of a text query's results falls short of, if it is no real
+        match ("nothing close"); None if it is one, or if that cannot be known. A sigmoid
+        model's results are match probabilities, judged against MATCH_FLOOR; a softmax
+        model's against the floor measured on the library (relevance_floor). Not judged:
+        later pages, image queries, and a query that sets its own min:."""
+        best = max((r.score for r in results if r.score is not None), default=None)
+        if best is None or plan.offset or plan.query.min_score is not None or not _words_only(plan):
+            return None
+        spec = self.policy.spec_for(store)
+        if self._scoring(spec, plan) is not None:
+            floor: float | None = MATCH_FLOOR
+        else:
+            floor = self.known_floor(spec)
+            if floor is None:
+                floor = self.relevance_floor(store, spec)
+        return floor if floor is not None and best < floor else None
 
     def searchable(self, store: Store) -> tuple[str, int]:
         """(model spec, vector length) of a library that has vectors to search, else NotIndexed."""
@@ -374,6 +409,12 @@ class Planner:
         if self._relevance is not None and self._relevance[0] == spec:
             return self._relevance[1]
         return None
+
+
+def _words_only(plan: Plan) -> bool:
+    """A query of words alone (no image, no photo it is like, no vector given)."""
+    return (plan.vector is None and plan.like is None and plan.image_data is None and bool(plan.query.terms)
+            and all(term.text is not None for term in plan.query.terms))
 
 
 def _unit(parts: Sequence[np.ndarray], query: Query) -> np.ndarray:

@@ -64,7 +64,7 @@ class ModelPolicy:
             self._embedder = LazyEmbedder(
                 spec, text_tower_dir=settings.text_tower_dir, image_tower_dir=settings.image_tower_dir,
                 image_precision=settings.image_precision, device=settings.device,
-                batch_size=settings.batch_size, cache_dir=settings.model_cache)
+                batch_size=settings.batch_size, cache_dir=settings.model_cache, notify=self.notices.say)
         return self._embedder
 
     def fingerprint(self, spec: str) -> str:

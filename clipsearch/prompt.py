@@ -155,14 +155,9 @@ class Session:
         if not results:
             self.console.print(render.prompt_note("no more results" if offset else "no photos match"))
             return
-        floor = None
-        if offset == 0 and like is None and query.min_score is None and query.terms and not query.has_image:
-            floor = self.library.relevance_floor()
-        best = max((r.score for r in results if r.score is not None), default=None)
-        if floor is not None and best is not None and best < floor:
-            self.console.print(render.prompt_note(
-                f"nothing close: the best score is {best:.3f}, and real matches for this model score above "
-                f"{floor:.3f}. Add min:-1 to the query to see the results anyway."))
+        floor = self.library.judge(query, results, like=like, offset=offset)
+        if floor is not None:
+            self.console.print(render.prompt_note(render.nothing_close(results, floor)))
             return
         self.console.print(render.results_table(results))
         self.console.print(render.prompt_note(f"{len(results)} results in {elapsed * 1000:.0f} ms; "

@@ -234,6 +234,13 @@ def errors_lines(rows: Sequence[FailedFile]) -> str:
     return "\n".join(f"{row.path}\t{' '.join(row.error.split())}" for row in rows)
 
 
+def nothing_close(results: Sequence[SearchResult], floor: float) -> str:
+    """Why a query's results are not shown: the best falls short of a real match."""
+    best = max(r.score for r in results if r.score is not None)
+    return (f"nothing close: the best score is {best:.3f}, and real matches for this model score above "
+            f"{floor:.3f}. Add min:-1 to the query to see the results anyway.")
+
+
 def status_view(status: LibraryStatus) -> Table:
     table = Table(show_header=False, title=f"clipsearch library at {status.home}", title_justify="left")
     table.add_column("what", style="bold")
@@ -358,19 +365,26 @@ def prompt_history(lines: Sequence[str]) -> Text:
 
 
 def presets_table(presets: Sequence[Preset]) -> Table:
-    """Each preset: its name; its model and search settings, and what it is for below them."""
-    from .model.spec import canonical
+    """Each preset: its name; its model, what the model finds (COCO text-to-image R@1, as
+    published), its cost here, its download and licence; the search settings; what it is for."""
+    from .model.spec import model_facts
 
     table = Table(show_header=False, box=None, padding=(0, 2, 1, 0))
     table.add_column("preset", style="bold", no_wrap=True)
     table.add_column("what", overflow="fold")
     for preset in presets:
         values = preset.values
+        facts = model_facts(values["model"])
         search = ("every photo scored exactly" if values["exact_search"] else
                   f"the index, {values['search_k']:,} candidates" if values["search_k"] else "the index")
-        model = canonical(values["model"]) + (" (int8 on a CPU)" if values["image_precision"] == "int8" else "")
+        model = facts.spec + (" (int8 on a CPU)" if values["image_precision"] == "int8" else "")
         mirrored = "example photos also mirrored" if values["tta"] == "flip" else "example photos as they are"
-        table.add_row(preset.name, Text.assemble(f"{model} · {search} · {mirrored}\n", (preset.summary, "dim")))
+        about = " · ".join(part for part in (
+            f"COCO R@1 {facts.coco_r1:g}" if facts.coco_r1 else "",
+            f"{preset.ms_per_image:.0f} ms an image on 2 cores" if preset.ms_per_image else "",
+            f"{facts.weights_mb / 1000:.1f} GB download" if facts.weights_mb else "", facts.licence) if part)
+        table.add_row(preset.name, Text.assemble(f"{model}\n{about}\n{search} · {mirrored}\n",
+                                                 (preset.summary, "dim")))
     return table
 
 

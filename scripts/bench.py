@@ -69,6 +69,8 @@ from clipsearch.library import Library  # noqa: E402
 from clipsearch.ingest.scan import ScanRules, walk  # noqa: E402
 from clipsearch.records import Embedded, FileRecord, ImageMeta  # noqa: E402
 
+TOWER_MODELS = ["ViT-B-32-SigLIP2-256:random", "ViT-B-16-SigLIP2-256:random", "ViT-B-32-256:random",
+                "ViT-B-32:random"]
 TINY_MODEL = f"{ROOT / 'tests' / 'fixtures' / 'tiny-clip.json'}:random"
 QUERIES = ["a red car in the snow", "two dogs playing on a beach", "birthday cake with candles",
            "mountain lake at sunset", "a cat sleeping on a sofa", "city street at night in the rain",
@@ -568,68 +570,74 @@ def bench_index(count: int, dim: int, queries: int, hard: bool = False) -> dict:
 
 
 # --- image tower ----------------------------------------------------------------------------
-def bench_towers(model: str, batch: int = 16, runs: int = 6) -> dict:
-    """Per-image cost of the image tower under torch and onnxruntime (fp32 at 1 and 2
-    threads, int8 if the `onnx` package is there to quantise), and what an export costs."""
+def bench_towers(models: list[str], batch: int = 16, runs: int = 6) -> dict:
+    """For each model (random weights of the real architecture, which cost what real ones
+    do): the towers built from its tensors (model/build.py), their build time and size, the
+    image tower's time per image (fp32, int8 per channel; onnxruntime with its default
+    threads, batches of `batch`) against torch's, and a text query on the numpy text tower
+    (one text, and 16 together)."""
     import onnxruntime
 
-    from clipsearch.model.embed import LazyEmbedder, OpenClipEmbedder
+    from clipsearch.model import imagetower, texttower
+    from clipsearch.model.build import open_checkpoint
+    from clipsearch.model.embed import OpenClipEmbedder
 
-    with tempfile.TemporaryDirectory() as folder:
-        OpenClipEmbedder(model, device="cpu")  # imports torch and open_clip: not part of either figure
-        start = time.perf_counter()
-        torch_model = OpenClipEmbedder(model, device="cpu")
-        load = time.perf_counter() - start
-        start = time.perf_counter()
-        tower = LazyEmbedder(model, image_tower_dir=Path(folder), device="cpu")
-        tower.load()
-        export = time.perf_counter() - start - load
-        assert tower._image is not None, "the model did not export"
-        path = tower._image.path
-        size = torch_model.preprocess.size
-        pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    figures: dict = {}
+    for spec in models:
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            checkpoint = open_checkpoint(spec)  # random weights come through torch
+            torch_model = checkpoint.torch_model or OpenClipEmbedder(spec, device="cpu")
+            row: dict = {"checkpoint_s": time.perf_counter() - start}
+            size = torch_model.preprocess.size
+            pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
-        def per_image(embed) -> tuple[float, float]:
-            embed(pixels)
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(runs):
+            def per_image(embed, pixels=pixels) -> float:
                 embed(pixels)
-            n = runs * batch
-            return 1000 * (time.perf_counter() - wall) / n, 1000 * (time.process_time() - cpu) / n
+                start = time.perf_counter()
+                for _ in range(runs):
+                    embed(pixels)
+                return 1000 * (time.perf_counter() - start) / (runs * batch)
 
-        def session(file: str, threads: int | None = None):
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 3
-            if threads:
-                options.intra_op_num_threads = threads
-            started = time.perf_counter()
-            made = onnxruntime.InferenceSession(file, options, providers=["CPUExecutionProvider"])
-            return made, time.perf_counter() - started
-
-        figures: dict = {"model": model, "model_build_s": load, "export_and_check_s": export,
-                         "tower_mb": (path.stat().st_size + path.with_suffix(".weights").stat().st_size) / 2**20}
-        figures["torch_wall_ms"], figures["torch_cpu_ms"] = per_image(torch_model.embed_images)
-        for threads in (1, 2):
-            run, _ = session(str(path), threads)
-            wall_ms, cpu_ms = per_image(lambda p, run=run: run.run(None, {"pixels": p})[0])
-            figures[f"onnx_fp32_{threads}_threads_wall_ms"], figures[f"onnx_fp32_{threads}_threads_cpu_ms"] = \
-                wall_ms, cpu_ms
-        figures["onnx_session_start_s"] = session(str(path))[1]
-        try:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # Quantised from a plain export: the saved tower holds onnxruntime's fused operators.
-            plain, quantised = Path(folder) / "plain.onnx", Path(folder) / "int8.onnx"
-            torch_model.export_image_tower(plain)
-            quantize_dynamic(str(plain), str(quantised), weight_type=QuantType.QInt8)
-            run, _ = session(str(quantised))
-            figures["onnx_int8_wall_ms"], figures["onnx_int8_cpu_ms"] = \
-                per_image(lambda p: run.run(None, {"pixels": p})[0])
-            out = run.run(None, {"pixels": pixels})[0]
-            out = out / np.linalg.norm(out, axis=1, keepdims=True)
-            figures["int8_min_cosine_to_torch"] = float(np.min(np.sum(out * torch_model.embed_images(pixels), 1)))
-        except ImportError:
-            figures["onnx_int8"] = "not measured: pip install onnx to quantise"
+            row["torch_ms_per_image"] = per_image(torch_model.embed_images)
+            for precision in ("fp32", "int8"):
+                start = time.perf_counter()
+                tower = imagetower.build(Path(folder) / precision, spec, "", checkpoint, precision)
+                row[f"{precision}_build_s"] = time.perf_counter() - start
+                row[f"{precision}_mb"] = (tower.path.stat().st_size
+                                          + imagetower.weights_of(tower.path).stat().st_size) / 1e6
+                options = onnxruntime.SessionOptions()
+                options.log_severity_level = 3
+                start = time.perf_counter()
+                session = onnxruntime.InferenceSession(str(tower.path), options, providers=["CPUExecutionProvider"])
+                row[f"{precision}_session_s"] = time.perf_counter() - start
+                row[f"{precision}_ms_per_image"] = per_image(lambda p, run=session: run.run(None, {"pixels": p})[0])
+                out = session.run(None, {"pixels": pixels})[0]
+                row[f"{precision}_min_cosine_to_torch"] = float(np.min(np.sum(out * torch_model.embed_images(pixels),
+                                                                              axis=1)))
+            start = time.perf_counter()
+            try:
+                text = texttower.save(Path(folder) / "text", spec, "", checkpoint.weights, checkpoint.model_cfg,
+                                      checkpoint.tokenizer_folder)
+            except Exception as exc:  # noqa: BLE001 - a model whose tokenizer is not here (SigLIP): ids alone
+                text = texttower.TextTower(checkpoint.weights, texttower.text_config(checkpoint.model_cfg))
+                row["text_note"] = f"timed on token ids ({type(exc).__name__})"
+            row["text_build_s"] = time.perf_counter() - start
+            context = text.config.context_length
+            tokens = np.ones((16, context), dtype=np.int64)
+            tokens[:, :8] = np.arange(5, 13)
+            text.encode(tokens[:1])
+            start = time.perf_counter()
+            for _ in range(10):
+                text.encode(tokens[:1])
+            row["text_one_ms"] = 100 * (time.perf_counter() - start)
+            start = time.perf_counter()
+            text.encode(tokens)
+            row["text_16_ms_each"] = 1000 * (time.perf_counter() - start) / 16
+            if (Path(folder) / "text").is_dir():
+                row["text_mb"] = sum(f.stat().st_size for f in (Path(folder) / "text").iterdir()) / 1e6
+            figures[spec] = row
+            checkpoint = torch_model = None
     return figures
 
 
@@ -1039,7 +1047,8 @@ def main() -> None:
     index.add_argument("--hard", action="store_true", help="isotropic noise: the worst case for trees")
     recrawl = sub.add_parser("recrawl", help="unchanged re-crawl of a large tree")
     recrawl.add_argument("--count", type=int, default=100_000)
-    sub.add_parser("towers", help="the image tower per image: torch, onnxruntime fp32 and int8; export time")
+    towers = sub.add_parser("towers", help="the towers of the presets' models: build, size, ms per image and text")
+    towers.add_argument("--models", nargs="+", help="model specs (default: the presets' architectures, random)")
     scaling = sub.add_parser("decode", help="decode scaling: images/s with N threads and N processes")
     scaling.add_argument("folder", type=Path, nargs="?", help="photos (default: generated)")
     scaling.add_argument("--widths", type=int, nargs="+", default=None, help="worker counts (default: 1 and cores)")
@@ -1079,7 +1088,7 @@ def main() -> None:
     if args.what in (None, "recrawl"):
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
-        results["towers"] = bench_towers(args.model)
+        results["towers"] = bench_towers(getattr(args, "models", None) or TOWER_MODELS)
     if args.what == "decode":
         folder = args.folder or generated_photos(data, 200)
         results["decode"] = bench_decode_scaling(folder, args.widths or sorted({1, os.cpu_count() or 1}))

@@ -284,16 +284,19 @@ def test_presets_are_listed(tmp_path):
     result = CliRunner().invoke(cli, ["presets", "--json"])
     listed = [json.loads(line) for line in result.stdout.splitlines()]
     assert [p["name"] for p in listed] == list(PRESETS) == ["fast", "default", "high_accuracy", "vpr"]
+    assert listed[1]["model_spec"] == "ViT-B-32-SigLIP2-256:webli" and listed[1]["coco_r1"] == 47.2
+    assert listed[2]["model_spec"] == "ViT-B-16-SigLIP2-256:webli" and listed[2]["licence"] == "Apache-2.0"
     table = CliRunner().invoke(cli, ["presets"], terminal_width=120).stdout
-    assert "MobileCLIP-S2" in table and "every photo scored exactly" in table
+    assert "ViT-B-16-SigLIP2-256:webli" in table and "COCO R@1 53.2" in table and "every photo scored exactly" in table
 
 
 def test_a_preset_naming_another_model_is_refused_by_crawl_and_noted_by_search(shape_library, tmp_path):
     result = CliRunner().invoke(cli, ["--home", str(shape_library.home), "crawl", "--preset", "fast"])
-    assert result.exit_code == 1 and "embedded with model" in result.stderr and "ViT-B-32:openai" in result.stderr
+    assert result.exit_code == 1 and "embedded with model" in result.stderr
+    assert "ViT-B-32-SigLIP2-256:webli" in result.stderr
     result = CliRunner().invoke(cli, ["--home", str(shape_library.home), "search", "a red circle", "--preset", "vpr"])
     assert result.exit_code == 0
-    assert "preset vpr names model ViT-B-32-256" in result.stderr and "which answers" in result.stderr
+    assert "preset vpr names model ViT-B-16-SigLIP2-256" in result.stderr and "which answers" in result.stderr
 
 
 def test_the_search_k_setting_reaches_the_forest(tiny_library, make_library):

@@ -38,7 +38,9 @@ def test_bad_settings_are_named(tmp_path, toml, message):
 
 
 def test_model_names_are_made_canonical_without_loading_a_model(tmp_path):
-    assert canonical("default") == "ViT-B-32-256:datacomp_s34b_b86k"
+    assert canonical("default") == "ViT-B-32-SigLIP2-256:webli"
+    assert canonical("accurate") == "ViT-B-16-SigLIP2-256:webli"
+    assert canonical("datacomp") == "ViT-B-32-256:datacomp_s34b_b86k"  # the default before
     assert canonical("openai") == canonical("ViT-B/32") == "ViT-B-32:openai"
     assert canonical("ViT-L/14@336px") == "ViT-L-14-336:openai"
     checkpoint = tmp_path / "weights.pt"

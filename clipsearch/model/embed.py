@@ -1,10 +1,16 @@
-"""The Embedder implementations: open_clip on torch (GPU, or the fall-back), and LazyEmbedder,
-which loads a model on first use and hands texts and images to the saved numpy and ONNX
-towers when it can.
+"""The embedders: LazyEmbedder, what a library uses, and OpenClipEmbedder, open_clip on torch.
 
-This is the only module that imports torch or open_clip, and it does so lazily: commands
-that need no model (status, errors, --help) never pay for the import. Model names are
-spec.py's.
+A library's model runs on its towers: the image tower on ONNX Runtime
+(model/imagetower.py) and the text tower in numpy (model/texttower.py), both built from the
+checkpoint's tensors (model/build.py, model/imagegraph.py) the first time the model is used
+on a computer, and kept in the library folder and the model cache. No torch is needed for
+that on a CPU, nor imported: `pip install clipsearch` does not install it.
+
+PyTorch and open_clip (the `gpu` extra) are used where they are needed and installed: to
+embed images on a GPU (CUDA, Apple MPS), to read a checkpoint only torch can read (a .pt
+file, random weights of an architecture), and for a tower the builders do not know (that
+half of the model then runs on torch, with one log line). This is the only module that
+imports torch or open_clip, and it does so inside functions.
 """
 
 from __future__ import annotations
@@ -15,24 +21,404 @@ import platform
 import shutil
 import sys
 import threading
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .._memory import return_freed_memory
 from ..errors import BadArgument, ClipsearchError
-from . import _share
+from .checkpoint import UnsupportedArchitecture
 from .identity import fingerprint
 from .spec import PRESETS, RANDOM, ModelSpec, canonical, parse_spec
 
 if TYPE_CHECKING:
     from ..records import Preprocess
+    from .build import Checkpoint
     from .imagetower import ImageTower
-    from .texttower import TextTower
+    from .texttower import Scoring, TextTower
 
 log = logging.getLogger("clipsearch")
+GPU_HINT = ("a GPU is here, but PyTorch is not installed: images are embedded on the CPU. For GPU speed: "
+            "pip install 'clipsearch[gpu]' (a CUDA build of PyTorch, about 5 GB)")
+
+
+class LazyEmbedder:
+    """The model of a spec, made ready on first use: a crawl that finds nothing new, or a
+    command that fails first, never pays for it. Texts: the numpy text tower (a text search
+    loads nothing else). Images: the ONNX image tower on a CPU, torch on a GPU."""
+
+    def __init__(self, spec: str, text_tower_dir: str | os.PathLike | None = None,
+                 image_tower_dir: str | os.PathLike | None = None, image_precision: str = "fp32",
+                 device: str = "auto", batch_size: int | None = None, cache_dir: str | os.PathLike | None = None,
+                 notify: Callable[[str], None] | None = None):
+        self.spec = canonical(spec)
+        self._device_setting = device or "auto"
+        self._batch = batch_size
+        self._cache = cache_dir
+        self._source = fingerprint(self.spec, cache_dir)  # the saved towers must be of these weights
+        self._text_dir = Path(text_tower_dir) if text_tower_dir is not None else None
+        self._image_dir = Path(image_tower_dir) if image_tower_dir is not None else None
+        self._precision = image_precision  # "int8": the image tower's weights quantised (an option)
+        self._notify = notify
+        self._lock = threading.RLock()
+        self._torch: OpenClipEmbedder | None = None  # images on a GPU; a half the towers cannot run
+        self._image: ImageTower | None = None
+        self._ready = False
+        self._failure: Exception | None = None
+        self._on_gpu: bool | None = None
+        self._text = self._saved_text()
+
+    # --- what the pipeline and searches ask -------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Whether the model was made ready (towers or torch in hand) in this process."""
+        return self._ready
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    @property
+    def dim(self) -> int:
+        if self._text is not None:
+            return self._text.dim
+        return self._images().dim
+
+    @property
+    def batch_size(self) -> int:
+        self.load()
+        if self._torch is not None and self._gpu():
+            return self._torch.batch_size
+        return self._batch or default_batch_size("cpu")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self._images().preprocess
+
+    @property
+    def device(self) -> str:
+        images = self._images()
+        return "cpu" if images is self._image else images.device  # type: ignore[union-attr]
+    @property
+    def scoring(self) -> Scoring | None:
+        """How the model turns cosines into logits (texttower.Scoring); None if unknown."""
+        if self._text is not None and self._text.scoring is not None:
+            return self._text.scoring
+        return self._torch.scoring if self._torch is not None else None
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self._images().embed_images(pixels)
+
+    def _images(self) -> ImageTower | OpenClipEmbedder:
+        """What embeds images: the saved image tower where they are embedded on the CPU (found
+        without loading anything else), else whatever load() made ready."""
+        image = self._cpu_image()
+        if image is not None:
+            return image
+        self.load()
+        if self._image is not None:
+            return self._image
+        assert self._torch is not None
+        return self._torch
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self._text is None:
+            self.load()
+        if self._text is not None:
+            return self._text.embed_texts(texts)
+        assert self._torch is not None
+        return self._torch.embed_texts(texts)
+
+    # --- making it ready ------------------------------------------------------------------
+    def load(self) -> None:
+        """Make the model ready: towers found or built (on a CPU), torch loaded (on a GPU, or
+        for what the towers cannot run). A failure is kept and raised again, not retried by
+        every waiting thread."""
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._ready:
+                return
+            try:
+                self._prepare()
+            except Exception as exc:
+                self._failure = exc
+                raise
+            self._ready = True
+
+    def _prepare(self) -> None:
+        if self._gpu():
+            self._torch = OpenClipEmbedder(self.spec, device=self._device_setting, batch_size=self._batch,
+                                           cache_dir=self._cache)
+            if self._text is None and self._text_dir is not None:
+                self._text = self._build_text_from(self._torch.checkpoint(), self._torch)
+            if self._text is not None:
+                self._torch.drop_text_tower()  # a third of ViT-B-32's weights, not needed on the GPU
+            return
+        self._image = self._image or self._saved_image()
+        build_text = self._text is None and self._text_dir is not None
+        build_image = self._image is None and self._image_dir is not None
+        checkpoint = None
+        if build_text or build_image:
+            from .build import open_checkpoint
+
+            checkpoint = open_checkpoint(self.spec, self._cache)
+            if build_text:
+                self._text = self._build_text_from(checkpoint, checkpoint.torch_model)
+            if build_image:
+                self._image = self._build_image_from(checkpoint)
+        if self._image is None or self._text is None:  # a half the towers do not run (or no folder for it)
+            self._torch = (checkpoint.torch_model if checkpoint and checkpoint.torch_model
+                           else self._torch_for("a part of it the towers cannot run"))
+            if self._image is not None:
+                self._torch.drop_image_tower()
+            if self._text is not None:
+                self._torch.drop_text_tower()
+        checkpoint = None
+        return_freed_memory()
+
+    def _cpu_image(self) -> ImageTower | None:
+        """The saved image tower where images are embedded on the CPU (found without loading
+        anything else, nor importing torch)."""
+        if self._image is None and not self._ready and self._image_dir is not None and not self._gpu():
+            self._image = self._saved_image()
+        return self._image
+
+    def _gpu(self) -> bool:
+        """Whether images go to a GPU through torch (known without importing torch where no GPU
+        can be: `--device cpu`, or "auto" without an NVIDIA driver or Apple GPU)."""
+        if self._on_gpu is None:
+            if _cpu_only(self._device_setting):
+                self._on_gpu = False
+            else:
+                from .build import torch_available
+
+                if not torch_available():
+                    if self._device_setting != "auto":
+                        raise BadArgument("device", self._device_setting,
+                                          "needs PyTorch: pip install 'clipsearch[gpu]'")
+                    log.warning(GPU_HINT)
+                    if self._notify is not None:
+                        self._notify(GPU_HINT)
+                    self._on_gpu = False
+                else:
+                    self._on_gpu = pick_device(self._device_setting) != "cpu"
+        return self._on_gpu
+
+    def _torch_for(self, why: str) -> OpenClipEmbedder:
+        from .build import GPU_EXTRA, torch_available
+
+        if not torch_available():
+            raise ClipsearchError(f"model {self.spec} needs PyTorch ({why}): {GPU_EXTRA}")
+        return OpenClipEmbedder(self.spec, device="cpu", batch_size=self._batch, cache_dir=self._cache)
+
+    # --- the towers -----------------------------------------------------------------------
+    def _saved_text(self) -> TextTower | None:
+        """This model's text tower in the library folder, or else in the model cache."""
+        if self._text_dir is None:
+            return None
+        from . import texttower
+
+        tower = texttower.TextTower.load(self._text_dir, self.spec, self._source)
+        if tower is None and self._cache is not None:
+            try:
+                tower = texttower.adopt(self._cache, self._text_dir, self.spec, self._source)
+            except OSError as exc:
+                log.warning("could not use the text tower in %s: %s", self._cache, exc)
+        return tower
+
+    def _saved_image(self) -> ImageTower | None:
+        """This model's image tower in the library folder, or else in the model cache."""
+        if self._image_dir is None:
+            return None
+        from . import imagetower
+
+        tower = imagetower.ImageTower.load(self._image_dir, self.spec, self._source, self._precision)
+        if tower is None and self._cache is not None:
+            try:
+                tower = imagetower.adopt(Path(self._cache), self._image_dir, self.spec, self._source, self._precision)
+            except OSError as exc:
+                log.warning("could not use the image tower in %s: %s", self._cache, exc)
+        return tower
+
+    def _build_text_from(self, checkpoint: Checkpoint, reference: OpenClipEmbedder | None) -> TextTower | None:
+        """Save the text tower of a checkpoint and use it; None (and why, in the log) if the
+        model's text tower is of a kind texttower.py does not run, or it does not give the
+        reference's vectors."""
+        if self._text_dir is None:
+            return None
+        from . import texttower
+
+        saved = True
+        try:
+            tower = texttower.save(self._text_dir, self.spec, self._source, checkpoint.weights, checkpoint.model_cfg,
+                                   checkpoint.tokenizer_folder)
+        except (UnsupportedArchitecture, ValueError) as exc:
+            log.info("no numpy text tower for %s (%s): texts are embedded with torch", self.spec, exc)
+            return None
+        except OSError as exc:  # a full disk, a read-only folder: it runs from memory this time
+            log.warning("could not save the text tower of %s in %s (%s): it is made again next time", self.spec,
+                        self._text_dir, exc.strerror or exc)
+            _discard(self._text_dir)
+            tower, saved = texttower.in_memory(self.spec, self._source, checkpoint.weights, checkpoint.model_cfg,
+                                               checkpoint.tokenizer_folder), False
+        if reference is not None:
+            # The vectors must agree as the image tower's do (a float16 token table, or fp16
+            # weights on a GPU, round to about 1e-4 and 1e-3 a component).
+            cosine = float(np.min(np.sum(reference.embed_texts(_PROBES) * tower.embed_texts(_PROBES), axis=1)))
+            if not cosine >= 0.9999:
+                log.warning("no numpy text tower for %s: it differs from torch's (cosine %.6f)", self.spec, cosine)
+                _discard(self._text_dir)
+                return None
+        if saved:
+            self._share(texttower.share, self._text_dir)
+            log.info("text tower for %s saved in %s", self.spec, self._text_dir)
+        return tower
+
+    def _build_image_from(self, checkpoint: Checkpoint) -> ImageTower | None:
+        """Build, check (against torch, where the weights came through it) and save the image
+        tower; None (and why, in the log) if the builders do not know the architecture."""
+        if self._image_dir is None:
+            return None
+        from . import imagetower
+
+        saved = True
+        try:
+            tower = imagetower.build(self._image_dir, self.spec, self._source, checkpoint, self._precision)
+        except UnsupportedArchitecture as exc:
+            log.warning("images of %s are embedded with torch: no ONNX image tower for it (%s)", self.spec, exc)
+            return None
+        except OSError as exc:  # a full disk, a read-only folder: it runs from memory this time
+            log.warning("could not save the image tower of %s in %s (%s): it is made again next time", self.spec,
+                        self._image_dir, exc.strerror or exc)
+            tower, saved = imagetower.in_memory(self.spec, self._source, checkpoint), False
+        reference = checkpoint.torch_model
+        if reference is not None:
+            probes = _probe_images(tower.preprocess.size)
+            cosine = imagetower.agreement(tower, reference.embed_images(probes), probes)
+            if not cosine >= imagetower.MIN_COSINE[self._precision]:
+                log.warning("images of %s are embedded with torch: its %s ONNX image tower differs from torch's "
+                            "(cosine %.6f)", self.spec, self._precision, cosine)
+                if saved:
+                    imagetower.discard(tower)
+                return None
+        if not saved:
+            return tower
+        imagetower.publish(tower)
+        self._share(lambda folder, cache: imagetower.share(tower, Path(cache)), self._image_dir)
+        log.info("ONNX image tower (%s) for %s saved in %s", self._precision, self.spec, self._image_dir)
+        return tower
+
+    def _share(self, share, folder: Path) -> None:
+        if self._cache is None:
+            return
+        try:
+            share(folder, self._cache)
+        except OSError as exc:
+            log.warning("could not keep the tower in %s: %s", self._cache, exc)
+
+
+def _discard(folder: Path) -> None:
+    from . import texttower
+
+    try:
+        (folder / texttower.DESCRIPTION).unlink(missing_ok=True)
+        for path in folder.glob("text-tower-*"):
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+class OpenClipEmbedder:
+    """An open_clip model in inference mode on one device (fp16 on CUDA)."""
+
+    def __init__(self, spec: str, device: str = "auto", batch_size: int | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        parsed = parse_spec(spec)
+        self.spec = str(parsed)
+        self.device = pick_device(device)
+        self.batch_size = batch_size or default_batch_size(self.device)
+        # On a CPU torch keeps its default of one thread per physical core.
+        self._model, self._tokenizer, self.quick_gelu = _load(parsed, self.device, cache_dir)
+        import torch
+
+        cfg = dict(getattr(self._model.visual, "preprocess_cfg", {}) or {})
+        size = cfg.get("size", getattr(self._model.visual, "image_size", 224))
+        if isinstance(size, (tuple, list)):
+            size = int(size[0])
+        from ..records import Preprocess
+
+        self.preprocess = Preprocess(size=int(size), resize_mode=cfg.get("resize_mode", "shortest"),
+                                     interpolation=cfg.get("interpolation", "bicubic"),
+                                     fill_color=int(cfg.get("fill_color", 0)))
+        self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.mean = tuple(float(v) for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(float(v) for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        # Fold /255 and the normalisation into one multiply-add on the device.
+        self._scale = (1.0 / (255.0 * torch.tensor(self.std))).view(1, 3, 1, 1).to(self.device)
+        self._shift = (-torch.tensor(self.mean) / torch.tensor(self.std)).view(1, 3, 1, 1).to(self.device)
+        self.dim = int(self.embed_texts(["a photo"]).shape[1])
+        self.scoring = _scoring_of(self._model)
+
+    def state_dict(self) -> dict:
+        return self._model.state_dict()
+
+    def checkpoint(self) -> Checkpoint:
+        """This model's tensors (numpy, float32, on the CPU), config and preprocessing, for
+        building towers from."""
+        from .build import checkpoint_of
+
+        return checkpoint_of(self)
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
+            batch = batch.permute(0, 3, 1, 2).float() * self._scale + self._shift
+            features = self._model.encode_image(batch.to(self._dtype), normalize=True)
+            return features.float().cpu().numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self._tokenizer(list(texts)).to(self.device)
+            features = self._model.encode_text(tokens, normalize=True)
+            return features.float().cpu().numpy()
+
+    def drop_text_tower(self) -> None:
+        """Free the torch text tower (texts are embedded by the numpy tower from now on):
+        glibc would keep 150 MB of the 250 MB of ViT-B-32's otherwise."""
+        import torch
+
+        model = self._model
+        if isinstance(getattr(model, "text", None), torch.nn.Module):
+            model.text = None  # CustomTextCLIP keeps its text tower in one module
+        else:
+            for name in ("transformer", "token_embedding", "ln_final", "positional_embedding", "text_projection"):
+                if getattr(model, name, None) is not None:
+                    setattr(model, name, None)
+        return_freed_memory()
+
+    def drop_image_tower(self) -> None:
+        """Free the torch image tower (images are embedded by the ONNX tower from now on)."""
+        if getattr(self._model, "visual", None) is not None:
+            self._model.visual = None
+        return_freed_memory()
+
+
+def _scoring_of(model) -> Scoring | None:
+    from .texttower import Scoring
+
+    scale = getattr(model, "logit_scale", None)
+    if scale is None:
+        return None
+    bias = getattr(model, "logit_bias", None)
+    return Scoring(float(scale.detach().float().exp().reshape(-1)[0]),
+                   None if bias is None else float(bias.detach().float().reshape(-1)[0]))
+
 
 def pick_device(requested: str = "auto") -> str:
     import torch
@@ -59,331 +445,11 @@ def default_batch_size(device: str) -> int:
     return {"cuda": 256, "mps": 64}.get(device.split(":")[0], 16)
 
 
-class OpenClipEmbedder:
-    """An open_clip model in inference mode on one device (fp16 on CUDA)."""
-
-    def __init__(self, spec: str, device: str = "auto", batch_size: int | None = None,
-                 cache_dir: str | os.PathLike | None = None):
-        parsed = parse_spec(spec)
-        self.spec = str(parsed)
-        self.device = pick_device(device)
-        self.batch_size = batch_size or default_batch_size(self.device)
-        self._cache_dir = cache_dir
-        # On a CPU torch keeps its default of one thread per physical core: the model is the
-        # wall there (3/4 of the CPU time per image) and the decode pool fits in beside it;
-        # fewer model threads or decode workers measured slower (docs/benchmarks.md).
-        self._model, self._tokenizer = _load(parsed, self.device, cache_dir)
-        import torch
-
-        cfg = dict(getattr(self._model.visual, "preprocess_cfg", {}) or {})
-        size = cfg.get("size", getattr(self._model.visual, "image_size", 224))
-        if isinstance(size, (tuple, list)):
-            size = int(size[0])
-        from ..records import Preprocess
-
-        self.preprocess = Preprocess(size=int(size), resize_mode=cfg.get("resize_mode", "shortest"),
-                                     interpolation=cfg.get("interpolation", "bicubic"),
-                                     fill_color=int(cfg.get("fill_color", 0)))
-        self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
-        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
-        # Fold /255 and the normalisation into one multiply-add on the device.
-        self._scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1).to(self.device)
-        self._shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(self.device)
-        self._text: TextTower | None = None  # the numpy tower, once use_text_tower() swapped it in
-        self.dim = int(self.embed_texts(["a photo"]).shape[1])
-
-    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
-            batch = batch.permute(0, 3, 1, 2).float() * self._scale + self._shift
-            features = self._model.encode_image(batch.to(self._dtype), normalize=True)
-            return features.float().cpu().numpy()
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if self._text is not None:
-            return self._text.embed_texts(texts)
-        import torch
-
-        with torch.inference_mode():
-            tokens = self._tokenizer(list(texts)).to(self.device)
-            features = self._model.encode_text(tokens, normalize=True)
-            return features.float().cpu().numpy()
-
-    def text_tower(self) -> TextTower | None:
-        """This model's text tower as a numpy TextTower, checked against the torch one on
-        probe texts; None (and the reason logged) if the model's text tower or tokenizer is
-        of a kind texttower.py does not cover."""
-        try:
-            config, weights = _text_tower_parts(self._model, self._tokenizer)
-        except _Unsupported as exc:
-            log.info("no fast text path for %s: %s", self.spec, exc)
-            return None
-        from .texttower import TextTower
-
-        tower = TextTower({**config, "spec": self.spec, "source": fingerprint(self.spec, self._cache_dir),
-                           "dim": self.dim}, weights)
-        wanted = self.embed_texts(_PROBES)
-        got = tower.embed_texts(_PROBES)
-        tokens_match = np.array_equal(tower.tokenize(_PROBES), self._tokenizer(_PROBES).numpy())
-        import torch
-
-        # fp16 weights on a GPU round to about 1e-3; the numpy tower computes in fp32.
-        tolerance = 1e-4 if self._dtype == torch.float32 else 5e-3
-        difference = float(np.abs(wanted - got).max())
-        if not tokens_match or difference > tolerance:
-            log.warning("no fast text path for %s: it differs from the torch model (tokens equal: %s, "
-                        "largest difference %.2g)", self.spec, tokens_match, difference)
-            return None
-        return tower
-
-    def use_text_tower(self, tower: TextTower) -> None:
-        """Embed texts with `tower` from now on and free the torch text tower's memory."""
-        import torch
-
-        self._text = tower
-        model = self._model
-        if isinstance(getattr(model, "text", None), torch.nn.Module):
-            model.text = None  # CustomTextCLIP keeps its text tower in one module
-        else:
-            for name in ("transformer", "token_embedding", "ln_final", "positional_embedding", "text_projection"):
-                if getattr(model, name, None) is not None:
-                    setattr(model, name, None)
-        return_freed_memory()  # glibc would keep 150 MB of the 250 MB ViT-B-32's text tower held
-
-    def export_image_tower(self, path: Path) -> None:
-        """Write the image tower to path as ONNX: (N, H, W, 3) uint8 in, (N, dim) L2-normalised
-        float32 out; the computation of embed_images (fp32 models only)."""
-        import torch
-
-        if self._dtype != torch.float32:
-            raise _Unsupported("only fp32 models are exported")
-        model, scale, shift = self._model, self._scale, self._shift
-
-        class ImageInput(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, pixels):
-                batch = pixels.permute(0, 3, 1, 2).float() * scale + shift
-                return self.model.encode_image(batch, normalize=True)
-
-        size = self.preprocess.size
-        example = torch.zeros((2, size, size, 3), dtype=torch.uint8, device=self.device)
-        # With gradients on, attention takes its plain path: the fused one (taken under
-        # no_grad) has no ONNX form.
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
-            warnings.simplefilter("ignore")  # tracer warnings speak to torch developers
-            torch.onnx.export(ImageInput().eval(), (example,), str(path), input_names=["pixels"],
-                              output_names=["vectors"], opset_version=17, dynamo=False,
-                              dynamic_axes={"pixels": {0: "batch"}, "vectors": {0: "batch"}})
-
-    def drop_image_tower(self) -> None:
-        """Free the torch image tower (images are embedded by an exported one from now on)."""
-        if getattr(self._model, "visual", None) is not None:
-            self._model.visual = None
-        return_freed_memory()
-
-
-class LazyEmbedder:
-    """An Embedder that loads its model on first use: a crawl that finds nothing new, or a
-    command that fails before embedding, never pays the seconds a model load costs."""
-
-    def __init__(self, spec: str, text_tower_dir: str | os.PathLike | None = None,
-                 image_tower_dir: str | os.PathLike | None = None, image_precision: str = "fp32", **options):
-        self.spec = canonical(spec)
-        self._options = options
-        self._source = fingerprint(self.spec, options.get("cache_dir"))  # the saved towers must be of these weights
-        # Images are embedded by the ONNX tower saved in this folder when the model runs on
-        # the CPU and the tower is this model's: crawls and image queries then skip torch.
-        self._image_dir = image_tower_dir
-        self._precision = image_precision  # "int8": the tower's weights quantised (an option)
-        self._image: ImageTower | None = None
-        self._image_checked = False
-        self._image_lock = threading.Lock()
-        self._inner: OpenClipEmbedder | None = None
-        self._failure: Exception | None = None
-        self._lock = threading.Lock()
-        # Texts are embedded by the numpy tower saved in this folder when it is this model's:
-        # a text search then imports neither torch nor open_clip.
-        self._tower_dir = text_tower_dir
-        self._tower: TextTower | None = None
-        if text_tower_dir is not None:
-            from . import texttower
-
-            self._tower = texttower.TextTower.load(text_tower_dir, self.spec, self._source)
-            if self._tower is None and options.get("cache_dir") is not None:
-                try:
-                    self._tower = texttower.adopt(options["cache_dir"], text_tower_dir, self.spec, self._source)
-                except OSError as exc:
-                    log.warning("could not use the text tower in %s: %s", options["cache_dir"], exc)
-
-    @property
-    def loaded(self) -> bool:
-        return self._inner is not None
-
-    @property
-    def failed(self) -> bool:
-        return self._failure is not None
-
-    def load(self) -> OpenClipEmbedder:
-        with self._lock:
-            if self._failure is not None:
-                raise self._failure  # a failed load is not retried by every waiting thread
-            if self._inner is None:
-                try:
-                    self._inner = OpenClipEmbedder(self.spec, **self._options)
-                except Exception as exc:
-                    self._failure = exc
-                    raise
-                self._swap_text_tower(self._inner)
-                self._export_image_tower(self._inner)
-            return self._inner
-
-    def _image_tower(self) -> ImageTower | None:
-        """The exported image tower, if images are embedded on the CPU and there is one (known
-        without importing torch)."""
-        with self._image_lock:
-            if not self._image_checked:
-                self._image_checked = True
-                if _cpu_only(self._options.get("device") or "auto"):
-                    self._image = self._saved_image_tower()
-            return self._image
-
-    def _saved_image_tower(self) -> ImageTower | None:
-        """This model's tower in the library folder, or else in the model cache, or None."""
-        if self._image_dir is None:
-            return None
-        from . import imagetower
-
-        tower = imagetower.ImageTower.load(self._image_dir, self.spec, self._source, self._precision)
-        cache = self._options.get("cache_dir")
-        if tower is None and cache is not None:
-            try:
-                tower = imagetower.adopt(Path(cache), Path(self._image_dir), self.spec, self._source, self._precision)
-            except OSError as exc:
-                log.warning("could not use the image tower in %s: %s", cache, exc)
-        return tower
-
-    def _export_image_tower(self, inner: OpenClipEmbedder) -> None:
-        """Export the image tower of a model loaded on the CPU, check it against torch, and embed
-        images with it from now on (the torch image tower is freed)."""
-        if self._image_dir is None or inner.device != "cpu" or self._image_tower() is not None:
-            return
-        from . import imagetower
-
-        saved = self._saved_image_tower()
-        if saved is not None:  # "auto" guessed a GPU that torch did not find: use the export anyway
-            with self._image_lock:
-                self._image = saved
-            inner.drop_image_tower()
-            return
-        path = imagetower.new_file(self._image_dir)
-        try:
-            _share.check_room(path.parent, _parameter_bytes(inner._model.visual))
-            exported, quantized = path.with_suffix(".raw"), path.with_suffix(".int8")
-            try:
-                inner.export_image_tower(exported)
-                if self._precision == "int8":
-                    imagetower.quantize(exported, quantized)
-                    exported.unlink()
-                    exported = quantized
-                imagetower.optimize(exported, path)
-            finally:
-                exported.unlink(missing_ok=True)
-                quantized.unlink(missing_ok=True)
-            tower = imagetower.describe(path, self.spec, self._source, inner.dim, inner.preprocess, self._precision)
-            probes = _probe_images(inner.preprocess.size)
-            cosine = imagetower.agreement(tower, inner.embed_images(probes), probes)
-            if not cosine >= imagetower.MIN_COSINE[self._precision]:
-                raise _Unsupported(f"its vectors differ from torch's (cosine {cosine:.6f})")
-            imagetower.publish(tower)
-            if self._options.get("cache_dir") is not None:
-                try:
-                    imagetower.share(tower, Path(self._options["cache_dir"]))
-                except OSError as exc:
-                    log.warning("could not keep the image tower in %s: %s", self._options["cache_dir"], exc)
-        except Exception as exc:  # noqa: BLE001 - an optimisation: never fail a crawl for it
-            path.unlink(missing_ok=True)
-            imagetower.weights_of(path).unlink(missing_ok=True)
-            log.warning("images of %s are embedded with torch: no %s ONNX image tower (%s: %s)",
-                        self.spec, self._precision, type(exc).__name__,
-                        str(exc).strip().splitlines()[0][:300] if str(exc) else "")
-            return
-        log.info("ONNX image tower (%s) for %s saved in %s (cosine to torch >= %.6f)", self._precision, self.spec,
-                 path, cosine)
-        with self._image_lock:
-            self._image = tower
-        inner.drop_image_tower()
-
-    def _swap_text_tower(self, inner: OpenClipEmbedder) -> None:
-        """Save this model's numpy text tower if there is none yet, and let the loaded model use
-        it: its torch text tower (a third of ViT-B-32's weights) is freed for the crawl."""
-        if self._tower_dir is None:
-            return
-        if self._tower is None:
-            try:
-                tower = inner.text_tower()
-            except Exception as exc:  # noqa: BLE001 - an optimisation: never fail a crawl for it
-                log.warning("no fast text path for %s: %s: %s", self.spec, type(exc).__name__, exc)
-                return
-            if tower is None:
-                return
-            from . import texttower
-
-            try:
-                texttower.save(self._tower_dir, tower.config, tower.weights)
-            except OSError as exc:
-                log.warning("could not save the fast text path in %s: %s", self._tower_dir, exc)
-                return
-            if self._options.get("cache_dir") is not None:
-                try:
-                    texttower.share(self._tower_dir, self._options["cache_dir"])
-                except OSError as exc:
-                    log.warning("could not keep the text tower in %s: %s", self._options["cache_dir"], exc)
-            # The saved copy, memory-mapped: `tower` holds views of the torch weights, which
-            # would otherwise stay in memory after use_text_tower() drops them.
-            del tower
-            self._tower = texttower.TextTower.load(self._tower_dir)
-            if self._tower is None:
-                return
-        inner.use_text_tower(self._tower)
-
-    @property
-    def dim(self) -> int:
-        tower = self._image_tower()
-        return tower.dim if tower is not None else self.load().dim
-
-    @property
-    def batch_size(self) -> int:
-        if self._image_tower() is not None:
-            return self._options.get("batch_size") or default_batch_size("cpu")
-        return self.load().batch_size
-
-    @property
-    def preprocess(self) -> Preprocess:
-        tower = self._image_tower()
-        return tower.preprocess if tower is not None else self.load().preprocess
-
-    @property
-    def device(self) -> str:
-        return "cpu" if self._image_tower() is not None else self.load().device
-
-    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        tower = self._image_tower()
-        return tower.embed_images(pixels) if tower is not None else self.load().embed_images(pixels)
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if self._tower is not None and self._inner is None:
-            return self._tower.embed_texts(texts)
-        return self.load().embed_texts(texts)
 
 
 def _load(spec: ModelSpec, device: str, cache_dir):
-    """Build the model and tokenizer; every failure becomes a ClipsearchError that says what to do."""
+    """Build the model and tokenizer: (model, tokenizer, whether QuickGELU was forced); every
+    failure becomes a ClipsearchError that says what to do."""
     import logging
 
     # open_clip and huggingface_hub log through the root logger and their own ("model
@@ -446,6 +512,7 @@ def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
 
     precision = "fp16" if device.startswith("cuda") else "fp32"
     cache = str(cache_dir) if cache_dir else None
+    quick_gelu = False
     arch = spec.arch
     if arch.lower().endswith(".json"):
         # open_clip registers configs by file stem; the stem becomes the model name.
@@ -469,16 +536,20 @@ def _build(spec: ModelSpec, device: str, cache_dir, offline: bool):
             _check_named_weights(open_clip, arch, spec.pretrained)
             local = spec.pretrained is not None and os.path.isfile(spec.pretrained)
             published = _published_preprocess(open_clip, arch) if local else None
+            # OpenAI's weights were trained with QuickGELU; open_clip 3.3 only warns when the
+            # architecture's config does not say so ("QuickGELU mismatch"): force it.
+            tag = {} if local or not spec.pretrained else open_clip.get_pretrained_cfg(arch, spec.pretrained) or {}
+            quick_gelu = bool(tag.get("quick_gelu"))
             model = open_clip.create_model(arch, pretrained=spec.pretrained, precision=precision,
                                            device=device, cache_dir=cache, require_pretrained=True,
-                                           force_preprocess_cfg=published)
+                                           force_preprocess_cfg=published, force_quick_gelu=quick_gelu)
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache)
     except ClipsearchError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, hub, file and format errors all end here
         raise ClipsearchError(_load_failure(spec, cache, exc, offline)) from exc
     model.eval()
-    return model, tokenizer
+    return model, tokenizer, quick_gelu
 
 
 def _check_named_weights(open_clip, arch: str, pretrained: str | None) -> None:
@@ -529,14 +600,12 @@ def _load_failure(spec: ModelSpec, cache: str | None, exc: Exception, offline: b
             f"/path/to/open_clip_model.safetensors (OpenAI's own files: --model /path/to/ViT-B-32.pt)")
 
 
+
+
 # Texts the numpy tower must embed like the torch one before it is used: plain, mixed case,
 # punctuation, digits, non-Latin script, HTML entities, and one longer than the context.
 _PROBES = ["a red car in the snow", "A PHOTO of my Dog, at the beach!", "2 cats & 1 dog &amp; more",
            "東京の夜景", "café crème brûlée", " ".join(["mountains"] * 90)]
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def _cpu_only(requested: str) -> bool:
@@ -551,8 +620,6 @@ def _cpu_only(requested: str) -> bool:
     return not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"))
 
 
-def _parameter_bytes(module) -> int:
-    return sum(p.numel() * 4 for p in module.parameters()) if module is not None else 0
 
 
 def _probe_images(size: int, count: int = 8) -> np.ndarray:
@@ -565,70 +632,3 @@ def _probe_images(size: int, count: int = 8) -> np.ndarray:
     probes[2] = 0
     probes[3] = 255
     return probes
-
-
-def _text_tower_parts(model, tokenizer) -> tuple[dict, dict[str, np.ndarray]]:
-    """The settings and fp32 weights texttower.TextTower needs; _Unsupported for text towers
-    it does not cover (the check against the torch model in text_tower() catches the rest)."""
-    import torch
-    from open_clip.tokenizer import SimpleTokenizer
-    from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
-
-    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None \
-            or tokenizer.vocab_size != 49408 or tokenizer.clean_fn.__name__ != "_clean_lower":
-        raise _Unsupported(f"tokenizer {type(tokenizer).__name__}")
-    text = model.text if isinstance(getattr(model, "text", None), torch.nn.Module) else model
-    if getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False):
-        raise _Unsupported("class token or padding mask")
-    pool = getattr(text, "text_pool_type", getattr(text, "pool_type", None))
-    eos_id = getattr(text, "text_eos_id", getattr(text, "eos_id", None))
-    blocks = list(getattr(getattr(text, "transformer", None), "resblocks", []))
-    if pool not in ("argmax", "eos", "first", "last") or not blocks:
-        raise _Unsupported(f"pooling {pool!r}")
-
-    def array(tensor) -> np.ndarray:
-        return tensor.detach().float().cpu().numpy()
-
-    weights = {"token_embedding": array(text.token_embedding.weight),
-               "positional_embedding": array(text.positional_embedding)}
-    activations = set()
-    for i, block in enumerate(blocks):
-        if type(block) is not ResidualAttentionBlock or set(block._modules) != {"ln_1", "attn", "ls_1", "ln_2",
-                                                                                 "mlp", "ls_2"} \
-                or not isinstance(block.attn, torch.nn.MultiheadAttention) or block.attn.in_proj_weight is None:
-            raise _Unsupported(f"block {type(block).__name__}")
-        act = block.mlp.gelu
-        if isinstance(act, QuickGELU):
-            activations.add("quick_gelu")
-        elif isinstance(act, torch.nn.GELU) and act.approximate == "none":
-            activations.add("gelu")
-        else:
-            raise _Unsupported(f"activation {type(act).__name__}")
-        p = f"block{i}."
-        weights |= {p + "ln_1.weight": array(block.ln_1.weight), p + "ln_1.bias": array(block.ln_1.bias),
-                    p + "in.weight": array(block.attn.in_proj_weight).T, p + "in.bias": array(block.attn.in_proj_bias),
-                    p + "out.weight": array(block.attn.out_proj.weight).T,
-                    p + "out.bias": array(block.attn.out_proj.bias),
-                    p + "ln_2.weight": array(block.ln_2.weight), p + "ln_2.bias": array(block.ln_2.bias),
-                    p + "fc.weight": array(block.mlp.c_fc.weight).T, p + "fc.bias": array(block.mlp.c_fc.bias),
-                    p + "proj.weight": array(block.mlp.c_proj.weight).T, p + "proj.bias": array(block.mlp.c_proj.bias)}
-        for name in ("ls_1", "ls_2"):
-            scale = getattr(block, name)
-            if isinstance(scale, LayerScale):
-                weights[p + name] = array(scale.gamma)
-            elif not isinstance(scale, torch.nn.Identity):
-                raise _Unsupported(f"layer scale {type(scale).__name__}")
-    weights |= {"ln_final.weight": array(text.ln_final.weight), "ln_final.bias": array(text.ln_final.bias)}
-    projection = text.text_projection
-    if isinstance(projection, torch.nn.Linear):
-        weights["projection.weight"] = array(projection.weight).T
-        if projection.bias is not None:
-            weights["projection.bias"] = array(projection.bias)
-    elif projection is not None:
-        weights["projection.weight"] = array(projection)
-    if len(activations) != 1:
-        raise _Unsupported("mixed activations")
-    config = {"layers": len(blocks), "heads": blocks[0].attn.num_heads, "eps": float(text.ln_final.eps),
-              "context_length": int(tokenizer.context_length), "causal": getattr(text, "attn_mask", None) is not None,
-              "pool": pool, "eos_id": eos_id, "activation": activations.pop()}
-    return config, weights

@@ -1,18 +1,26 @@
-"""CLIP's byte-pair tokenizer without torch or open_clip, for the fast text path.
+"""Tokenizers without torch, open_clip or transformers, for the text towers.
 
-It gives the same token ids as open_clip's SimpleTokenizer (clean="lower", no reduction)
-and reads the same merges file, which ships inside the open_clip package; finding that
-file does not import open_clip. Importing open_clip costs seconds (it imports torch), and a
-search for "a red car in the snow" must not wait for that.
+- `ClipTokenizer`: CLIP's byte-pair tokenizer, the same ids as open_clip's SimpleTokenizer
+  (clean="lower", no reduction). Its merges (the 48,894 that CLIP's 49,408-token vocabulary
+  uses) ship with clipsearch in data/clip-merges.txt.gz, cut from open_clip's
+  bpe_simple_vocab_16e6.txt.gz (OpenAI's CLIP vocabulary, MIT licence).
+- `HubTokenizer`: the tokenizers of models published with a tokenizer.json (SigLIP and
+  SigLIP 2: Gemma's 256,000-token vocabulary) through the `tokenizers` package, with
+  open_clip's text cleaning for the model; the same ids as open_clip's HFTokenizer.
+
+A search for "a red car in the snow" must not wait for torch (seconds to import).
 """
 
 from __future__ import annotations
 
 import gzip
 import html
-import importlib.util
+import json
 import os
+import string
 from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import regex  # \p{L} and \p{N}, as in CLIP's own pattern; a dependency of open_clip
@@ -25,10 +33,8 @@ _PLAIN = regex.compile(r"[ -%'-~\t\n\r]*")  # printable ASCII without "&": ftfy 
 
 
 def merges_file() -> str:
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("open_clip is not installed; its BPE merges file is needed")
-    return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
+    """CLIP's merges as clipsearch ships them."""
+    return str(Path(__file__).parent / "data" / "clip-merges.txt.gz")
 
 
 def _byte_symbols() -> tuple[list[str], list[str]]:
@@ -123,3 +129,95 @@ def _clean(text: str) -> str:
 @lru_cache(maxsize=4)
 def clip_tokenizer(context_length: int = 77) -> ClipTokenizer:
     return ClipTokenizer(context_length)
+
+
+# --- tokenizers published as tokenizer.json (SigLIP, SigLIP 2) ----------------------------------
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def clean_text(text: str, mode: str = "whitespace") -> str:
+    """open_clip's text cleaning (tokenizer.get_clean_fn): "canonicalize" (SigLIP's),
+    "lower" or "whitespace"."""
+    import ftfy  # imported only where it is used: ~30 ms
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    if mode == "whitespace":
+        return " ".join(text.split()).strip()
+    if mode == "lower":
+        return " ".join(text.split()).strip().lower()
+    if mode == "canonicalize":
+        # big_vision's canonicalize_text, as open_clip copies it (underscores are spaces).
+        text = text.replace("_", " ").translate(_PUNCTUATION).lower()
+        return " ".join(text.split()).strip()
+    raise ValueError(f"unknown clean mode {mode!r}")
+
+
+class HubTokenizer:
+    """Texts -> (N, context_length) int64 token ids, as open_clip's HFTokenizer gives them
+    (transformers' tokenizer, padding="max_length", truncation=True, after open_clip's
+    cleaning: "canonicalize" for SigLIP drops ASCII punctuation and lowers the case).
+
+    What transformers (5.x) takes from tokenizer_config.json besides tokenizer.json, this
+    takes too: the pad token, `padding_side` and `truncation_side`. The special tokens
+    around a text come from tokenizer.json's post-processor alone (transformers 5 ignores
+    the config's add_bos_token / add_eos_token when a tokenizer.json is there). Where the
+    config names no padding side this pads on the right, as SigLIP 2 was trained (it pools
+    the last position); transformers' Gemma class would pad on the left."""
+
+    def __init__(self, tokenizer_file: str | os.PathLike, context_length: int, clean: str = "whitespace",
+                 tokenizer_config: dict | None = None, strip_sep_token: bool = False):
+        from tokenizers import Tokenizer
+
+        self.context_length = int(context_length)
+        self.clean = clean
+        config = dict(tokenizer_config or {})
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        pad_token = _content(config.get("pad_token"))
+        padding = self._tokenizer.padding or {}
+        if pad_token is None:
+            pad_token = padding.get("pad_token")
+        self.pad_id = self._id(pad_token) if pad_token is not None else int(padding.get("pad_id", 0))
+        self._sep_id = self._tokenizer.token_to_id(_content(config.get("sep_token")) or "") if strip_sep_token \
+            else None
+        self._tokenizer.enable_truncation(max_length=self.context_length,
+                                          direction=config.get("truncation_side", "right"))
+        self._tokenizer.enable_padding(length=self.context_length, pad_id=self.pad_id,
+                                       pad_token=pad_token or "", direction=config.get("padding_side", "right"))
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, model_cfg: dict) -> "HubTokenizer":
+        """The tokenizer of a model from a folder holding tokenizer.json (and, if the repo has
+        one, tokenizer_config.json), set up as open_clip's text_cfg says (context_length,
+        tokenizer_kwargs)."""
+        folder = Path(folder)
+        text_cfg = model_cfg.get("text_cfg") or {}
+        if text_cfg.get("tokenizer_mode"):
+            raise ValueError(f"tokenizer_mode {text_cfg['tokenizer_mode']!r} is not covered")
+        kwargs = dict(text_cfg.get("tokenizer_kwargs") or {})
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        return cls(folder / "tokenizer.json", int(text_cfg.get("context_length", 77)),
+                   clean=kwargs.pop("clean", "whitespace"), tokenizer_config=config,
+                   strip_sep_token=bool(kwargs.pop("strip_sep_token", False)))
+
+    def __call__(self, texts: Sequence[str] | str) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self._tokenizer.encode_batch([clean_text(t, self.clean) for t in texts])
+        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.context_length)
+        if self._sep_id is not None:
+            ids[ids == self._sep_id] = 0
+        return ids
+
+    def _id(self, token: str) -> int:
+        found = self._tokenizer.token_to_id(token)
+        if found is None:
+            raise ValueError(f"token {token!r} is not in the vocabulary")
+        return int(found)
+
+
+def _content(token) -> str | None:
+    """A special token as tokenizer_config.json gives it: a string or {"content": ...}."""
+    if isinstance(token, dict):
+        return token.get("content")
+    return token

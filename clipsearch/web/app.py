@@ -70,10 +70,14 @@ class Gallery:
         self._roots: tuple[float, list[str]] = (0.0, [])
 
     def search(self, q: str, like: int | None, offset: int, k: int,
-               image: bytes | None = None) -> tuple[list[SearchResult], list[str]]:
+               image: bytes | None = None) -> tuple[list[SearchResult], list[str], float | None]:
+        """(results, notices, the score the best result falls short of if it is "nothing
+        close" — the cut the command line and the prompt make too)"""
         with self.lock:
             found = self.library.search(q or None, k=k, like=like, offset=offset, image_data=image, files=False)
-            return found, self.library.take_notices()
+            floor = None if image is not None else self.library.judge(q or None, found, like=like, offset=offset,
+                                                                       files=False)
+            return found, self.library.take_notices(), floor
 
     def warm(self) -> None:
         with self.lock:
@@ -159,13 +163,16 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
         return q, like, offset, k
 
     def _cards(results: list[SearchResult], q: str, like: int | None, offset: int, k: int,
-               notices: list[str]) -> str:
+               notices: list[str], floor: float | None = None) -> str:
         more = None
         if len(results) == k:
             more = urlencode({key: value for key, value in (("q", q), ("like", like), ("offset", offset + k))
                               if value not in (None, "")})
+        best = max((r.score for r in results if r.score is not None), default=None)
+        anyway = urlencode({key: value for key, value in (("q", f"{q} min:-1"), ("like", like)) if value})
         return templates.get_template("results.html").render(
-            results=results, more=more, notices=notices, first=offset == 0, query=q, like=like)
+            results=results, more=more, notices=notices, first=offset == 0, query=q, like=like,
+            nothing_close=floor, best=best, anyway=anyway)
 
     async def index(request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
@@ -183,21 +190,21 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
                 image = await _read_upload(request)
             if not q and like is None and image is None:
                 return problem("Type what you are looking for, or drop a photo on the page.")
-            found, notices = await run_in_threadpool(gallery.search, q, like, offset, k, image)
+            found, notices, floor = await run_in_threadpool(gallery.search, q, like, offset, k, image)
         except ClipsearchError as exc:
             return problem(phrase(exc), 413 if isinstance(exc, _TooLarge) else 400)
-        return HTMLResponse(_cards(found, q, like, offset, k, notices))
+        return HTMLResponse(_cards(found, q, like, offset, k, notices, floor))
 
     async def api_search(request: Request) -> JSONResponse:
         try:
             q, like, offset, k = _query(request)
             if not q and like is None:
                 raise ClipsearchError("give a query (q=...) or a photo (like=ID)")
-            found, notices = await run_in_threadpool(gallery.search, q, like, offset, k)
+            found, notices, floor = await run_in_threadpool(gallery.search, q, like, offset, k)
         except ClipsearchError as exc:
             return JSONResponse({"error": phrase(exc)}, status_code=400)
         return JSONResponse({"query": q, "offset": offset, "results": [asdict(r) for r in found],
-                             "notices": notices})
+                             "notices": notices, "nothing_close": floor})
 
     async def photo_view(request: Request) -> Response:
         found = await run_in_threadpool(gallery.photo, _id(request))
