@@ -5,7 +5,8 @@ The real SigLIP 2 tokenizer.json (Gemma's 256k vocabulary, in the hub repo
 timm/ViT-B-32-SigLIP2-256) cannot be downloaded here, so the tests train a small one with
 the `tokenizers` library in Gemma's layout: BPE with byte fallback (<0x00> ... <0xFF>), spaces
 spelt "▁" by the normaliser and no pre-tokeniser, <pad> 0, <eos> 1, <bos> 2, <unk> 3, and
-<eos> after the text. open_clip reads it through transformers' AutoTokenizer.
+<eos> after the text. open_clip reads it through transformers' AutoTokenizer. The compiled
+form that cold queries load (model/bpe.py) must give `tokenizers`' ids on every text.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import open_clip
 import pytest
 
-from clipsearch.model.tokenizer import ClipTokenizer, HubTokenizer, clean_text
+from clipsearch.model.tokenizer import ClipTokenizer, HubTokenizer, clean_text, probe_texts
 
 
 def _texts(count: int, seed: int) -> list[str]:
@@ -49,7 +50,7 @@ QUERIES = ["chien sur la plage", "海辺の犬", "a dog on the beach", "A DOG on
            "can't won't", "\x1b[31mred\x1b[0m", "tab\tand\nnewline"]
 
 
-def _gemma_like(folder, config: dict) -> None:
+def _gemma_like(folder, config: dict, added: tuple = ()) -> None:
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors, trainers
 
     learner = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -67,6 +68,7 @@ def _gemma_like(folder, config: dict) -> None:
     tokenizer.normalizer = normalizers.Replace(" ", "▁")
     tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    tokenizer.add_tokens([AddedToken(content, special=False, normalized=normalized) for content, normalized in added])
     tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", pair="$A <eos> $B <eos>",
                                                              special_tokens=[("<eos>", 1)])
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,3 +130,70 @@ def test_clean_text_is_open_clips_cleaning():
     for mode in ("canonicalize", "lower", "whitespace"):
         theirs = get_clean_fn(mode)
         assert [clean_text(t, mode) for t in texts] == [theirs(t) for t in texts], mode
+
+
+# --- the compiled form (model/bpe.py): what a cold query loads instead of `tokenizers` -------
+ADDED = (("<start_of_turn>", False), ("hund", True), ("la p", True), ("犬", False))
+
+
+def _random_texts(folder, count: int, seed: int) -> list[str]:
+    """Texts of the vocabulary's own pieces, of random characters (many outside it: byte
+    fallback) and with the added tokens inside words."""
+    rng = random.Random(seed)
+    vocab = list(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
+    texts = [" ".join(rng.choice(vocab).replace("▁", " ") for _ in range(rng.randint(1, 12))) for _ in range(count)]
+    texts += ["".join(chr(rng.randint(32, 0x3100)) for _ in range(rng.randint(0, 60))) for _ in range(count // 4)]
+    texts += [f"ein{a}hund {b}x" for a, _ in ADDED for b, _ in ADDED]
+    return texts
+
+
+@pytest.mark.parametrize("context_length", [16, 64])
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_the_compiled_tokenizer_gives_the_same_ids_as_tokenizers(tmp_path, kind, context_length):
+    _gemma_like(tmp_path / kind, CONFIGS[kind], ADDED)
+    model_cfg = {"text_cfg": {"context_length": context_length, "tokenizer_kwargs": {"clean": "canonicalize"}}}
+    reference = HubTokenizer.from_folder(tmp_path / kind, model_cfg)
+    compiled = reference.compiled()
+    texts = QUERIES + probe_texts() + _random_texts(tmp_path / kind, 600, seed=context_length)
+    ours, theirs = compiled(texts), reference(texts)
+    mismatched = [t for t, a, b in zip(texts, ours, theirs) if not np.array_equal(a, b)]
+    assert mismatched == []
+    assert len({tuple(row) for row in ours}) > len(texts) // 2  # the texts do tokenize differently
+
+
+def test_added_tokens_are_cut_out_before_the_merges(tmp_path):
+    _gemma_like(tmp_path / "t", CONFIGS["fast"], ADDED)
+    compiled = HubTokenizer.from_folder(tmp_path / "t", {"text_cfg": {"context_length": 16}}).compiled()
+    ids = compiled(["ein hund 犬"])[0]
+    added = {t["content"]: t["id"] for t in json.loads((tmp_path / "t" / "tokenizer.json").read_text())["added_tokens"]}
+    assert added["hund"] in ids and added["犬"] in ids
+
+
+def test_a_tokenizer_the_compiler_does_not_cover_is_refused_and_the_tower_keeps_tokenizers(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from clipsearch.model.bpe import Unsupported
+    from clipsearch.model.texttower import _compiled_tokenizer
+
+    learner = Tokenizer(models.BPE(unk_token="<unk>"))
+    learner.pre_tokenizer = pre_tokenizers.ByteLevel()  # GPT-2's layout: not what bpe.py does
+    learner.train_from_iterator(CORPUS * 3, trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                                special_tokens=["<pad>", "<unk>"]))
+    (tmp_path / "t").mkdir()
+    learner.save(str(tmp_path / "t" / "tokenizer.json"))
+    reference = HubTokenizer.from_folder(tmp_path / "t", {"text_cfg": {"context_length": 16}})
+    with pytest.raises(Unsupported, match="pre-tokenizer"):
+        reference.compiled()
+    assert _compiled_tokenizer(tmp_path / "t" / "tokenizer.json", 16,
+                               {"clean": "whitespace", "config": {}, "strip_sep_token": False}) is None
+
+
+def test_a_compiled_form_that_disagrees_on_a_probe_text_is_not_kept(tmp_path, monkeypatch):
+    from clipsearch.model import bpe
+    from clipsearch.model.texttower import _compiled_tokenizer
+
+    _gemma_like(tmp_path / "t", CONFIGS["gemma"], ADDED)
+    tokenizer = {"clean": "canonicalize", "config": CONFIGS["gemma"], "strip_sep_token": False}
+    assert _compiled_tokenizer(tmp_path / "t" / "tokenizer.json", 16, tokenizer) is not None
+    monkeypatch.setattr(bpe.Bpe, "_merge", lambda self, symbols: symbols)  # a compiler bug: no merges
+    assert _compiled_tokenizer(tmp_path / "t" / "tokenizer.json", 16, tokenizer) is None

@@ -11,8 +11,9 @@ argmax, eos id, first or last token. Not covered (UnsupportedArchitecture): a cl
 
 Saved in HOME/text-tower/ (and the model cache, model/_share.py): the tower's tensors in a
 safetensors file of their own, a large token table in float16 (SigLIP 2's 256,000 x 768
-rows: 393 MB instead of 786 MB; cosine 0.9999999 to float32's vectors), the tokenizer's files beside
-it, and `text-tower.json` last, naming the model spec, the weights' fingerprint, the
+rows: 393 MB instead of 786 MB; cosine 0.9999999 to float32's vectors), the tokenizer's
+files beside it (a hub tokenizer also compiled into arrays, bpe.py, when it gives the same
+ids), and `text-tower.json` last, naming the model spec, the weights' fingerprint, the
 tokenizer, and the model's logit scale and bias (a sigmoid model's scores become match
 probabilities). A search memory-maps the file: only the layers and a query's few table rows
 are read. Towers written by clipsearch before (format 1: one flat float32 file) still load.
@@ -21,6 +22,7 @@ are read. Towers written by clipsearch before (format 1: one flat float32 file) 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -32,8 +34,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import _share
+from .bpe import Unsupported
 from .checkpoint import UnsupportedArchitecture, count_numbered, read_safetensors, write_safetensors
-from .tokenizer import HubTokenizer, clip_tokenizer
+from .tokenizer import CompiledTokenizer, HubTokenizer, clip_tokenizer, probe_texts
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: the tensors under open_clip's names in a safetensors file; 1: one flat float32 file
 DESCRIPTION = "text-tower.json"
@@ -302,6 +307,11 @@ def save(folder: str | os.PathLike, spec: str, source: str, weights: Mapping[str
             config_file = Path(tokenizer_folder) / "tokenizer_config.json"
             if config_file.is_file():
                 tokenizer["config"] = json.loads(config_file.read_text(encoding="utf-8"))
+            compiled = _compiled_tokenizer(files[-1], config.context_length, tokenizer)
+            if compiled is not None:
+                files.append(folder / f"{stem}.tokenizer.safetensors")
+                write_safetensors(files[-1], compiled.arrays)
+                tokenizer["compiled"] = {"file": files[-1].name, "description": compiled.description}
     except BaseException:
         for path in files:
             path.unlink(missing_ok=True)
@@ -315,6 +325,27 @@ def save(folder: str | os.PathLike, spec: str, source: str, weights: Mapping[str
     if tower is None:
         raise OSError(f"the text tower written to {folder} cannot be read back")
     return tower
+
+
+def _compiled_tokenizer(path: Path, context_length: int, tokenizer: dict) -> CompiledTokenizer | None:
+    """The hub tokenizer at path compiled into arrays (bpe.py), if bpe covers it and gives
+    `tokenizers`' ids on probe texts: many scripts, byte fallback, the added tokens, words of
+    the vocabulary's own pieces. None otherwise: the tower then loads `tokenizers`."""
+    reference = HubTokenizer(path, context_length, clean=tokenizer["clean"], tokenizer_config=tokenizer["config"],
+                             strip_sep_token=tokenizer["strip_sep_token"])
+    try:
+        compiled = reference.compiled()
+    except Unsupported as exc:
+        log.info("the tokenizer of this model is loaded through `tokenizers`: %s", exc)
+        return None
+    source = json.loads(path.read_text(encoding="utf-8"))
+    vocab = list((source.get("model") or {}).get("vocab") or {})
+    sample = vocab[::max(1, len(vocab) // 4000)]
+    added = [t["content"] for t in source.get("added_tokens") or []]
+    if not compiled.agrees_on(reference, probe_texts(sample, added)):
+        log.warning("the compiled tokenizer disagrees with `tokenizers` on a probe text; keeping `tokenizers`")
+        return None
+    return compiled
 
 
 def in_memory(spec: str, source: str, weights: Mapping[str, np.ndarray], model_cfg: dict,
@@ -352,6 +383,8 @@ def _files_of(folder: Path, description: dict) -> list[Path]:
     tokenizer = description.get("tokenizer") or {}
     if tokenizer.get("file"):
         files.append(folder / tokenizer["file"])
+    if tokenizer.get("compiled"):
+        files.append(folder / tokenizer["compiled"]["file"])
     return files
 
 
@@ -359,6 +392,9 @@ def _tokenizer_of(folder: Path, description: dict, config: TextConfig):
     tokenizer = description.get("tokenizer") or {"kind": "clip"}
     if tokenizer["kind"] == "clip":
         return clip_tokenizer(config.context_length)
+    if tokenizer["kind"] == "hub" and tokenizer.get("compiled"):
+        compiled = tokenizer["compiled"]
+        return CompiledTokenizer(compiled["description"], read_safetensors(folder / compiled["file"]))
     if tokenizer["kind"] == "hub":
         return HubTokenizer(folder / tokenizer["file"], config.context_length, clean=tokenizer.get("clean",
                             "whitespace"), tokenizer_config=tokenizer.get("config") or {},
