@@ -10,6 +10,7 @@
     python scripts/bench.py batch                # clipsearch batch against a search per process, 100k
     python scripts/bench.py vectors              # export and import of 1M vectors: time, peak memory
     python scripts/bench.py photos               # only generate the default photos
+    python scripts/bench.py checkpoint ARCH DIR  # random weights of ARCH in a hub repository's layout
 
 Common options: --model (default ViT-B-32-256:random: the default preset's architecture
 with random weights, which cost exactly what the real weights cost), --device, --data DIR
@@ -418,11 +419,11 @@ def bench_query(data: Path, model: str, count: int, device: str) -> dict:
     from clipsearch.model.spec import canonical
 
     spec = canonical(model)
-    torch_model = OpenClipEmbedder(spec, device=device)
     home = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
-    _fill_library(home, spec, torch_model.dim, count)
-    library = Library(load_settings(home, device=device))
-    _model(library.settings, spec).load()  # saves the numpy text tower the first time
+    embedder = _model(load_settings(home, device=device), spec)
+    _fill_library(home, spec, embedder.dim, count)
+    embedder.load()  # saves the text tower the first time
+    embedder = None
 
     def p50_ms(fn, runs=30) -> float:
         times = []
@@ -432,7 +433,12 @@ def bench_query(data: Path, model: str, count: int, device: str) -> dict:
             times.append(time.perf_counter() - start)
         return 1000 * statistics.median(times)
 
-    torch_text = p50_ms(lambda q: torch_model.embed_texts([q]))
+    try:  # torch's own text tower, for comparison (open_clip needs the model's tokenizer from its hub)
+        torch_model = OpenClipEmbedder(spec, device=device)
+        torch_text = p50_ms(lambda q: torch_model.embed_texts([q]))
+    except Exception as exc:  # noqa: BLE001
+        print(f"torch text tower not timed: {exc}", file=sys.stderr)
+        torch_text = float("nan")
     torch_model = None
     from clipsearch.model.texttower import TextTower
 
@@ -639,6 +645,73 @@ def bench_towers(models: list[str], batch: int = 16, runs: int = 6) -> dict:
             figures[spec] = row
             checkpoint = torch_model = None
     return figures
+
+
+# --- random checkpoints in a hub repository's layout ----------------------------------------
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+
+
+def gemma_sized_tokenizer(folder: Path, vocab_size: int, seed: int = 0) -> Path:
+    """A tokenizer.json in the layout of SigLIP 2's Gemma tokenizer and of its size (BPE with
+    byte fallback, `vocab_size` tokens, as many merges, "▁" for spaces, <eos> after the
+    text): the real one cannot be downloaded here, and loading it is part of a cold query."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+    rng = np.random.default_rng(seed)
+    vocab = {token: i for i, token in enumerate(GEMMA_SPECIALS)}
+    vocab.update({f"<0x{b:02X}>": len(vocab) + b for b in range(256)})
+    alphabet = ([chr(c) for c in range(ord("a"), ord("z") + 1)] + ["▁"] + [chr(c) for c in range(0xC0, 0x250)]
+                + [chr(c) for c in range(0x3041, 0x3097)] + [chr(c) for c in range(0x4E00, 0x4E00 + 3000)])
+    pieces = list(alphabet)
+    for piece in pieces:
+        vocab.setdefault(piece, len(vocab))
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size:  # each merge joins two tokens already there, as BPE training does
+        left, right = pieces[int(len(pieces) * rng.random() ** 2)], pieces[int(len(pieces) * rng.random() ** 3)]
+        joined = left + right
+        if len(joined) > 16 or joined in vocab:
+            continue
+        vocab[joined] = len(vocab)
+        pieces.append(joined)
+        merges.append((left, right))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
+                                     fuse_unk=True))
+    tokenizer.normalizer = normalizers.Replace(" ", "▁")
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tokenizer.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in GEMMA_SPECIALS])
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", pair="$A <eos> $B <eos>",
+                                                             special_tokens=[("<eos>", 1)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GemmaTokenizer", "padding_side": "right", "pad_token": "<pad>", "eos_token": "<eos>",
+         "bos_token": "<bos>", "unk_token": "<unk>", "model_max_length": 64}), encoding="utf-8")
+    return folder / "tokenizer.json"
+
+
+def random_checkpoint(arch: str, folder: Path) -> str:
+    """Random weights of a real architecture as its hub repository holds them
+    (open_clip_model.safetensors, open_clip_config.json; for SigLIP models a tokenizer of the
+    real size beside them), made once with open_clip; returns the model spec that names them."""
+    weights = folder / "open_clip_model.safetensors"
+    if not weights.is_file():
+        import open_clip
+        from safetensors.numpy import save_file
+
+        from clipsearch.model.build import _arch_config, _published_preprocess
+
+        print(f"writing random {arch} weights to {folder} (once) ...", file=sys.stderr)
+        folder.mkdir(parents=True, exist_ok=True)
+        model_cfg = _arch_config(arch)
+        if model_cfg["text_cfg"].get("hf_tokenizer_name"):
+            gemma_sized_tokenizer(folder, model_cfg["text_cfg"]["vocab_size"])
+        model = open_clip.create_model(arch, pretrained=None)
+        tensors = {name: value.detach().float().numpy().copy() for name, value in model.state_dict().items()}
+        (folder / "open_clip_config.json").write_text(json.dumps(
+            {"model_cfg": model_cfg, "preprocess_cfg": _published_preprocess(arch)}), encoding="utf-8")
+        save_file(tensors, str(folder / "part.safetensors"))
+        (folder / "part.safetensors").replace(weights)
+    return f"{arch}:{weights}"
 
 
 # --- re-crawl -------------------------------------------------------------------------------
@@ -1062,6 +1135,9 @@ def main() -> None:
     batch.add_argument("--queries", type=int, default=2000)
     vectors = sub.add_parser("vectors", help="export and import of 1M vectors: time and peak memory")
     vectors.add_argument("--count", type=int, default=1_000_000)
+    made = sub.add_parser("checkpoint", help="random weights of a real architecture in a hub repository's layout")
+    made.add_argument("arch", help="an open_clip architecture, e.g. ViT-B-32-SigLIP2-256")
+    made.add_argument("folder", type=Path)
     photos = sub.add_parser("photos", help="generate the default photos only")
     photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
@@ -1070,6 +1146,9 @@ def main() -> None:
     if args.what == "_crawl":
         return _crawl_child(args.folder, args.model, args.device, args.decode_in)
     results: dict[str, dict] = {}
+    if args.what == "checkpoint":
+        print(random_checkpoint(args.arch, args.folder))
+        return
     if args.what == "photos":
         print(generated_photos(data, args.photos))
         return
