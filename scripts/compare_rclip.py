@@ -7,9 +7,14 @@ Pillow versions) fetches its ONNX models from a model hub on first use, which ca
 work offline. This script gives it random-weight exports of its architecture instead,
 in its data folder's layout (RCLIP_DATADIR/ViT-B-32-256-datacomp_s34b_b86k/visual.onnx and
 textual.onnx, RCLIP_DATADIR/tokenizer/), and runs clipsearch with ViT-B-32-256:random:
-the same architecture and cost on both sides.
+the same architecture and cost on both sides. `--model` gives clipsearch another model
+(e.g. random weights of the default, `bench.py checkpoint ViT-B-32-SigLIP2-256 DIR`), and
+`--python` the interpreter of another install (a torch-free one).
 
 What is timed (wall seconds, median of the runs; peak RSS of the indexing process):
+  first use + query       (--first-use) clipsearch only: the same with an empty model cache,
+                          its towers built from the weights on disk; against rclip's fresh
+                          index, whose ONNX files are ready
   fresh index + query     index FOLDER into an empty library, then one text query
   10 changed files        10 photos replaced by other images, then update + query
   image query             an image-to-image query from a fresh process
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -104,12 +110,25 @@ class Tool:
 
 
 class Clipsearch(Tool):
+    def __init__(self, *args, model: str = MODEL, python: str = sys.executable, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model, self.python = model, python
+        self.env["CLIPSEARCH_MODEL_CACHE"] = str(self.workdir / "models")
+
     def cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "clipsearch.cli", "--home", str(self.workdir / "home"), *args]
+        return [self.python, "-m", "clipsearch.cli", "--home", str(self.workdir / "home"), *args]
 
     def index_and_query(self) -> tuple[float, float]:
-        wall, rss = timed(self.cli("crawl", str(self.photos), "--model", MODEL), self.env)
+        wall, rss = timed(self.cli("crawl", str(self.photos), "--model", self.model), self.env)
         return wall + timed(self.cli("search", QUERY), self.env)[0], rss
+
+    def first_use(self) -> tuple[float, float]:
+        """Index and query with the weights on disk but no towers built yet (an empty model
+        cache): what the first crawl on a computer costs."""
+        self.reset()
+        shutil.rmtree(self.workdir / "models")
+        (self.workdir / "models").mkdir()
+        return self.index_and_query()
 
     def update_and_query(self) -> float:
         return timed(self.cli("crawl"), self.env)[0] + timed(self.cli("search", QUERY), self.env)[0]
@@ -156,6 +175,27 @@ class Rclip(Tool):
         return self.run("-f", QUERY)[0]
 
 
+def make_wallpapers(tree: Path, out: Path, crops: int = 84) -> None:
+    """The comparison's photos from Debian's wallpaper packages, unpacked into tree
+    (`apt-get download mate-backgrounds gnome-backgrounds`, then `dpkg -x` each into tree):
+    their JPEG, PNG and WebP files as they are, and `crops` JPEG crops of them."""
+    from PIL import Image
+
+    rng = random.Random(9)
+    found = sorted(p for p in tree.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    out.mkdir(parents=True, exist_ok=True)
+    for path in found:
+        shutil.copy(path, out / path.name)
+    for i in range(crops):
+        with Image.open(found[i % len(found)]) as img:
+            width, height = img.size
+            share = rng.uniform(0.35, 0.8)
+            w, h = int(width * share), int(height * share)
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            img.convert("RGB").crop((left, top, left + w, top + h)).save(out / f"crop_{i:03d}.jpg", quality=90)
+    print(f"{len(found) + crops} photos in {out}", file=sys.stderr)
+
+
 def change_ten(photos: Path, round_: int) -> None:
     """Give 10 photos other pixels (a small re-encode with a new marker), as an edit would."""
     from PIL import Image
@@ -170,14 +210,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?")
     parser.add_argument("--make-rclip-models", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--make-wallpapers", nargs=2, type=Path, metavar=("TREE", "OUT"),
+                        help="make the 130 photos from unpacked mate-/gnome-backgrounds packages, then stop")
     parser.add_argument("--rclip", help="the rclip executable (default: rclip on PATH)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--image-precision", choices=("fp32", "int8"), default="fp32",
                         help="clipsearch's CPU image tower (its export must be in the model cache already)")
+    parser.add_argument("--model", help=f"clipsearch's model spec (default: {MODEL}); e.g. a checkpoint made by "
+                                        "`scripts/bench.py checkpoint ARCH DIR`")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the Python that runs clipsearch (e.g. a torch-free install's; default: this one)")
+    parser.add_argument("--first-use", action="store_true",
+                        help="also time clipsearch's first crawl with an empty model cache (towers built)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.make_rclip_models:
         make_rclip_models(args.make_rclip_models)
+        return
+    if args.make_wallpapers:
+        make_wallpapers(*args.make_wallpapers)
         return
     if args.folder is None:
         parser.error("FOLDER is required")
@@ -187,12 +238,14 @@ def main() -> None:
         image = next(p for p in sorted(photos.rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg"))
         query_image = Path(scratch) / ("query" + image.suffix)
         shutil.copy(image, query_image)
-        tools = []
-        for cls, name in ((Clipsearch, "clipsearch"), (Rclip, "rclip")):
+        tools: list[Tool] = []
+        for name in ("clipsearch", "rclip"):
             workdir = Path(scratch) / name
             workdir.mkdir()
             (workdir / "models").mkdir()
-            tools.append(cls(name, workdir, photos, rclip=args.rclip))
+        tools.append(Clipsearch("clipsearch", Path(scratch) / "clipsearch", photos, model=args.model or MODEL,
+                                python=args.python))
+        tools.append(Rclip("rclip", Path(scratch) / "rclip", photos, rclip=args.rclip))
         tools[0].env["CLIPSEARCH_IMAGE_PRECISION"] = args.image_precision
         figures: dict[str, dict[str, list[float]]] = {t.name: {} for t in tools}
 
@@ -202,6 +255,10 @@ def main() -> None:
 
         for run in range(args.runs):
             print(f"run {run + 1} of {args.runs}", file=sys.stderr)
+            if args.first_use:  # rclip's ONNX files are ready: its fresh index is its first use
+                wall, rss = tools[0].first_use()
+                note(tools[0], "first use + query", wall)
+                note(tools[0], "peak RSS MiB (first use)", rss)
             for tool in tools if run % 2 == 0 else tools[::-1]:
                 tool.reset()
                 wall, rss = tool.index_and_query()
@@ -217,8 +274,9 @@ def main() -> None:
     summary = {name: {what: statistics.median(values) for what, values in rows.items()}
                for name, rows in figures.items()}
     print(f"\n{'work':<26}{'clipsearch':>12}{'rclip':>12}{'ratio':>8}")
+    paired = {"first use + query": "fresh index + query", "peak RSS MiB (first use)": "peak RSS MiB (index)"}
     for what in summary["clipsearch"]:
-        ours, theirs = summary["clipsearch"][what], summary["rclip"][what]
+        ours, theirs = summary["clipsearch"][what], summary["rclip"][paired.get(what, what)]
         print(f"{what:<26}{ours:>12.2f}{theirs:>12.2f}{ours / theirs:>8.2f}")
     if args.json:
         args.json.write_text(json.dumps({"runs": figures, "median": summary}, indent=2), encoding="utf-8")
