@@ -105,7 +105,7 @@ def test_a_model_without_a_trustworthy_export_keeps_torch_with_one_log_line(tmp_
         from clipsearch.model import imagegraph
         from clipsearch.model.checkpoint import UnsupportedArchitecture
 
-        def refuse(weights, model_cfg, preprocess, opset=imagegraph.OPSET):
+        def refuse(weights, model_cfg, preprocess, opset=imagegraph.OPSET, external=None):
             raise UnsupportedArchitecture("a block the graph builder does not know")
 
         monkeypatch.setattr(imagegraph, "build_image_tower", refuse)

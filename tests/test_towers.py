@@ -78,7 +78,8 @@ def test_the_text_tower_gives_open_clips_vectors_with_a_float16_token_table(buil
     np.testing.assert_allclose(ours, together_alone, atol=2e-6)
     # As saved: memory-mapped, a large token table (SigLIP 2) in float16.
     path = tmp_path / "text.safetensors"
-    write_safetensors(path, text_tensors(built.weights))
+    tensors, dtypes = text_tensors(built.weights)
+    write_safetensors(path, tensors, dtypes=dtypes)
     saved = TextTower(read_safetensors(path), text_config(built.config.model_cfg))
     cosines = np.sum(saved.encode(tokens) * theirs, axis=1)
     print(f"{built.name} text: max |difference| {np.abs(ours - theirs).max():.1e}; as saved: cosine >= "

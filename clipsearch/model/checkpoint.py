@@ -96,6 +96,25 @@ def read_safetensors(path: str | os.PathLike, names: set[str] | None = None,
     return out
 
 
+def release_pages(tensors: Mapping[str, np.ndarray]) -> None:
+    """Let the system take back the memory pages of the files that tensors map (read by
+    read_safetensors): the arrays stay valid and are read from the file again if touched.
+    A first crawl builds both towers from a 1.5 GB checkpoint; without this, every page it
+    read would count against the crawl until the end. A no-op where madvise is missing."""
+    maps: dict[int, mmap.mmap] = {}
+    for array in tensors.values():
+        base: object = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        if isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap):
+            maps[id(base.obj)] = base.obj
+    for mapped in maps.values():
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The free-form `__metadata__` of a .safetensors file ({} if it has none)."""
     with open(path, "rb") as f:
@@ -105,33 +124,46 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
-                      metadata: Mapping[str, str] | None = None) -> None:
+                      metadata: Mapping[str, str] | None = None,
+                      dtypes: Mapping[str, np.dtype | type] | None = None) -> None:
     """Write tensors as a .safetensors file that the reference reader accepts (no gaps
     between tensors). The header is padded with spaces so the data starts at a multiple of
     64 bytes, and tensors are laid out widest dtype first, so every tensor starts at a
-    multiple of its own item size and maps as an aligned view."""
+    multiple of its own item size and maps as an aligned view. `dtypes` converts tensors
+    on the way (a float32 token table written as float16). Tensors go out in pieces of
+    16 MB, and pages of files they map (read_safetensors) are let go after each piece: a
+    1.5 GB checkpoint's text half is written without being held in memory."""
     arrays = {name: np.asarray(array) for name, array in tensors.items()}
-    for name, array in arrays.items():
-        if array.dtype.newbyteorder("<") not in _NAMES:
-            raise CheckpointError(f"{name!r}: dtype {array.dtype} cannot be written")
-    order = sorted(arrays, key=lambda name: -arrays[name].dtype.itemsize)
+    targets = {name: np.dtype((dtypes or {}).get(name, array.dtype)).newbyteorder("<")
+               for name, array in arrays.items()}
+    for name, dtype in targets.items():
+        if dtype not in _NAMES:
+            raise CheckpointError(f"{name!r}: dtype {dtype} cannot be written")
+    order = sorted(arrays, key=lambda name: -targets[name].itemsize)
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
     for name in order:
-        array = arrays[name]
-        header[name] = {"dtype": _NAMES[array.dtype.newbyteorder("<")], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
+        size = arrays[name].size * targets[name].itemsize
+        header[name] = {"dtype": _NAMES[targets[name]], "shape": list(arrays[name].shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-(8 + len(encoded)) % _ALIGN)
     with open(path, "wb") as f:
         f.write(len(encoded).to_bytes(8, "little"))
         f.write(encoded)
         for name in order:
-            array = np.ascontiguousarray(arrays[name], dtype=arrays[name].dtype.newbyteorder("<"))
-            f.write(array.data.cast("B") if array.size else b"")
+            flat = arrays[name].reshape(-1)
+            step = max(1, _PIECE // max(1, flat.itemsize))
+            for start in range(0, flat.size, step):
+                piece = np.ascontiguousarray(flat[start:start + step], dtype=targets[name])
+                f.write(piece.data.cast("B"))
+                release_pages({name: arrays[name]})
+
+
+_PIECE = 16 << 20
 
 
 @dataclass(frozen=True)

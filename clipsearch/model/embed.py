@@ -28,7 +28,7 @@ import numpy as np
 
 from .._memory import return_freed_memory
 from ..errors import BadArgument, ClipsearchError
-from .checkpoint import UnsupportedArchitecture
+from .checkpoint import UnsupportedArchitecture, release_pages
 from .identity import fingerprint
 from .spec import PRESETS, RANDOM, ModelSpec, canonical, parse_spec
 
@@ -166,6 +166,7 @@ class LazyEmbedder:
             checkpoint = open_checkpoint(self.spec, self._cache)
             if build_text:
                 self._text = self._build_text_from(checkpoint, checkpoint.torch_model)
+                release_pages(checkpoint.weights)  # read again from the file if the image tower needs them
             if build_image:
                 self._image = self._build_image_from(checkpoint)
         if self._image is None or self._text is None:  # a half the towers do not run (or no folder for it)

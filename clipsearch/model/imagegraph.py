@@ -73,15 +73,24 @@ _BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which ModifiedResNet keeps
 
 
 def build_image_tower(weights: Mapping[str, np.ndarray], model_cfg: dict, preprocess: Mapping,
-                      opset: int = OPSET) -> onnx.ModelProto:
+                      opset: int = OPSET, external: str | os.PathLike | None = None) -> onnx.ModelProto:
     """The image tower of an open_clip model as an ONNX model: input `pixels` uint8
     (N, H, W, 3) at preprocess["size"], output `vectors` float32 (N, embed_dim), rows
     L2-normalised. `weights` is the state dict under open_clip's names (only `visual.*`
     is read); `preprocess` needs size, mean and std (checkpoint.read_config fills them).
-    opset 20 spells GELU as one op instead of five to eight."""
+    opset 20 spells GELU as one op instead of five to eight. With `external` (a path), the
+    weights are written there as the graph is built and the model points at them: save it
+    into the same folder with `save_model`."""
+    if external is None:
+        return _build(weights, model_cfg, preprocess, GraphBuilder(opset))
+    with open(external, "wb") as sink:
+        return _build(weights, model_cfg, preprocess, GraphBuilder(opset, sink, Path(external).name))
+
+
+def _build(weights: Mapping[str, np.ndarray], model_cfg: dict, preprocess: Mapping,
+           g: GraphBuilder) -> onnx.ModelProto:
     vision = dict(model_cfg.get("vision_cfg") or {})
     size = _pair(preprocess.get("size") or vision.get("image_size", 224))
-    g = GraphBuilder(opset)
     mean = np.asarray(preprocess["mean"], np.float64)
     std = np.asarray(preprocess["std"], np.float64)
     # (x / 255 - mean) / std as one multiply-add, in NHWC where the channel is the last axis.
@@ -109,6 +118,9 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     file stays small. Returns the weights file's path. `model` is left as it was (onnx
     would move its weights out of it: a copy is saved)."""
     path = Path(path)
+    if any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer):
+        onnx.save_model(model, str(path))  # built with `external`: its weights are on disk already
+        return path.parent / external_location(model)
     weights = path.with_suffix(".weights")
     weights.unlink(missing_ok=True)  # onnx appends to an existing external-data file
     copy = onnx.ModelProto()
@@ -116,6 +128,15 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=weights.name, size_threshold=1024)
     return weights
+
+
+def external_location(model: onnx.ModelProto) -> str:
+    """The file name the model's external initialisers point at."""
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                return entry.value
+    raise ValueError("the model has no external weights")
 
 
 # -- families -------------------------------------------------------------------------------

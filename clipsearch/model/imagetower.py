@@ -27,6 +27,7 @@ import numpy as np
 
 from ..records import Preprocess
 from . import _share
+from .checkpoint import release_pages
 
 FORMAT = 2  # 2: weights in a file of their own
 DESCRIPTION = "image-tower.json"
@@ -132,13 +133,16 @@ def build(folder: str | os.PathLike, spec: str, source: str, checkpoint, precisi
     graph builder does not know the model's image tower."""
     from . import imagegraph
 
-    graph = imagegraph.build_image_tower(checkpoint.weights, checkpoint.model_cfg, checkpoint.preprocess)
     path = new_file(folder)
-    _share.check_room(path.parent, sum(len(t.raw_data) for t in graph.graph.initializer))
+    tower_bytes = sum(a.size * 4 for n, a in checkpoint.weights.items() if n.startswith("visual."))
+    _share.check_room(path.parent, 2 * tower_bytes)  # the plain graph's weights and the optimised ones
     raw, quantized = path.with_name(path.stem + "-raw.onnx"), path.with_name(path.stem + "-int8.onnx")
     try:
-        imagegraph.save_model(graph, raw)
-        del graph  # the weights are on disk now: not held twice while onnxruntime reads them
+        # The weights go to disk as the graph is built; the checkpoint's pages are let go
+        # before onnxruntime reads them back (a first crawl's peak memory).
+        imagegraph.save_model(imagegraph.build_image_tower(checkpoint.weights, checkpoint.model_cfg,
+                                                           checkpoint.preprocess, external=weights_of(raw)), raw)
+        release_pages(checkpoint.weights)
         if precision == "int8":
             quantize(raw, quantized)
             optimize(quantized, path)
@@ -149,7 +153,7 @@ def build(folder: str | os.PathLike, spec: str, source: str, checkpoint, precisi
         weights_of(path).unlink(missing_ok=True)
         raise
     finally:
-        for leftover in (raw, weights_of(raw), quantized):
+        for leftover in (raw, weights_of(raw), quantized, weights_of(quantized)):
             leftover.unlink(missing_ok=True)
     prep = checkpoint.preprocess
     size = prep["size"][0] if isinstance(prep["size"], (list, tuple)) else prep["size"]

@@ -261,23 +261,21 @@ class _Block:
 HALF_TABLE_BYTES = 200_000_000  # token tables larger than this in float32 are kept in float16
 
 
-def text_tensors(weights: Mapping[str, np.ndarray], token_dtype: type | None = None) -> dict[str, np.ndarray]:
-    """The text tower's tensors of a checkpoint under their own names, the rest as float32
-    and the token table in token_dtype: by default float16 where it is large (SigLIP 2's
-    256,000 x 768 rows: 393 MB instead of 786 MB; vectors within a cosine of 0.9999999 of
-    float32's), float32 where it is not (CLIP's 100 MB: its vectors stay exact)."""
+def text_tensors(weights: Mapping[str, np.ndarray],
+                 token_dtype: type | None = None) -> tuple[dict[str, np.ndarray], dict[str, type]]:
+    """The text tower's tensors of a checkpoint under their own names (as they are: views of
+    the checkpoint) and the dtype each is to be saved in (write_safetensors' `dtypes`): the
+    token table in token_dtype, by default float16 where it is large (SigLIP 2's 256,000 x
+    768 rows: 393 MB instead of 786 MB; vectors within a cosine of 0.9999999 of float32's)
+    and float32 where it is not (CLIP's 100 MB: its vectors stay exact); the rest float32."""
     p = "text." if "text.token_embedding.weight" in weights else ""
     if token_dtype is None:
         table = weights.get(p + "token_embedding.weight")
         token_dtype = np.float16 if table is not None and table.size * 4 > HALF_TABLE_BYTES else np.float32
     tower_names = re.compile(re.escape(p) + r"(token_embedding\.weight|positional_embedding|transformer\.|"
                              r"ln_final\.|text_projection)")
-    out: dict[str, np.ndarray] = {}
-    for name, array in weights.items():
-        if tower_names.match(name):
-            dtype = token_dtype if name == p + "token_embedding.weight" else np.float32
-            out[name] = np.asarray(array, dtype=dtype)
-    return out
+    out = {name: array for name, array in weights.items() if tower_names.match(name)}
+    return out, {name: token_dtype if name == p + "token_embedding.weight" else np.float32 for name in out}
 
 
 def save(folder: str | os.PathLike, spec: str, source: str, weights: Mapping[str, np.ndarray], model_cfg: dict,
@@ -288,15 +286,15 @@ def save(folder: str | os.PathLike, spec: str, source: str, weights: Mapping[str
     folder = Path(folder)
     config = text_config(model_cfg)
     TextTower(weights, config)  # refuse what the tower cannot run before writing anything
-    tensors = text_tensors(weights)
+    tensors, dtypes = text_tensors(weights)
     folder.mkdir(parents=True, exist_ok=True)
-    _share.check_room(folder, sum(t.nbytes for t in tensors.values()))
+    _share.check_room(folder, sum(t.size * np.dtype(dtypes[n]).itemsize for n, t in tensors.items()))
     stem = f"text-tower-{uuid.uuid4().hex[:12]}"
     files = [folder / f"{stem}.safetensors"]
     text = model_cfg.get("text_cfg") or {}
     tokenizer: dict[str, Any] = {"kind": "clip", "context_length": config.context_length}
     try:
-        write_safetensors(files[0], tensors)
+        write_safetensors(files[0], tensors, dtypes=dtypes)
         if tokenizer_folder is not None:
             kwargs = dict(text.get("tokenizer_kwargs") or {})
             tokenizer = {"kind": "hub", "context_length": config.context_length, "clean": kwargs.get("clean",
@@ -333,15 +331,16 @@ def _compiled_tokenizer(path: Path, context_length: int, tokenizer: dict) -> Com
     the vocabulary's own pieces. None otherwise: the tower then loads `tokenizers`."""
     reference = HubTokenizer(path, context_length, clean=tokenizer["clean"], tokenizer_config=tokenizer["config"],
                              strip_sep_token=tokenizer["strip_sep_token"])
-    try:
-        compiled = reference.compiled()
-    except Unsupported as exc:
-        log.info("the tokenizer of this model is loaded through `tokenizers`: %s", exc)
-        return None
     source = json.loads(path.read_text(encoding="utf-8"))
     vocab = list((source.get("model") or {}).get("vocab") or {})
     sample = vocab[::max(1, len(vocab) // 4000)]
     added = [t["content"] for t in source.get("added_tokens") or []]
+    try:
+        compiled = reference.compiled(source)
+    except Unsupported as exc:
+        log.info("the tokenizer of this model is loaded through `tokenizers`: %s", exc)
+        return None
+    del source, vocab
     if not compiled.agrees_on(reference, probe_texts(sample, added)):
         log.warning("the compiled tokenizer disagrees with `tokenizers` on a probe text; keeping `tokenizers`")
         return None

@@ -190,13 +190,15 @@ class HubTokenizer:
         self._tokenizer.enable_padding(length=self.context_length, pad_id=self.pad_id,
                                        pad_token=pad_token or "", direction=self.padding_side)
 
-    def compiled(self) -> "CompiledTokenizer":
+    def compiled(self, source: dict | None = None) -> "CompiledTokenizer":
         """The same tokenizer as arrays (bpe.py): it loads in a millisecond where this one
         takes 0.6 s for Gemma's vocabulary. Raises bpe.Unsupported for a tokenizer.json it
         does not cover; callers check it against this one (`agrees_on`) before keeping it."""
         from clipsearch.model import bpe
 
-        description, arrays = bpe.compile_bpe(json.loads(self.file.read_text(encoding="utf-8")))
+        if source is None:  # tokenizer.json, parsed
+            source = json.loads(self.file.read_text(encoding="utf-8"))
+        description, arrays = bpe.compile_bpe(source)
         description.update(context_length=self.context_length, clean=self.clean, pad_id=self.pad_id,
                            sep_id=self._sep_id, padding_side=self.padding_side,
                            truncation_side=self.truncation_side)
