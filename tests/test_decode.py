@@ -45,6 +45,23 @@ def test_jpeg_draft_decoding_stays_close_to_a_full_decode(tmp_path):
     assert np.abs(drafted.astype(np.float64) - reference).mean() < 4.0
 
 
+@pytest.mark.parametrize("mode", ["shortest", "squash", "longest"])
+def test_a_large_image_is_reduced_first_and_stays_close_to_a_full_resample(tmp_path, mode):
+    path = make_photo(tmp_path / "big.png", 9, size=(3000, 2000))
+    prep = Preprocess(size=224, resize_mode=mode)
+    ours, _ = load_image(str(path), prep, 10**9)
+    full = Image.open(path).convert("RGB")
+    if mode == "squash":
+        reference = full.resize((224, 224), Image.Resampling.BICUBIC)
+    elif mode == "longest":
+        reference = Image.new("RGB", (224, 224))
+        reference.paste(full.resize((224, 149), Image.Resampling.BICUBIC), (0, (224 - 149) // 2))
+    else:
+        reference = full.resize((336, 224), Image.Resampling.BICUBIC).crop((56, 0, 280, 224))
+    difference = np.abs(ours.astype(np.float64) - np.asarray(reference, dtype=np.float64))
+    assert ours.shape == (224, 224, 3) and difference.mean() < 1.0
+
+
 def test_exif_orientation_is_applied(tmp_path):
     # A wide image whose EXIF says "rotate 90": the model must see it tall.
     img = Image.new("RGB", (200, 100), "black")

