@@ -135,8 +135,9 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None,
               help="Follow symlinked folders (loops are never followed). These four scan flags are "
                    "remembered for the folder: later crawls walk it the same way.")
-@click.option("--model", help="Model for a new library: default, openai, accurate, ARCH:PRETRAINED, "
-                              "ViT-B/32, or a checkpoint path. An existing library keeps its own.")
+@click.option("--model", help="Model for a new library: default (SigLIP 2 B/32), accurate (SigLIP 2 B/16), "
+                              "datacomp, openai, mobileclip, ARCH:PRETRAINED, ViT-B/32, or "
+                              "ARCH:/path/to/open_clip_model.safetensors. An existing library keeps its own.")
 @preset_option
 @device_option
 @batch_size_option

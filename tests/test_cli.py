@@ -110,17 +110,21 @@ def test_a_crawl_with_another_model_refuses_and_says_how_to_proceed(indexed, hom
     assert "Traceback" not in result.stderr
 
 
-def test_missing_weights_without_network_name_the_model_cache_and_local_checkpoint(home, tmp_path):
+@pytest.mark.parametrize("model, spec, tokenizer", [("openai", "ViT-B-32:openai", False),
+                                                     ("default", "ViT-B-32-SigLIP2-256:webli", True)])
+def test_missing_weights_without_network_name_the_model_cache_and_local_checkpoint(home, tmp_path, model, spec,
+                                                                                  tokenizer):
     make_photos(tmp_path / "photos", 1)
     cache = tmp_path / "model-cache"
-    result = run_cli("--home", str(home), "crawl", str(tmp_path / "photos"), "--model", "ViT-B-32:openai",
+    result = run_cli("--home", str(home), "crawl", str(tmp_path / "photos"), "--model", model,
                      env={"CLIPSEARCH_MODEL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
-    assert "ViT-B-32:openai" in message
+    assert spec in message
     assert str(cache) in message
-    assert "--model ViT-B-32:/path/to/" in message
+    assert f"--model {spec.split(':')[0]}:/path/to/open_clip_model.safetensors" in message
+    assert ("tokenizer.json" in message) == tokenizer  # SigLIP's tokenizer is to be fetched too
     assert "Traceback" not in message
 
 

@@ -145,7 +145,7 @@ result = click.testing.CliRunner().invoke(cli, ["--home", {str(tmp_path / "home"
 print(json.dumps({{"code": result.exit_code, "error": result.stderr}}))
 """
     result = _without_torch(code)
-    assert result["code"] == 1 and "needs PyTorch" in result["error"] and "clipsearch[gpu]" in result["error"]
+    assert result["code"] == 1 and "needs PyTorch" in result["error"] and "pip install '.[gpu]'" in result["error"]
     assert "Traceback" not in result["error"] and len(result["error"].strip().splitlines()) == 1
 
 
@@ -205,5 +205,5 @@ print(json.dumps({{"code": first.exit_code, "stderr": first.stderr, "stdout": fi
 """
     result = _without_torch(code)
     assert result["code"] == 0, result["stderr"]
-    assert result["stderr"].count("pip install 'clipsearch[gpu]'") == 1
+    assert result["stderr"].count("pip install '.[gpu]'") == 1
     assert "3" in result["stdout"] and "embedded" in result["stdout"]

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from .embed import OpenClipEmbedder
 
 log = logging.getLogger("clipsearch")
-GPU_EXTRA = "pip install 'clipsearch[gpu]'"
 
 
 @dataclass
@@ -131,7 +130,7 @@ def _arch_config(arch: str) -> dict:
         if found is not None:
             return dict(found)
     raise ClipsearchError(f"the architecture of model {arch!r} is not known without PyTorch: name its config file "
-                          f"(--model /path/to/config.json:/path/to/weights.safetensors), or {GPU_EXTRA}")
+                          f"(--model /path/to/config.json:/path/to/weights.safetensors), or {hub.GPU_EXTRA}")
 
 
 def _published_preprocess(arch: str) -> dict:
@@ -154,7 +153,7 @@ def _published_preprocess(arch: str) -> dict:
 def _through_torch(spec: str, cache_dir, why: str) -> Checkpoint:
     """The checkpoint of a model only PyTorch can make or read: its state dict as numpy."""
     if not torch_available():
-        raise ClipsearchError(f"model {spec} needs PyTorch ({why}): {GPU_EXTRA}, or use a model published as "
+        raise ClipsearchError(f"model {spec} needs PyTorch ({why}): {hub.GPU_EXTRA}, or use a model published as "
                               "safetensors (`clipsearch presets` lists them)")
     from .embed import OpenClipEmbedder
 

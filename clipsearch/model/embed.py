@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clipsearch")
 GPU_HINT = ("a GPU is here, but PyTorch is not installed: images are embedded on the CPU. For GPU speed: "
-            "pip install 'clipsearch[gpu]' (a CUDA build of PyTorch, about 5 GB)")
+            "install the gpu extra (pip install '.[gpu]' in clipsearch's folder; PyTorch with CUDA, about 5 GB)")
 
 
 class LazyEmbedder:
@@ -194,11 +194,12 @@ class LazyEmbedder:
                 self._on_gpu = False
             else:
                 from .build import torch_available
+                from .hub import GPU_EXTRA
 
                 if not torch_available():
                     if self._device_setting != "auto":
                         raise BadArgument("device", self._device_setting,
-                                          "needs PyTorch: pip install 'clipsearch[gpu]'")
+                                          "needs PyTorch: " + GPU_EXTRA)
                     log.warning(GPU_HINT)
                     if self._notify is not None:
                         self._notify(GPU_HINT)
@@ -208,7 +209,8 @@ class LazyEmbedder:
         return self._on_gpu
 
     def _torch_for(self, why: str) -> OpenClipEmbedder:
-        from .build import GPU_EXTRA, torch_available
+        from .build import torch_available
+        from .hub import GPU_EXTRA
 
         if not torch_available():
             raise ClipsearchError(f"model {self.spec} needs PyTorch ({why}): {GPU_EXTRA}")

@@ -39,6 +39,7 @@ WEIGHTS = "open_clip_model.safetensors"
 WEIGHTS_PICKLE = "open_clip_pytorch_model.bin"
 CONFIG = "open_clip_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+GPU_EXTRA = "install the gpu extra (pip install '.[gpu]' in clipsearch's folder)"
 
 _OPENAI = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711),
            "interpolation": "bicubic", "resize_mode": "shortest"}
@@ -138,7 +139,7 @@ def download(model: HubModel, cache_dir: str | os.PathLike | None = None) -> Dow
     if weights is None:
         raise ClipsearchError(
             f"the hub repo {model.repo} has no {WEIGHTS}: the weights of {model.spec} can only be read with PyTorch "
-            "(pip install 'clipsearch[gpu]')")
+            f"({GPU_EXTRA})")
     config_file = fetch(model.repo, CONFIG, cache_dir, required=False, model=model)
     model_cfg, given = dict(model.model_cfg), dict(model.preprocess)
     if config_file is not None:
@@ -224,6 +225,8 @@ def _unreachable(repo: str, filename: str, cache: str | None, model: HubModel | 
 
 
 def _way_out(repo: str, model: HubModel | None) -> str:
+    files = f"{WEIGHTS}, {CONFIG}" + (f", {TOKENIZER_FILES[0]} and {TOKENIZER_FILES[1]}"
+                                      if model is not None and model.tokenizer_repo else "")
     return (f"Weights are downloaded once, on first use: connect and run the command again, or download "
-            f"{WEIGHTS} (and {CONFIG}) from https://huggingface.co/{repo} on another computer and name the "
-            f"file: --model {model.arch if model else 'ARCH'}:/path/to/{WEIGHTS}")
+            f"{files} from https://huggingface.co/{repo} into one folder on another computer and name the "
+            f"weights file: --model {model.arch if model else 'ARCH'}:/path/to/{WEIGHTS}")

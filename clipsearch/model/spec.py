@@ -1,7 +1,7 @@
 """Model names and what every embedder offers: cheap to import (no torch, no onnxruntime).
 
 A model is named by a spec string:
-  default | openai | accurate            presets (see PRESETS)
+  default | accurate | datacomp | openai | mobileclip   presets (see PRESETS)
   ARCH:PRETRAINED                        an open_clip architecture and a pretrained tag,
                                          e.g. ViT-B-32-256:datacomp_s34b_b86k
   ARCH:/path/to/weights.pt               an architecture with a local checkpoint file
