@@ -70,8 +70,7 @@ from clipsearch.library import Library  # noqa: E402
 from clipsearch.ingest.scan import ScanRules, walk  # noqa: E402
 from clipsearch.records import Embedded, FileRecord, ImageMeta  # noqa: E402
 
-TOWER_MODELS = ["ViT-B-32-SigLIP2-256:random", "ViT-B-16-SigLIP2-256:random", "ViT-B-32-256:random",
-                "ViT-B-32:random"]
+TOWER_ARCHS = ["ViT-B-32-SigLIP2-256", "ViT-B-16-SigLIP2-256", "ViT-B-32-256", "ViT-B-32"]
 TINY_MODEL = f"{ROOT / 'tests' / 'fixtures' / 'tiny-clip.json'}:random"
 QUERIES = ["a red car in the snow", "two dogs playing on a beach", "birthday cake with candles",
            "mountain lake at sunset", "a cat sleeping on a sofa", "city street at night in the rain",
@@ -576,26 +575,46 @@ def bench_index(count: int, dim: int, queries: int, hard: bool = False) -> dict:
 
 
 # --- image tower ----------------------------------------------------------------------------
-def bench_towers(models: list[str], batch: int = 16, runs: int = 6) -> dict:
-    """For each model (random weights of the real architecture, which cost what real ones
-    do): the towers built from its tensors (model/build.py), their build time and size, the
-    image tower's time per image (fp32, int8 per channel; onnxruntime with its default
-    threads, batches of `batch`) against torch's, and a text query on the numpy text tower
-    (one text, and 16 together)."""
+def _torch_images(arch: str, weights: Path, preprocess: dict, quick_gelu: bool = False):
+    """open_clip's image tower of the checkpoint at weights, as a function of uint8 NHWC
+    pixels (the same normalisation as the ONNX graph) -> L2-normalised vectors."""
+    import open_clip
+    import torch
+
+    model = open_clip.create_model(arch, pretrained=str(weights), force_quick_gelu=quick_gelu).eval()
+    mean = torch.tensor(preprocess["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess["std"]).view(1, 3, 1, 1)
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            out = model.encode_image(x)
+            return torch.nn.functional.normalize(out, dim=-1).numpy()
+
+    return embed
+
+
+def bench_towers(data: Path, archs: list[str], batch: int = 16, runs: int = 6) -> dict:
+    """For each architecture (random weights in a hub repository's layout, made once by
+    `random_checkpoint`: they cost what real ones do): the towers built from its tensors
+    (model/build.py) as a first crawl builds them, their build time, peak memory and size,
+    the image tower's time per image (fp32, int8 per channel; onnxruntime with its default
+    threads, batches of `batch`) against open_clip's in torch, and a text query on the
+    numpy text tower (one text, and 16 together)."""
     import onnxruntime
 
     from clipsearch.model import imagetower, texttower
     from clipsearch.model.build import open_checkpoint
-    from clipsearch.model.embed import OpenClipEmbedder
 
     figures: dict = {}
-    for spec in models:
+    for arch in archs:
+        spec = random_checkpoint(arch, data / "checkpoints" / arch)
+        weights = Path(spec.split(":", 1)[1])
         with tempfile.TemporaryDirectory() as folder:
-            start = time.perf_counter()
-            checkpoint = open_checkpoint(spec)  # random weights come through torch
-            torch_model = checkpoint.torch_model or OpenClipEmbedder(spec, device="cpu")
-            row: dict = {"checkpoint_s": time.perf_counter() - start}
-            size = torch_model.preprocess.size
+            checkpoint = open_checkpoint(spec)
+            row: dict = {"checkpoint_mb": weights.stat().st_size / 1e6}
+            prep = checkpoint.preprocess
+            size = prep["size"][0] if isinstance(prep["size"], (list, tuple)) else prep["size"]
             pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
             def per_image(embed, pixels=pixels) -> float:
@@ -605,7 +624,11 @@ def bench_towers(models: list[str], batch: int = 16, runs: int = 6) -> dict:
                     embed(pixels)
                 return 1000 * (time.perf_counter() - start) / (runs * batch)
 
-            row["torch_ms_per_image"] = per_image(torch_model.embed_images)
+            start = time.perf_counter()
+            text = texttower.save(Path(folder) / "text", spec, "", checkpoint.weights, checkpoint.model_cfg,
+                                  checkpoint.tokenizer_folder)
+            row["text_build_s"] = time.perf_counter() - start
+            row["text_mb"] = sum(f.stat().st_size for f in (Path(folder) / "text").iterdir()) / 1e6
             for precision in ("fp32", "int8"):
                 start = time.perf_counter()
                 tower = imagetower.build(Path(folder) / precision, spec, "", checkpoint, precision)
@@ -618,32 +641,26 @@ def bench_towers(models: list[str], batch: int = 16, runs: int = 6) -> dict:
                 session = onnxruntime.InferenceSession(str(tower.path), options, providers=["CPUExecutionProvider"])
                 row[f"{precision}_session_s"] = time.perf_counter() - start
                 row[f"{precision}_ms_per_image"] = per_image(lambda p, run=session: run.run(None, {"pixels": p})[0])
-                out = session.run(None, {"pixels": pixels})[0]
-                row[f"{precision}_min_cosine_to_torch"] = float(np.min(np.sum(out * torch_model.embed_images(pixels),
+                row[f"_{precision}_out"] = session.run(None, {"pixels": pixels})[0]
+                session = None
+            torch_images = _torch_images(arch, weights, prep, bool(checkpoint.model_cfg.get("quick_gelu")))
+            row["torch_ms_per_image"] = per_image(torch_images)
+            reference = torch_images(pixels)
+            for precision in ("fp32", "int8"):
+                row[f"{precision}_min_cosine_to_torch"] = float(np.min(np.sum(row.pop(f"_{precision}_out") * reference,
                                                                               axis=1)))
+            torch_images = None
+            texts = [QUERIES[i % len(QUERIES)] for i in range(16)]
+            text.embed_texts(texts[:1])
             start = time.perf_counter()
-            try:
-                text = texttower.save(Path(folder) / "text", spec, "", checkpoint.weights, checkpoint.model_cfg,
-                                      checkpoint.tokenizer_folder)
-            except Exception as exc:  # noqa: BLE001 - a model whose tokenizer is not here (SigLIP): ids alone
-                text = texttower.TextTower(checkpoint.weights, texttower.text_config(checkpoint.model_cfg))
-                row["text_note"] = f"timed on token ids ({type(exc).__name__})"
-            row["text_build_s"] = time.perf_counter() - start
-            context = text.config.context_length
-            tokens = np.ones((16, context), dtype=np.int64)
-            tokens[:, :8] = np.arange(5, 13)
-            text.encode(tokens[:1])
-            start = time.perf_counter()
-            for _ in range(10):
-                text.encode(tokens[:1])
+            for i in range(10):
+                text.embed_texts([texts[i]])
             row["text_one_ms"] = 100 * (time.perf_counter() - start)
             start = time.perf_counter()
-            text.encode(tokens)
+            text.embed_texts(texts)
             row["text_16_ms_each"] = 1000 * (time.perf_counter() - start) / 16
-            if (Path(folder) / "text").is_dir():
-                row["text_mb"] = sum(f.stat().st_size for f in (Path(folder) / "text").iterdir()) / 1e6
-            figures[spec] = row
-            checkpoint = torch_model = None
+            figures[arch] = row
+            checkpoint = text = None
     return figures
 
 
@@ -705,7 +722,7 @@ def random_checkpoint(arch: str, folder: Path) -> str:
         model_cfg = _arch_config(arch)
         if model_cfg["text_cfg"].get("hf_tokenizer_name"):
             gemma_sized_tokenizer(folder, model_cfg["text_cfg"]["vocab_size"])
-        model = open_clip.create_model(arch, pretrained=None)
+        model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=bool(model_cfg.get("quick_gelu")))
         tensors = {name: value.detach().float().numpy().copy() for name, value in model.state_dict().items()}
         (folder / "open_clip_config.json").write_text(json.dumps(
             {"model_cfg": model_cfg, "preprocess_cfg": _published_preprocess(arch)}), encoding="utf-8")
@@ -1121,7 +1138,7 @@ def main() -> None:
     recrawl = sub.add_parser("recrawl", help="unchanged re-crawl of a large tree")
     recrawl.add_argument("--count", type=int, default=100_000)
     towers = sub.add_parser("towers", help="the towers of the presets' models: build, size, ms per image and text")
-    towers.add_argument("--models", nargs="+", help="model specs (default: the presets' architectures, random)")
+    towers.add_argument("--archs", nargs="+", help="open_clip architectures (default: the presets')")
     scaling = sub.add_parser("decode", help="decode scaling: images/s with N threads and N processes")
     scaling.add_argument("folder", type=Path, nargs="?", help="photos (default: generated)")
     scaling.add_argument("--widths", type=int, nargs="+", default=None, help="worker counts (default: 1 and cores)")
@@ -1167,7 +1184,7 @@ def main() -> None:
     if args.what in (None, "recrawl"):
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
-        results["towers"] = bench_towers(getattr(args, "models", None) or TOWER_MODELS)
+        results["towers"] = bench_towers(data, getattr(args, "archs", None) or TOWER_ARCHS)
     if args.what == "decode":
         folder = args.folder or generated_photos(data, 200)
         results["decode"] = bench_decode_scaling(folder, args.widths or sorted({1, os.cpu_count() or 1}))
