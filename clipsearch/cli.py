@@ -19,7 +19,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 # The library's argument names, as this command line spells them.
 _FLAGS = {"k": "-k", "min_score": "--min-score", "format": "--format", "threshold": "--threshold", "paths": "--paths",
-          "device": "--device", "model": "--model"}
+          "device": "--device", "model": "--model", "extensions": "--ext"}
 
 
 def phrase(exc: ClipsearchError) -> str:
@@ -130,7 +130,10 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip paths matching this glob (repeatable), e.g. '*/thumbnails/*'.")
 @click.option("--ext", "extensions", multiple=True, metavar="EXT",
-              help="Image extensions to index (repeatable). Default: jpg jpeg png webp bmp tif tiff gif.")
+              help="Extensions to index, instead of the default (repeatable, or comma-separated: "
+                   "--ext jpg,heic). Default: every photo format: jpg jpeg png webp bmp tif tiff gif, "
+                   "heic heif hif avif, and camera RAW (dng cr2 cr3 nef nrw arw raf orf rw2 pef srw; "
+                   "a RAW with a JPEG or HEIC of the same name beside it is skipped, see the `raw` setting).")
 @click.option("--hidden/--no-hidden", "include_hidden", default=None, help="Include hidden files and folders.")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None,
               help="Follow symlinked folders (loops are never followed). These four scan flags are "
@@ -157,6 +160,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
     from .render import CrawlProgress, crawl_summary
 
     library = _library(ctx, log=True, **flags)
+    extensions = tuple(ext for given in extensions for ext in given.replace(",", " ").split())
     console, err_console = _console(), _console(stderr=True)
     with CrawlProgress(err_console) as progress:
         report = library.crawl(folders, model=model, exclude=exclude or None, extensions=extensions or None,
@@ -585,6 +589,8 @@ def errors(ctx, limit, as_json):
         if rows:
             click.echo(errors_lines(rows))  # piped: path and error, tab-separated, a file a line
         return
+    for missing in _library(ctx).missing_readers():
+        console.print(missing.line(), style="yellow")
     console.print(errors_table(rows))
     if rows:
         # A fix that leaves the file itself untouched (chmod, remounting a drive) changes

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import platformdirs
 
 from .errors import ClipsearchError
+from .filetypes import RAW_MODES, default_extensions, refused_extensions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +26,7 @@ else:  # pragma: no cover
 APP_NAME = "clipsearch"
 PRECISIONS = ("fp32", "int8")  # of the CPU image tower (imagetower.MIN_COSINE)
 DECODE_MODES = ("auto", "threads", "processes")  # ingest/workers.py MODES
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+DEFAULT_EXTENSIONS = default_extensions()  # filetypes.FORMATS: JPEG ... HEIC, AVIF, camera RAW
 TTA_MODES = ("none", "flip")  # test-time augmentation of image queries (Library._image_vectors)
 
 
@@ -93,6 +94,9 @@ class Settings:
     exclude: tuple[str, ...] = ()
     include_hidden: bool = False
     follow_symlinks: bool = False
+    # Camera RAW files: "unpaired" (those without a JPEG or HEIC of the same shot beside them:
+    # a RAW+JPEG shooter's photos are not indexed twice) or "all".
+    raw: str = "unpaired"
     # The CPU image tower's precision: "fp32", or "int8" (weights quantised: faster, vectors
     # within cosine 0.98-0.998 of fp32; docs/benchmarks.md).
     image_precision: str = "fp32"
@@ -237,6 +241,11 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
         raise ClipsearchError(f"image_precision = {settings.image_precision!r} is not one of: {', '.join(PRECISIONS)}")
     if settings.tta not in TTA_MODES:
         raise ClipsearchError(f"tta = {settings.tta!r} is not one of: {', '.join(TTA_MODES)}")
+    if settings.raw not in RAW_MODES:
+        raise ClipsearchError(f"raw = {settings.raw!r} is not one of: {', '.join(RAW_MODES)}")
+    why = refused_extensions(settings.extensions)
+    if why:
+        raise ClipsearchError(f"extensions: {why}")
     return settings
 
 

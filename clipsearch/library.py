@@ -20,6 +20,7 @@ from .catalog.faults import storage_error
 from .catalog.store import Store
 from .config import Settings
 from .errors import BadArgument, NotIndexed
+from .filetypes import refused_extensions
 from .keeper import ForestKeeper, index_info
 from .notices import Notices
 from .paths import PathRule, absolute
@@ -39,6 +40,7 @@ from .records import (
     ImportReport,
     IndexInfo,
     LibraryStatus,
+    MissingReader,
     Overview,
     Photo,
     RepairReport,
@@ -111,7 +113,11 @@ class Library:
         given = {name: value for name, value in (("exclude", exclude), ("extensions", extensions),
                                                  ("include_hidden", include_hidden),
                                                  ("follow_symlinks", follow_symlinks)) if value is not None}
+        why = refused_extensions(extensions or ())
+        if why:
+            raise BadArgument("extensions", None, why)
         rule = PathRule.for_setting(self.settings.path_case)
+
         def roots() -> list[Root]:
             return Store.read(self.settings.catalog_path, Store.roots, [])
 
@@ -157,8 +163,15 @@ class Library:
     @_storage_guard
     def folders(self) -> list[str]:
         """The library's root folders that are online (no counting: a few milliseconds)."""
+        return [path for path, _ in self.folders_and_links()]
+
+    @_storage_guard
+    def folders_and_links(self) -> list[tuple[str, bool]]:
+        """The online root folders, each with whether its walks follow symbolic links (then a
+        photo reached through a link out of the folder belongs to it)."""
         roots: list[Root] = Store.read(self.settings.catalog_path, Store.roots, [])
-        return [r.path for r in roots if r.offline_since is None]
+        return [(r.path, bool(r.options.get("follow_symlinks", self.settings.follow_symlinks)))
+                for r in roots if r.offline_since is None]
 
     @_storage_guard
     def watch(self, stop: threading.Event, **options) -> None:
@@ -315,6 +328,13 @@ class Library:
         ids = [int(i) for i in file_ids]
         rows: dict[int, FileRow] = Store.read(self.settings.catalog_path, lambda store: store.rows(ids), {})
         return {i: views.photo(r) for i, r in rows.items() if r.status == "live"}
+
+    @_storage_guard
+    def missing_readers(self) -> list[MissingReader]:
+        """Formats of photos in the folders that this install has no package to read."""
+        from . import views
+
+        return Store.read(self.settings.catalog_path, views.missing_readers, [])
 
     @_storage_guard
     def errors(self, limit: int | None = None) -> list[FailedFile]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from .config import DEFAULT_EXTENSIONS
 from .errors import QueryError
+from .filetypes import same_kind
 
 if TYPE_CHECKING:
     from .records import Filters
@@ -43,7 +44,7 @@ Filters (any order, combined with AND; the same filter twice means either):
   in:FOLDER        under FOLDER (an absolute path), or in a folder of that name anywhere
   after:DATE       taken on or after DATE (YYYY, YYYY-MM or YYYY-MM-DD)
   before:DATE      taken before DATE       (after:2021-03 before:2021-04 is March 2021)
-  ext:jpg,png      file extension (jpg also finds .jpeg)
+  ext:jpg,png      file extension (jpg also finds .jpeg, heic .heif; ext:raw every camera RAW)
   camera:TEXT      camera make or model contains TEXT
   min:SCORE        leave out results scoring below SCORE (e.g. min:0.2)
   sort:date        oldest first; sort:newest newest first; sort:score (default)
@@ -243,13 +244,13 @@ def _filters(values: dict[str, list[str]], cwd: str | None) -> tuple[Filters, fl
     if after and before and after >= before:
         raise QueryError(f"after:{values['after'][-1]} is not before before:{values['before'][-1]}: "
                          "no date is in between")
-    extensions = []
+    extensions: list[str] = []
     for value in values.get("ext", []):
         for ext in value.lower().split(","):
             ext = ext.strip().lstrip(".")
             if not ext or not ext.isalnum():
                 raise QueryError(f"ext:{value}: write extensions like ext:jpg or ext:jpg,png")
-            extensions.extend(["jpg", "jpeg"] if ext in ("jpg", "jpeg") else [ext])
+            extensions.extend(same_kind(ext))
     cameras = tuple(v.lower() for v in values.get("camera", []))
     min_score = None
     for value in values.get("min", []):

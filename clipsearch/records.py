@@ -362,6 +362,20 @@ class LibraryStatus:
     catalog_bytes: int
     index_problem: str | None = None  # why the forest is not used, if it is not
     daemon: DaemonState | None = None  # the watch daemon, if it runs
+    missing: list[MissingReader] = field(default_factory=list)  # formats this install cannot read
+
+
+@dataclass(frozen=True)
+class MissingReader:
+    """Photos of a format whose package is not installed: recorded as failed until it is."""
+
+    kind: str  # "HEIC", "AVIF", "camera RAW"
+    why: str  # "pi-heif is not installed (pip install pi-heif)"
+    files: int
+
+    def line(self) -> str:
+        return (f"{self.files} {self.kind} file{'s' if self.files != 1 else ''} not read: {self.why}; "
+                "then `clipsearch crawl --retry-failed`")
 
 
 @dataclass

@@ -263,6 +263,8 @@ def status_view(status: LibraryStatus) -> Table:
                   + (f", {c['offline']} offline" if c.get("offline") else "")
                   + (f", {c['unembedded']} waiting to be embedded" if c.get("unembedded") else "")
                   + (f", {c['remote']} of them remote (imported, not on this computer)" if c.get("remote") else ""))
+    for missing in status.missing:
+        table.add_row("not read", missing.line(), style="yellow")
     d = status.daemon
     if d is None:
         table.add_row("watch daemon", "not running (`clipsearch watch --detach` keeps the library current)")

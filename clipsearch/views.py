@@ -10,10 +10,11 @@ import os
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .config import Settings
+from .filetypes import MISSING
 from .index import ForestDamaged, read_manifest
 from .ingest.scan import rules_for
 from .keeper import ForestKeeper, index_info
-from .records import DuplicateGroup, FileRow, LibraryStatus, Photo, RootInfo
+from .records import DuplicateGroup, FileRow, LibraryStatus, MissingReader, Photo, RootInfo
 from .search import camera_name, gps_of, near_pairs
 
 if TYPE_CHECKING:
@@ -38,7 +39,18 @@ def status(settings: Settings, store: Store | None, keeper: ForestKeeper) -> Lib
     size = sum(p.stat().st_size for p in settings.home.glob("catalog.db*"))
     return LibraryStatus(settings.home, store.get_meta("model"), int(dim) if dim else None,
                          root_infos(settings, store), store.counts_by_status(), index_info(manifest),
-                         store.count_changed_since(built), size, problem, daemon_state(settings.home))
+                         store.count_changed_since(built), size, problem, daemon_state(settings.home),
+                         missing_readers(store))
+
+
+def missing_readers(store: Store) -> list[MissingReader]:
+    """Formats whose package this install lacks, with the files that failed for it."""
+    found = []
+    for kind, why in MISSING.items():
+        count = store.failed_count(why)
+        if count:
+            found.append(MissingReader(kind, why, count))
+    return found
 
 
 def root_infos(settings: Settings, store: Store) -> list[RootInfo]:

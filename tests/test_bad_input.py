@@ -26,7 +26,8 @@ def bad_folder(tmp_path):
     Image.new("RGB", (4000, 3000), "white").save(folder / "huge.png")  # 12 MP, over a 5 MP limit
     unreadable = folder / "unreadable.jpg"
     if os.geteuid() == 0:
-        # root reads any file whatever its mode; a read that fails with EIO is just as real.
+        # root reads any file whatever its mode; a read that fails with EIO is just as real
+        # (through a link: the crawls below follow links, as a folder's rules may say).
         os.symlink("/proc/self/mem", unreadable)
     else:
         unreadable.write_bytes(data)
@@ -38,7 +39,7 @@ BAD = {"truncated.jpg", "zero.jpg", "notes.jpg", "corrupt.jpg", "huge.png", "unr
 
 
 def test_bad_files_are_recorded_as_failed_and_the_crawl_goes_on(make_library, bad_folder):
-    library = make_library(max_pixels=5_000_000)
+    library = make_library(max_pixels=5_000_000, follow_symlinks=True)
     report = library.crawl([bad_folder])
     assert report.stats.embedded == 4
     assert report.stats.failed == len(BAD)
@@ -54,7 +55,7 @@ def test_bad_files_are_recorded_as_failed_and_the_crawl_goes_on(make_library, ba
 
 
 def test_failed_files_are_not_retried_until_they_change(make_library, embedder, bad_folder):
-    library = make_library(max_pixels=5_000_000)
+    library = make_library(max_pixels=5_000_000, follow_symlinks=True)
     library.crawl([bad_folder])
     report = library.crawl()
     assert report.stats.failed == 0
@@ -68,7 +69,8 @@ def test_failed_files_are_not_retried_until_they_change(make_library, embedder, 
 def test_the_cli_crawl_exits_0_and_counts_failures(bad_folder, home):
     from .conftest import TINY_MODEL
 
-    result = run_cli("--home", str(home), "crawl", str(bad_folder), "--model", TINY_MODEL, "--max-pixels", "5000000")
+    result = run_cli("--home", str(home), "crawl", str(bad_folder), "--model", TINY_MODEL, "--max-pixels", "5000000",
+                     "--follow-symlinks")
     assert result.returncode == 0, result.stderr
     assert f"{len(BAD)} files could not be indexed" in result.stdout
     assert "Traceback" not in result.stderr

@@ -40,7 +40,8 @@ def _camera_photo(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def gallery_library(tmp_path_factory):
     """A library of 120 shape photos in two folders (names repeat across them), a photo with
-    camera data, a corrupt file, a deleted photo, and a symlink to a photo outside the roots."""
+    camera data, a corrupt file, a deleted photo, a symlink to a photo outside the roots (not
+    followed: not indexed), and a photo replaced by such a link after it was indexed."""
     base = tmp_path_factory.mktemp("gallery")
     root = base / "photos"
     make_shape_folder(root / "a", 3, 101)
@@ -50,12 +51,15 @@ def gallery_library(tmp_path_factory):
     outside = make_photo(base / "outside" / "secret.jpg", 5)
     (root / "link.jpg").symlink_to(outside)
     gone = make_photo(root / "gone.jpg", 6)
+    swapped = make_photo(root / "swapped.jpg", 8)
     home = base / "home"
     with clean_environment(base / "model-cache"):
         library = Library(load_settings(home, model=SHAPES_MODEL, device="cpu"))
         library.crawl([root])
         gone.unlink()
         library.crawl([root])
+        swapped.unlink()
+        swapped.symlink_to(outside)
         yield library, root, base
 
 
@@ -83,7 +87,7 @@ def client(gallery_library):
 def test_the_page_has_a_search_box_and_renders_results_for_q(client, gallery_library):
     empty = client.get("/")
     photos = gallery_library[0].overview().photos
-    assert photos == 122  # 2 x 60 shapes, the camera photo and the link; not the broken or the gone
+    assert photos == 122  # 2 x 60 shapes, the camera photo and the swapped; not the broken, the gone, the link
     assert empty.status_code == 200 and 'id="q"' in empty.text and f"{photos} photos in 1 folder" in empty.text
     page = client.get("/", params={"q": "red circle"})
     assert page.status_code == 200
@@ -196,11 +200,13 @@ def test_the_thumbnail_cache_keeps_under_its_cap_dropping_the_least_recently_use
 # --- what is served, and to whom ------------------------------------------------------------
 def test_only_live_photos_inside_the_roots_are_served(client, gallery_library):
     library, root, base = gallery_library
-    ids = _ids(library, root / "camera.jpg", root / "broken.jpg", root / "gone.jpg", root / "link.jpg")
-    assert all(ids.values()), ids  # all are in the catalog: failed, deleted, and the link live
+    ids = _ids(library, root / "camera.jpg", root / "broken.jpg", root / "gone.jpg", root / "link.jpg",
+               root / "swapped.jpg")
+    assert ids.pop(root / "link.jpg") is None  # a link out of the folder, not followed: not indexed
+    assert all(ids.values()), ids  # the others are in the catalog: failed, deleted, and live but now a link
     good = client.get(f"/original/{ids[root / 'camera.jpg']}")
     assert good.status_code == 200 and good.content == (root / "camera.jpg").read_bytes()
-    for name in ("broken.jpg", "gone.jpg", "link.jpg"):
+    for name in ("broken.jpg", "gone.jpg", "swapped.jpg"):
         for url in (f"/original/{ids[root / name]}", f"/thumb/{ids[root / name]}/256", f"/photo/{ids[root / name]}"):
             assert client.get(url).status_code == 404, (name, url)
     for url in ("/original/999999", "/original/-1", "/original/..%2F..%2Fetc%2Fpasswd", "/thumb/1/..%2F..%2Fx",

@@ -547,6 +547,11 @@ class Store:
     def offline_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE status = ?", [OFFLINE]).fetchone()[0]
 
+    def failed_count(self, error_ending: str) -> int:
+        """Failed files whose error ends with error_ending."""
+        return self.db.execute("SELECT count(*) FROM files WHERE status = ? AND substr(error, -?) = ?",
+                               [FAILED, len(error_ending), error_ending]).fetchone()[0]
+
     def failed_files(self, limit: int | None = None) -> list[FileRow]:
         ids = [r[0] for r in self.db.execute(
             "SELECT id FROM files WHERE status = ? ORDER BY path LIMIT ?", [FAILED, limit or -1])]

@@ -19,9 +19,11 @@ from datetime import datetime
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from ..filetypes import MISSING, is_raw_name
 from ..records import ImageMeta, Preprocess
+from .formats import bmff_kind, bmff_truncated, enable_heif, library_reason
 
 # clipsearch enforces its own, configurable pixel limit (max_pixels) before decoding, with a
 # clearer message; Pillow's fixed default would refuse 180-200 MP photos the user allowed.
@@ -132,18 +134,32 @@ def available_memory() -> int | None:
         return None
 
 
+# Formats that decode smaller for free: libjpeg at 1/2, 1/4 or 1/8 scale; pillow-heif by
+# decoding an embedded thumbnail (Apple's are 320 px on the long side: they serve a 224 px
+# model and the gallery's grid, not a 256 px model). Pillow's draft() asks for the smallest
+# that still covers the size on both sides.
+_DRAFTABLE = ("JPEG", "HEIF")
+
+
 def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
                budget: MemoryBudget | None = None,
                formats: tuple[str, ...] | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode path (or an open binary file) into model input (uint8, prep.size x prep.size x 3)
-    and its metadata; `formats`: Pillow's names of the only formats to accept."""
+    and its metadata; `formats`: Pillow's names of the only formats to accept. Camera RAW
+    files go through LibRaw (raw.py), HEIC through the HEIF opener (formats.enable_heif)."""
+    if isinstance(path, str) and not formats and is_raw_name(path):
+        from .raw import NotRaw, raw_image
+
+        try:
+            return raw_image(path, prep, max_pixels, budget)
+        except NotRaw:
+            pass  # a JPEG or a plain TIFF under a RAW's name: Pillow reads it
+    enable_heif()
     try:
         with Image.open(path, formats=formats) as img:
             _refuse_over_limit(*img.size, max_pixels)
             meta = image_metadata(img)
-            if img.format == "JPEG":
-                # libjpeg decodes at 1/2, 1/4 or 1/8 scale for free; ask for the smallest that
-                # still covers the model input on both sides.
+            if img.format in _DRAFTABLE:
                 img.draft("RGB" if img.mode == "RGB" else None, (prep.size, prep.size))
             # Pillow holds 4 bytes a pixel; decoders and conversions add about two copies.
             with budget.hold(img.width * img.height * 4 * 3) if budget else nullcontext():
@@ -156,7 +172,7 @@ def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - bad bytes raise all sorts (SyntaxError, struct.error, ...)
-        raise _decode_error(exc, path) from None
+        raise _container_error(exc, path, formats) from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -275,12 +291,20 @@ def load_thumbnail(path: str, size: int, max_pixels: int, budget: MemoryBudget |
     """Decode path into an upright RGB image whose longer side is at most `size` pixels (smaller
     images keep their size). Raises DecodeError, as load_image does, for a file over max_pixels
     or one that cannot be read."""
+    if is_raw_name(path):
+        from .raw import NotRaw, raw_thumbnail
+
+        try:
+            return raw_thumbnail(path, size, max_pixels, budget)
+        except NotRaw:
+            pass
+    enable_heif()
     try:
         with Image.open(path) as img:
             width, height = img.size
             _refuse_over_limit(width, height, max_pixels)
-            if img.format == "JPEG":
-                # The smallest of libjpeg's free 1/2, 1/4, 1/8 scales whose longer side still covers size.
+            if img.format in _DRAFTABLE:
+                # The smallest free reduction whose longer side still covers size.
                 scale = min(1.0, size / max(width, height, 1))
                 img.draft("RGB" if img.mode == "RGB" else None,
                           (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
@@ -289,17 +313,44 @@ def load_thumbnail(path: str, size: int, max_pixels: int, budget: MemoryBudget |
                 upright: Image.Image = img
                 if exif_orientation(img) not in (None, 1):
                     upright = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(upright)
-                scale = min(1.0, size / max(rgb.size))
-                fitted = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-                if fitted == rgb.size:
-                    return rgb.copy()  # it must outlive the file closed below
-                # reducing_gap: box-reduce first, then Lanczos; as good to the eye and several times faster.
-                return rgb.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=2.0)
+                return fit(_to_rgb(upright), size)
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - bad bytes raise all sorts (SyntaxError, struct.error, ...)
-        raise _decode_error(exc, path) from None
+        raise _container_error(exc, path) from None
+
+
+def fit(rgb: Image.Image, size: int) -> Image.Image:
+    """rgb with its longer side at most size (a copy: it must outlive the file it came from)."""
+    scale = min(1.0, size / max(rgb.size))
+    fitted = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    if fitted == rgb.size:
+        return rgb.copy()
+    # reducing_gap: box-reduce first, then Lanczos; as good to the eye and several times faster.
+    return rgb.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def _container_error(exc: Exception, path: str | BinaryIO,
+                     formats: tuple[str, ...] | None = None) -> DecodeError:
+    """decode._decode_error, in plainer words for HEIC and AVIF files: a file cut short says so
+    (libheif and libavif only say that a box points past the end), and a HEIC on an install
+    without pillow-heif says what to install."""
+    kind = bmff_kind(path)
+    if kind is None:
+        return _decode_error(exc, path)
+    if formats is not None and ("AVIF" if kind == "AVIF" else "HEIF") not in formats:
+        return DecodeError(f"{kind} images are not accepted here (only {', '.join(formats)})")
+    truncated = bmff_truncated(path)
+    if truncated:
+        return DecodeError(f"truncated {kind} file ({truncated}); was it copied or downloaded completely?")
+    if kind == "HEIC" and isinstance(exc, UnidentifiedImageError) and not enable_heif():
+        return DecodeError(f"HEIC photo, but {MISSING['HEIC']}")
+    if kind == "AVIF" and isinstance(exc, UnidentifiedImageError) and not features.check("avif"):
+        return DecodeError(f"AVIF photo, but {MISSING['AVIF']}")
+    detail = library_reason(kind, path) if isinstance(exc, UnidentifiedImageError) else None
+    detail = detail or " ".join(str(exc).split()) or type(exc).__name__
+    return DecodeError(f"corrupt or unsupported {kind} image data ({detail})")
+
 
 
 def _refuse_over_limit(width: int, height: int, max_pixels: int) -> None:

@@ -3,6 +3,11 @@
 A walk yields FileRecords for candidate image files (nothing is opened, only stat'ed) and
 WalkProblems for folders that could not be listed, so that the caller never mistakes an
 unreadable folder for one whose files were deleted.
+
+Symbolic links, folders and files alike, are followed only where the folder's rules say so
+(`follow_symlinks`): a link that leads out of the folder is then part of it, and the web
+gallery serves what it leads to. A camera RAW file with a JPEG or HEIC of the same shot
+beside it is left out unless `raw = "all"` (filetypes.raw_siblings).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
+from ..filetypes import is_raw_name, raw_siblings
 from ..records import FileRecord, Root, WalkProblem
 
 if TYPE_CHECKING:
@@ -25,11 +31,13 @@ class ScanRules:
     exclude: tuple[str, ...] = ()
     include_hidden: bool = False
     follow_symlinks: bool = False
+    raw: str = "unpaired"  # camera RAW files: "unpaired" (no JPEG/HEIC sibling) or "all"
 
     @classmethod
-    def make(cls, extensions, exclude=(), include_hidden=False, follow_symlinks=False) -> "ScanRules":
+    def make(cls, extensions, exclude=(), include_hidden=False, follow_symlinks=False,
+             raw: str = "unpaired") -> "ScanRules":
         return cls(frozenset(e.lower().lstrip(".") for e in extensions), tuple(exclude),
-                   include_hidden, follow_symlinks)
+                   include_hidden, follow_symlinks, raw)
 
     def admits(self, path: str, root: str) -> bool:
         """True if a walk of root would index the file at path, judged by its path alone (the
@@ -40,6 +48,10 @@ class ScanRules:
             return False
         if self.excluded(path):
             return False
+        if not self.follow_symlinks and os.path.islink(path):
+            return False
+        if self.raw == "unpaired" and is_raw_name(name) and self.has_sibling(path):
+            return False
         folder = os.path.dirname(path)
         parts = [name]
         while len(folder) > len(root.rstrip("/\\")) and folder != os.path.dirname(folder):
@@ -48,6 +60,16 @@ class ScanRules:
             parts.append(os.path.basename(folder))
             folder = os.path.dirname(folder)
         return self.include_hidden or not any(part.startswith(".") for part in parts)
+
+    @staticmethod
+    def has_sibling(path: str) -> bool:
+        """True if a JPEG or HEIC of the same shot as the RAW file at path is beside it."""
+        folder, name = os.path.split(path)
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            return False
+        return name in raw_siblings(names)
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         """True if a glob pattern matches the path (with / separators; folders also with a trailing /)."""
@@ -66,7 +88,7 @@ def rules_for(root: Root, settings: Settings, given: dict | None = None) -> Scan
 
     exclude = given.get("exclude", root.exclude)
     return ScanRules.make(pick("extensions"), (*settings.exclude, *exclude), pick("include_hidden"),
-                          pick("follow_symlinks"))
+                          pick("follow_symlinks"), settings.raw)
 
 
 # Files still being written by a download or a copy, and Office's lock files: never indexed.
@@ -114,6 +136,7 @@ def walk(root: str, root_id: int, rules: ScanRules) -> Iterator[FileRecord | Wal
             yield WalkProblem(folder, exc.strerror or str(exc))
             continue
         subfolders = []
+        paired = raw_siblings(e.name for e in entries) if rules.raw == "unpaired" else {}
         for entry in entries:
             try:
                 if not rules.include_hidden and _is_hidden(entry):
@@ -133,7 +156,9 @@ def walk(root: str, root_id: int, rules: ScanRules) -> Iterator[FileRecord | Wal
                     subfolders.append(entry.path)
                     continue
                 extension = os.path.splitext(entry.name)[1][1:].lower()
-                if extension not in rules.extensions or is_temporary(entry.name) or not entry.is_file():
+                if extension not in rules.extensions or is_temporary(entry.name) or entry.name in paired:
+                    continue
+                if not entry.is_file() or (entry.is_symlink() and not rules.follow_symlinks):
                     continue
                 if rules.excluded(entry.path):
                     continue

@@ -253,6 +253,9 @@ def _worker_start(budget: SharedBudget, prep: Preprocess, max_pixels: int, load:
     _worker = (budget, prep, max_pixels, load)
     # Ctrl-C reaches the whole process group: the crawl stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One decoding process a core: LibRaw's OpenMP threads (rawpy reads this when first
+    # imported) would only oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Python warnings and Pillow's log records become one line each on descriptor 2, which
     # the crawl reads into its log (_quiet.py); a worker has no terminal of its own.
     warnings.simplefilter("always")

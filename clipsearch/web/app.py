@@ -40,6 +40,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import BadArgument, ClipsearchError, NothingToSearch, NotIndexed
+from ..filetypes import shows_in_browser
 from ..ingest.decode import DecodeError
 from ..library import Library
 from ..paths import PathRule
@@ -67,7 +68,7 @@ class Gallery:
         # Thumbnails decode in a few threads of their own: a huge PNG must not take every
         # thread the server has (the page, the large view and originals need some too).
         self.thumb_threads = anyio.CapacityLimiter(4)
-        self._roots: tuple[float, list[str]] = (0.0, [])
+        self._roots: tuple[float, list[tuple[str, str | None]]] = (0.0, [])
 
     def search(self, q: str, like: int | None, offset: int, k: int,
                image: bytes | None = None) -> tuple[list[SearchResult], list[str], float | None]:
@@ -86,23 +87,30 @@ class Gallery:
             except ClipsearchError:
                 pass  # the first query says what is wrong
 
-    def roots(self) -> list[str]:
-        """The real paths of the online roots, looked up at most every 5 s."""
+    def roots(self) -> list[tuple[str, str | None]]:
+        """The online roots as (real path, the path as crawled where its walks follow
+        symbolic links, else None), looked up at most every 5 s."""
         when, roots = self._roots
         if time.monotonic() - when > 5:
-            roots = [os.path.realpath(path) for path in self.library.folders()]
+            roots = [(os.path.realpath(path), path if follows else None)
+                     for path, follows in self.library.folders_and_links()]
             self._roots = (time.monotonic(), roots)
         return roots
 
     def servable(self, photos: dict[int, Photo]) -> dict[int, tuple[Photo, str]]:
-        """Of live photos, those whose file is a regular file whose real path lies inside a
-        root (a symlink that leads out of the roots is not followed out), with that real path:
-        what is served is the real path, checked again when opened (open_checked)."""
+        """Of live photos, those whose file is a regular file inside a root, with its real
+        path: what is served is the real path, checked again when opened (open_checked).
+        Inside means its real path lies in a root's, or, for a root whose walks follow
+        symbolic links (the crawl indexed it through one), its path as crawled lies in the
+        root's: the crawl, the daemon and the gallery follow a link out of a folder only
+        where the folder's rules say so."""
         roots = self.roots()
         out = {}
         for file_id, photo in photos.items():
             real = os.path.realpath(photo.path)
-            if os.path.isfile(real) and any(self.rule.under(real, root) for root in roots):
+            if os.path.isfile(real) and any(self.rule.under(real, root) or
+                                             (crawled is not None and self.rule.under(photo.path, crawled))
+                                             for root, crawled in roots):
                 out[file_id] = (photo, real)
         return out
 
@@ -212,7 +220,9 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
             return problem("That photo is not in the library (any more).", 404)
         photo, _ = found
         return page("photo.html", photo=photo, name=os.path.basename(photo.path),
-                    folder=os.path.dirname(photo.path), can_open=gallery.opener is not None)
+                    folder=os.path.dirname(photo.path), can_open=gallery.opener is not None,
+                    inline=shows_in_browser(photo.path),
+                    kind=os.path.splitext(photo.path)[1][1:].upper())
 
     async def thumb(request: Request) -> Response:
         size = int(request.path_params["size"])
@@ -240,10 +250,12 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
             return Response("not in the library", status_code=404, media_type="text/plain")
         photo, real = found
         size = os.fstat(handle.fileno()).st_size
-        media = mimetypes.guess_type(real)[0] or "application/octet-stream"
+        # HEIC, TIFF and camera RAW files: browsers do not show them, so they are downloads.
+        inline = shows_in_browser(photo.path)
+        media = (mimetypes.guess_type(real)[0] if inline else None) or "application/octet-stream"
         return StreamingResponse(_chunks(handle), media_type=media, headers={
             "Cache-Control": "private, max-age=3600", "Content-Length": str(size),
-            "Content-Disposition": _disposition("inline", photo.path)})
+            "Content-Disposition": _disposition("inline" if inline else "attachment", photo.path)})
 
     async def open_folder(request: Request) -> Response:
         if gallery.opener is None:
