@@ -9,6 +9,7 @@
     python scripts/bench.py web                  # the gallery: results, thumbnails, a ZIP
     python scripts/bench.py batch                # clipsearch batch against a search per process, 100k
     python scripts/bench.py vectors              # export and import of 1M vectors: time, peak memory
+    python scripts/bench.py formats [PHOTO]      # decode time of a 12 MP JPEG, HEIC, AVIF and RAW
     python scripts/bench.py photos               # only generate the default photos
     python scripts/bench.py checkpoint ARCH DIR  # random weights of ARCH in a hub repository's layout
 
@@ -38,6 +39,13 @@ query, on the query library (100k); whole processes, start-up included.
 vectors: a catalog of 1M clustered 512-d vectors exported to .npz and imported into a new
 library, each in a fresh process: seconds and peak RSS (GNU time), the import's index
 build timed apart.
+
+formats: one photo (a real one given, else a generated one) made into 12 MP files: JPEG q90,
+HEIC (iPhone-like: 512 px tiles, a 320 px thumbnail), AVIF, and DNGs with a full-size JPEG
+preview, a 1600x1200 preview, and none (the sensor data, uncompressed; lossless-JPEG too where
+imagecodecs is installed). Each is decoded to the 256 px model input by load_image in a fresh
+process (1 warm-up, median of 3), with the codecs' own threads and with one thread each (as
+the crawl's decode processes run them).
 
 recrawl: a tree of 100k small image files, crawled once with the tiny test model, then
 `clipsearch crawl` again with nothing changed, in a fresh process.
@@ -1111,6 +1119,97 @@ def bench_vectors(data: Path, count: int, dim: int = 512) -> dict:
     return figures
 
 
+
+# --- formats ------------------------------------------------------------------------------------
+FORMAT_FILES = {
+    "JPEG q90 (draft)": ("photo.jpg", 256),
+    "HEIC (512 px tiles, 320 px thumbnail)": ("photo.heic", 256),
+    "HEIC, 224 px input (decodes the thumbnail)": ("photo.heic", 224),
+    "AVIF (q80)": ("photo.avif", 256),
+    "RAW DNG, full-size JPEG preview": ("preview_full.dng", 256),
+    "RAW DNG, 1600x1200 JPEG preview": ("preview_small.dng", 256),
+    "RAW DNG, no preview: half-size render": ("sensor.dng", 256),
+    "RAW DNG, no preview, lossless JPEG: half-size render": ("sensor_ljpeg.dng", 256),
+}
+
+
+def _format_files(source: Path | None, out: Path) -> Path:
+    """The 12 MP files of bench_formats, made once from source (cropped to 4:3, 4000x3000, a
+    little grain so that the codecs see detail as in a camera's file)."""
+    from PIL import Image
+
+    from clipsearch.ingest.formats import enable_heif
+    from tests.dngfile import dng_bytes
+
+    if (out / "sensor.dng").exists():
+        return out
+    source = source or next(p for p in sorted(generated_photos(default_data_dir(), 200).iterdir())
+                            if p.suffix == ".jpg")
+    enable_heif()
+    out.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as img:
+        img = img.convert("RGB")
+        width, height = img.size
+        crop = min(width, height * 4 // 3)
+        img = img.crop(((width - crop) // 2, 0, (width + crop) // 2, height)).resize((4000, 3000),
+                                                                                     Image.Resampling.LANCZOS)
+    grain = np.random.default_rng(0).normal(0, 3, (3000, 4000, 3))
+    photo = Image.fromarray(np.clip(np.asarray(img, np.float64) + grain, 0, 255).astype(np.uint8))
+    photo.save(out / "photo.jpg", "JPEG", quality=90)
+    photo.save(out / "photo.heic", "HEIF", quality=60, tile_size=512, thumbnails=[320])
+    photo.save(out / "photo.avif", "AVIF", quality=80, speed=8)
+    pixels, taken = np.asarray(photo), "2023:07:14 18:30:05"
+    (out / "preview_full.dng").write_bytes(dng_bytes(pixels, preview=photo, taken=taken))
+    (out / "preview_small.dng").write_bytes(dng_bytes(pixels, preview=photo.resize((1600, 1200)), taken=taken))
+    try:
+        import imagecodecs  # optional: compresses the mosaic as cameras do
+
+        (out / "sensor_ljpeg.dng").write_bytes(dng_bytes(pixels, taken=taken, ljpeg=imagecodecs.ljpeg_encode))
+    except ImportError:
+        pass
+    (out / "sensor.dng").write_bytes(dng_bytes(pixels, taken=taken))
+    return out
+
+
+def _decode_child(path: Path, size: int, one_thread: bool) -> None:
+    from clipsearch.ingest import formats
+    from clipsearch.records import Preprocess
+
+    if one_thread:
+        from PIL import AvifImagePlugin
+
+        AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+        formats.enable_heif(decode_threads=1)
+    walls, cpus = [], []
+    for run in range(4):
+        wall, cpu = time.perf_counter(), time.process_time()
+        pixels, _ = load_image(str(path), Preprocess(size=size), max_pixels=200_000_000)
+        if run:
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+    assert pixels.shape == (size, size, 3)
+    print(json.dumps({"wall_ms": 1000 * statistics.median(walls), "cpu_ms": 1000 * statistics.median(cpus),
+                      "rss_mb": _peak_rss_mb()}))
+
+
+def bench_formats(source: Path | None, data: Path) -> dict:
+    out = _format_files(source, data / "formats-12mp")
+    figures: dict = {}
+    for one_thread in (False, True):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if one_thread else dict(os.environ)
+        how = "1 thread" if one_thread else "own threads"
+        for label, (name, size) in FORMAT_FILES.items():
+            if not (out / name).exists():
+                continue
+            command = [sys.executable, __file__, "_decode", str(out / name), "--size", str(size)]
+            result = json.loads(subprocess.run(command + ["--one-thread"] * one_thread, env=env, check=True,
+                                               capture_output=True, text=True).stdout.splitlines()[-1])
+            figures[f"{label}, {how}: ms wall / CPU, MB peak RSS, MB file"] = (
+                f"{result['wall_ms']:.0f} / {result['cpu_ms']:.0f}, {result['rss_mb']:.0f}, "
+                f"{(out / name).stat().st_size / 1e6:.1f}")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32-256:random", help="model spec (default: %(default)s)")
@@ -1155,6 +1254,12 @@ def main() -> None:
     made = sub.add_parser("checkpoint", help="random weights of a real architecture in a hub repository's layout")
     made.add_argument("arch", help="an open_clip architecture, e.g. ViT-B-32-SigLIP2-256")
     made.add_argument("folder", type=Path)
+    fmt = sub.add_parser("formats", help="decode time of 12 MP JPEG, HEIC, AVIF and RAW files")
+    fmt.add_argument("source", type=Path, nargs="?", help="a photo to make them from (default: a generated one)")
+    decode_child = sub.add_parser("_decode")
+    decode_child.add_argument("path", type=Path)
+    decode_child.add_argument("--size", type=int, default=256)
+    decode_child.add_argument("--one-thread", action="store_true")
     photos = sub.add_parser("photos", help="generate the default photos only")
     photos.add_argument("--photos", type=int, default=200)
     args = parser.parse_args()
@@ -1162,6 +1267,8 @@ def main() -> None:
 
     if args.what == "_crawl":
         return _crawl_child(args.folder, args.model, args.device, args.decode_in)
+    if args.what == "_decode":
+        return _decode_child(args.path, args.size, args.one_thread)
     results: dict[str, dict] = {}
     if args.what == "checkpoint":
         print(random_checkpoint(args.arch, args.folder))
@@ -1185,6 +1292,8 @@ def main() -> None:
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
         results["towers"] = bench_towers(data, getattr(args, "archs", None) or TOWER_ARCHS)
+    if args.what == "formats":
+        results["formats"] = bench_formats(args.source, data)
     if args.what == "decode":
         folder = args.folder or generated_photos(data, 200)
         results["decode"] = bench_decode_scaling(folder, args.widths or sorted({1, os.cpu_count() or 1}))
