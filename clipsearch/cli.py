@@ -166,7 +166,7 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
         report = library.crawl(folders, model=model, exclude=exclude or None, extensions=extensions or None,
                                include_hidden=include_hidden, follow_symlinks=follow_symlinks,
                                retry_failed=retry_failed, on_progress=progress.crawl, on_index=progress.index,
-                               on_handover=progress.handover)
+                               on_handover=progress.handover, on_text=progress.text)
     console.print(crawl_summary(report))
     for folder in report.stats.offline:
         err_console.print(f"[yellow]offline:[/] {folder} is not there: its photos are kept and left out of "
@@ -201,8 +201,8 @@ def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
     clipsearch search "red car" | grep 2019 | cut -f3
 
     In a terminal the results are a table; piped into another program they are
-    tab-separated lines (rank, score, path, date, bytes) under a header line, each path
-    whole on its line.
+    tab-separated lines (rank, score, path, date, bytes, place, words read in the photo)
+    under a header line, each path whole on its line.
 
     The query language, the same in `clipsearch query`:
     """
@@ -224,8 +224,8 @@ def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
 
             _console(stderr=True).print(f"[yellow]{nothing_close(results, floor)}[/]", highlight=False)
         elif console.is_terminal:
-            console.print(results_table(results))
-        else:  # piped: one result a line, paths whole (tab-separated: rank, score, path, date, bytes)
+            console.print(results_table(results, query))
+        else:  # piped: one result a line, paths whole (tab-separated: rank, score, path, date, bytes, ...)
             click.echo(results_lines(results))
     _notices(library)
 

@@ -116,6 +116,9 @@ class Settings:
     exact_search: bool = False
     # Image queries also read mirrored, their vectors averaged ("none" or "flip").
     tta: str = "none"
+    # Read the words in photos after a crawl (ingest/ocr.py), for text: and plain queries;
+    # off saves that pass's time (docs/benchmarks.md: its cost against the crawl's).
+    read_text: bool = True
     # Where the preset was named ("--preset", CLIPSEARCH_PRESET or config.toml's path): a
     # preset asked for on the command line asks for its model (not a setting).
     preset_from: str | None = field(default=None, compare=False)

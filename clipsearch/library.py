@@ -103,7 +103,8 @@ class Library:
               include_hidden: bool | None = None, follow_symlinks: bool | None = None,
               retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
               on_index: Callable[[int, int], None] | None = None,
-              on_handover: Callable[[int], None] | None = None) -> CrawlReport:
+              on_handover: Callable[[int], None] | None = None,
+              on_text: Callable[[int, int], None] | None = None) -> CrawlReport:
         """Index folders (all known folders if none): new and changed files, moves, deletions;
         then rebuild the forest if anything changed. Scan flags left as None come from what
         the folder was last crawled with, then from the settings; flags given for a whole
@@ -131,7 +132,7 @@ class Library:
         answer = client.write_or_hand_over(
             self.settings.home, self.writer, lambda writer: writer.crawl(
                 folders, model=model, given=given, retry_failed=retry_failed, on_progress=on_progress,
-                on_index=on_index), request, on_handover)
+                on_index=on_index, on_text=on_text), request, on_handover)
         if isinstance(answer, protocol.Crawled):
             return CrawlReport(answer.stats, index_info(self._keeper.manifest()), answer.rebuilt)
         return answer  # type: ignore[return-value]
@@ -315,7 +316,8 @@ class Library:
     def overview(self) -> Overview:
         """Photos, folders and model in a few milliseconds (for the prompt's first line)."""
         def overview(store: Store) -> Overview:
-            return Overview(store.searchable_count(), len(store.roots()), store.get_meta("model"))
+            return Overview(store.searchable_count(), len(store.roots()), store.get_meta("model"),
+                            store.placed_count(), store.worded_count())
 
         return Store.read(self.settings.catalog_path, overview, Overview(0, 0, None))
 
@@ -326,8 +328,12 @@ class Library:
         from . import views
 
         ids = [int(i) for i in file_ids]
-        rows: dict[int, FileRow] = Store.read(self.settings.catalog_path, lambda store: store.rows(ids), {})
-        return {i: views.photo(r) for i, r in rows.items() if r.status == "live"}
+
+        def read(store: Store) -> dict[int, Photo]:
+            rows, texts, places = store.rows(ids), store.texts(ids), store.places_of(ids)
+            return {i: views.photo(r, places.get(i), texts.get(i)) for i, r in rows.items() if r.status == "live"}
+
+        return Store.read(self.settings.catalog_path, read, {})
 
     @_storage_guard
     def missing_readers(self) -> list[MissingReader]:

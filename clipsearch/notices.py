@@ -20,6 +20,11 @@ class Notices:
                 self._said.add(text)
                 self._pending.append(text)
 
+    def tell(self, text: str) -> None:
+        """Queue text even if it was said before (what this search's words were read as)."""
+        with self._lock:
+            self._pending.append(text)
+
     def take(self) -> list[str]:
         """The notices not shown yet."""
         with self._lock:

@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 # captions of a photo score 0.2-0.4 with SigLIP (open_clip#716, big_vision#180), unrelated
 # ones 1e-4 and below: 1% lies between, with room on both sides.
 MATCH_FLOOR = 0.01
+# not:TERM on a softmax model whose relevance floor cannot be measured (under 20 photos).
+NOT_FLOOR = 0.25
+# What a photo whose words read in it hold all the rare words of a query gains (cosine): more
+# than the spread of a CLIP model's scores for a subject (0.1-0.15), so the sign that says
+# BAKERY comes before photos of bakeries.
+WORD_BOOST = 0.15
 
 # An image sent to search with (the web page): photo formats only, at most 50 MP, and one
 # large decode at a time (a 14000 x 14000 PNG of a few hundred KB would hold 1.7 GB).
@@ -121,6 +127,30 @@ class Floor:
 
 
 @dataclass(frozen=True)
+class Exclude:
+    """not:TERM: leave out candidates that match one of the terms: whose cosine with the
+    term's vector reaches its floor (the score a real match of the model scores above), or
+    whose words read in the photo hold the term's words."""
+
+    texts: tuple[str, ...]
+    vectors: np.ndarray  # the terms' vectors, one a row
+    floors: np.ndarray  # the cosine at which each matches
+    dim: int
+    extra: int
+
+    def apply(self, hits: Hits, store: Store) -> Hits:
+        from .records import Filters
+
+        ids, vectors = store.vectors(hits.ids.tolist(), self.dim)
+        if not len(ids):
+            return hits
+        matched = set(ids[(vectors @ self.vectors.T >= self.floors).any(axis=1)].tolist())
+        for text in self.texts:
+            matched |= store.passing(ids.tolist(), Filters(words=(text,)))
+        return hits.keep(np.fromiter((i not in matched for i in hits.ids.tolist()), dtype=bool, count=len(hits.ids)))
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one search will do: the query, the page, the photo it is like, how it retrieves,
     and the stages after retrieval."""
@@ -171,11 +201,73 @@ class Planner:
         stages: list[Stage] = [Floor(query.min_score)] if query.min_score is not None else []
         return Plan(query, k, offset, like, image_data, exact or self.settings.exact_search, tuple(stages), vector)
 
+    def resolve(self, store: Store, plan: Plan, spec: str, dim: int) -> Plan:
+        """What needs the catalog and the model: plain words that name a place where photos of
+        the library were taken become a place filter ("beach portugal"), and not: terms a
+        stage that leaves out their matches. What the words were read as is told."""
+        query = plan.query
+        readings = list(query.readings)
+        if any(t.text is not None and t.weight > 0 and t.marked for t in query.terms):
+            query, places = self._read_places(store, query)
+            readings.extend(places)
+        stages = list(plan.stages)
+        if query.excluded:
+            stages.append(self._exclusion(store, spec, dim, query.excluded, plan.offset + plan.k))
+        if readings:
+            shown = " ".join(str(query).split()) if query.terms else "(no words: the newest photos that match)"
+            self.notices.tell(f"read as: {' · '.join([shown, *readings])}")
+        return dataclasses.replace(plan, query=query, stages=tuple(stages))
+
+    def _read_places(self, store: Store, query: Query) -> tuple[Query, list[str]]:
+        names = store.place_names()
+        if not names:
+            return query, []
+        from .places import PlaceNames, filter_name
+
+        reader = PlaceNames((city, region, country) for city, _, region, country, _ in names)
+        codes = {name: code for city, _, region, country, code in names for name in (city, region, country) if name}
+        terms, places, readings = [], list(query.filters.places), []
+        for term in query.terms:
+            if term.text is None or term.weight < 0 or term.marked is None:
+                terms.append(term)
+                continue
+            rest, found = reader.read(term.marked)
+            if not found:
+                terms.append(term)
+                continue
+            for match in found:
+                places.append(filter_name(match.name))
+                readings.append(f"place: {match.name}" + (f", {codes[match.name]}" if codes.get(match.name) else ""))
+            text = " ".join(rest.replace('"', " ").split())
+            if text:
+                terms.append(Term(term.weight, text=text, marked=rest))
+        filters = dataclasses.replace(query.filters, places=tuple(dict.fromkeys(places)))
+        return dataclasses.replace(query, terms=tuple(terms), filters=filters), readings
+
+    def _exclusion(self, store: Store, spec: str, dim: int, texts: Sequence[str], page: int) -> Exclude:
+        embedder = self.policy.embedder(spec)
+        vectors = np.asarray(embedder.embed_texts(list(texts)), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        scoring = getattr(embedder, "scoring", None)
+        if scoring is not None and scoring.sigmoid:  # the cosine whose probability is MATCH_FLOOR
+            floor = (float(np.log(MATCH_FLOOR / (1 - MATCH_FLOOR))) - (scoring.bias or 0.0)) / scoring.scale
+        else:
+            floor = self.known_floor(spec) or self.relevance_floor(store, spec) or NOT_FLOOR
+        return Exclude(tuple(texts), vectors, np.full(len(vectors), floor, dtype=np.float32), dim, max(50, 2 * page))
+
     # --- answering ------------------------------------------------------------------------
     def search(self, store: Store, plan: Plan) -> list[SearchResult]:
         """The results of one plan: ranks offset+1 .. offset+k, then sorted as `sort:` asks."""
         spec, dim = self.searchable(store)
-        if plan.listing:
+        plan = self.resolve(store, plan, spec, dim)
+        if plan.listing and plan.stages:  # not:TERM alone: the newest photos that do not match it
+            ids = store.newest(plan.query.filters, plan.want, 0)
+            hits = Hits(np.array(ids, dtype=np.int64), np.zeros(len(ids), dtype=np.float32))
+            for stage in plan.stages:
+                hits = stage.apply(hits, store)
+            page = hits.ids[plan.offset:plan.offset + plan.k]
+            results = results_for(store, page, [None] * len(page), first_rank=plan.offset + 1)
+        elif plan.listing:
             ids = store.newest(plan.query.filters, plan.k, plan.offset)
             results = results_for(store, ids, [None] * len(ids), first_rank=plan.offset + 1)
         else:
@@ -197,7 +289,7 @@ class Planner:
         plans: dict[int, Plan] = {}
         for number, item in enumerate(queries):
             try:
-                plans[number] = self._batch_plan(item, k, min_score)
+                plans[number] = self.resolve(store, self._batch_plan(item, k, min_score), spec, dim)
             except ClipsearchError as exc:
                 answers[number].error = str(exc)
         vectors = self._batch_vectors(spec, {n: p.query for n, p in plans.items()}, answers)
@@ -237,10 +329,32 @@ class Planner:
         return dataclasses.replace(plan, stages=tuple(stages))
 
     def _retrieve(self, store: Store, plan: Plan, vector: np.ndarray, dim: int) -> Hits:
-        """The best `plan.want` candidates for vector among the photos that pass the filters."""
+        """The best `plan.want` candidates for vector among the photos that pass the filters;
+        for a query of words, photos whose words read hold its rare words joined and raised."""
         forest = None if plan.exact else self.keeper.current(store)
-        return Hits(*candidates(store, forest, vector, plan.want, dim, exact=plan.exact,
+        hits = Hits(*candidates(store, forest, vector, plan.want, dim, exact=plan.exact,
                                 filters=plan.query.filters))
+        return self._with_words(store, plan, vector, dim, hits) if _words_only(plan) else hits
+
+    def _with_words(self, store: Store, plan: Plan, vector: np.ndarray, dim: int, hits: Hits) -> Hits:
+        """hits, with the photos whose words read in them hold the query's rare words (a word
+        in few of the photos with words) scored WORD_BOOST higher for all of them, a share of
+        it for some: "bakery" finds the sign that says BAKERY above photos of bread."""
+        words = _rare_words(store, plan.query)
+        if not words:
+            return hits
+        found = dict(store.word_hits(words, plan.want))
+        if plan.query.filters and found:
+            passing = store.passing(list(found), plan.query.filters)
+            found = {i: n for i, n in found.items() if i in passing}
+        if not found:
+            return hits
+        ids, vectors = store.vectors(list(found), dim)
+        scores = dict(zip(hits.ids.tolist(), hits.scores.tolist()))
+        for file_id, cosine in zip(ids.tolist(), (vectors @ vector).tolist()):
+            scores[file_id] = cosine + WORD_BOOST * found[file_id] / len(words)
+        order = sorted(scores, key=scores.__getitem__, reverse=True)[:plan.want]
+        return Hits(np.array(order, dtype=np.int64), np.array([scores[i] for i in order], dtype=np.float32))
 
     def _ranked(self, store: Store, plan: Plan, hits: Hits, scoring: Scoring | None = None) -> list[SearchResult]:
         if scoring is not None:  # a sigmoid model's text query: scores are match probabilities
@@ -409,6 +523,24 @@ class Planner:
         if self._relevance is not None and self._relevance[0] == spec:
             return self._relevance[1]
         return None
+
+
+def _rare_words(store: Store, query: Query) -> list[str]:
+    """The words of a query's positive texts that few photos' words hold (at most 5% of the
+    photos with words, or 3): the ones worth raising a photo for. Common words ("the",
+    "open") and words no photo holds are left out."""
+    from .words import words_of
+
+    text = " ".join(t.text for t in query.terms if t.text is not None and t.weight > 0)
+    words = [w for w in dict.fromkeys(words_of(text)) if len(w) > 1 and w not in _STOP]
+    if not words:
+        return []
+    total, frequency = store.word_frequencies(words)
+    return [w for w in words if 0 < frequency.get(w, 0) <= max(3, 0.05 * total)]
+
+
+_STOP = frozenset("the a an and or of in on at to for with from by is are was be this that it its my our your "
+                  "photo photos picture image".split())
 
 
 def _words_only(plan: Plan) -> bool:

@@ -159,7 +159,8 @@ class Session:
         if floor is not None:
             self.console.print(render.prompt_note(render.nothing_close(results, floor)))
             return
-        self.console.print(render.results_table(results))
+        words = " ".join([*(t.text for t in query.terms if t.text), *query.filters.words])
+        self.console.print(render.results_table(results, words))
         self.console.print(render.prompt_note(f"{len(results)} results in {elapsed * 1000:.0f} ms; "
                                               ":more for more, :show to see them"))
 

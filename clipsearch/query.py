@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 MAX_WEIGHT = 100.0
 SORTS = ("score", "date", "newest")
-FILTERS = ("in", "after", "before", "ext", "camera", "min", "sort")
+FILTERS = ("in", "after", "before", "ext", "camera", "min", "sort", "text", "place", "near", "not")
+NEAR_KM = 2.0  # near:LAT,LON without a distance
 
 HELP = """\
 Text finds photos by what is in them; an image file finds photos that look like it.
@@ -48,6 +49,13 @@ Filters (any order, combined with AND; the same filter twice means either):
   camera:TEXT      camera make or model contains TEXT
   min:SCORE        leave out results scoring below SCORE (e.g. min:0.2)
   sort:date        oldest first; sort:newest newest first; sort:score (default)
+  text:WORD        words read in the photo hold WORD; text:"open 7am" those words in order
+  place:NAME       taken in that city, region or country (place:lisbon, place:portugal)
+  near:LAT,LON,KM  taken within KM (default 2) of a GPS position
+  not:TERM         leave out photos that match TERM (- TERM only pushes away from it)
+Dates and places in plain words: "snow january 2021", "dog 2019", "beach summer 2021",
+"2019-2021", "last year" filter by the date taken; a word naming a place where photos of
+the library were taken ("beach portugal") filters by place. Quote a word to keep it text.
 The date is the one the camera recorded, else the file's modification date. A query of
 only filters lists the newest photos that match them."""
 
@@ -60,6 +68,9 @@ class Term:
     weight: float
     text: str | None = None
     image: str | None = None  # an absolute path
+    # The text with the parts typed in quotes still in quotes: words outside them may name a
+    # place of the library (the planner reads them); quoted ones stay text.
+    marked: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return self.text if self.text is not None else str(self.image)
@@ -71,11 +82,14 @@ class Query:
     filters: Filters = field(default_factory=lambda: _no_filters())
     min_score: float | None = None
     sort: str = "score"
+    excluded: tuple[str, ...] = ()  # not:TERM texts: photos matching one are left out
+    readings: tuple[str, ...] = ()  # what plain words were read as: "date: July 2019"
 
     @property
     def is_empty(self) -> bool:
         """Nothing typed that means anything (no terms, filters, min: or sort:)."""
-        return not self.terms and not self.filters and self.min_score is None and self.sort == "score"
+        return (not self.terms and not self.filters and self.min_score is None and self.sort == "score"
+                and not self.excluded)
 
     @property
     def has_image(self) -> bool:
@@ -159,11 +173,35 @@ def parse(line: str, cwd: str | None = None, files: bool = True) -> Query:
         terms.append((sign, current))
     elif pending_operator:
         raise QueryError(f"'{pending_operator}' at the end has no term after it")
-    return Query(tuple(_term(sign, tokens, cwd, files) for sign, tokens in terms), *_filters(values, cwd))
+    built = [_term(sign, tokens, cwd, files) for sign, tokens in terms]
+    built, interval, reading = _read_dates(built)
+    filters, min_score, sort = _filters(values, cwd, interval)
+    excluded = tuple(dict.fromkeys(" ".join(v.split()) for v in values.get("not", []) if v.strip()))
+    return Query(tuple(built), filters, min_score, sort, excluded, (reading,) if reading else ())
+
+
+def _read_dates(terms: list[Term]) -> tuple[list[Term], tuple | None, str]:
+    """The first date said in plain words in a positive text term ("snow january 2021"), taken
+    out of it: (terms left, the interval [after, before), the reading to show)."""
+    from .dates import read_dates
+
+    today = _dt.date.today()
+    for number, term in enumerate(terms):
+        if term.text is None or term.weight < 0 or term.marked is None:
+            continue
+        rest, interval, reading = read_dates(term.marked, today)
+        if interval is None:
+            continue
+        text = " ".join(rest.replace('"', " ").split())
+        left = terms[:number] + ([Term(term.weight, text=text, marked=rest)] if text else []) + terms[number + 1:]
+        return left, interval, reading
+    return terms, None, ""
 
 
 _EXAMPLES = {"in": "in:~/Pictures/2021", "after": "after:2021-03-01", "before": "before:2022",
-             "ext": "ext:jpg", "camera": "camera:canon", "min": "min:0.2", "sort": "sort:date"}
+             "ext": "ext:jpg", "camera": "camera:canon", "min": "min:0.2", "sort": "sort:date",
+             "text": 'text:bakery or text:"open 7am"', "place": "place:lisbon", "near": "near:38.71,-9.14,5",
+             "not": "not:people"}
 
 
 def _term(sign: float, tokens: list[_Token], cwd: str | None, files: bool = True) -> Term:
@@ -183,7 +221,8 @@ def _term(sign: float, tokens: list[_Token], cwd: str | None, files: bool = True
     text = " ".join(token.text for token in tokens).strip()
     if not text:
         raise QueryError("an empty term: write some text or an image path")
-    return Term(sign * weight, text=text)
+    marked = " ".join(f'"{token.text}"' if token.quoted else token.text for token in tokens)
+    return Term(sign * weight, text=text, marked=marked)
 
 
 def _weight(text: str, token: str) -> float:
@@ -226,7 +265,9 @@ def _no_filters() -> Filters:
     return Filters()
 
 
-def _filters(values: dict[str, list[str]], cwd: str | None) -> tuple[Filters, float | None, str]:
+def _filters(values: dict[str, list[str]], cwd: str | None,
+             interval: tuple | None = None) -> tuple[Filters, float | None, str]:
+    from .places import filter_name
     from .records import Filters
 
     folders, names = [], []
@@ -244,6 +285,12 @@ def _filters(values: dict[str, list[str]], cwd: str | None) -> tuple[Filters, fl
     if after and before and after >= before:
         raise QueryError(f"after:{values['after'][-1]} is not before before:{values['before'][-1]}: "
                          "no date is in between")
+    if interval is not None:  # a date said in words narrows after:/before:, never widens them
+        said_after, said_before = (d.isoformat() if d else None for d in interval)
+        after = _latest(d for d in (after, said_after) if d)
+        before = _earliest(d for d in (before, said_before) if d)
+        if after and before and after >= before:
+            raise QueryError("the date in the words and after:/before: have no day in common")
     extensions: list[str] = []
     for value in values.get("ext", []):
         for ext in value.lower().split(","):
@@ -265,9 +312,42 @@ def _filters(values: dict[str, list[str]], cwd: str | None) -> tuple[Filters, fl
         if value.lower() not in SORTS:
             raise QueryError(f"sort:{value}: use one of " + ", ".join(f"sort:{s}" for s in SORTS))
         sort = value.lower()
+    words = []
+    for value in values.get("text", []):
+        found = _words(value)
+        if not found:
+            raise QueryError(f"text:{value}: name a word, e.g. {_EXAMPLES['text']}")
+        words.append(" ".join(found))
+    places = []
+    for value in values.get("place", []):
+        if not filter_name(value):
+            raise QueryError(f"place:{value}: name a city, region or country, e.g. {_EXAMPLES['place']}")
+        places.append(filter_name(value))
+    near = None
+    for value in values.get("near", []):
+        near = _near(value)
     filters = Filters(tuple(dict.fromkeys(folders)), tuple(dict.fromkeys(names)), after, before,
-                      tuple(dict.fromkeys(extensions)), tuple(dict.fromkeys(cameras)))
+                      tuple(dict.fromkeys(extensions)), tuple(dict.fromkeys(cameras)),
+                      words=tuple(dict.fromkeys(words)), places=tuple(dict.fromkeys(places)), near=near)
     return filters, min_score, sort
+
+
+def _words(text: str) -> list[str]:
+    """The words of a text as the catalog's text index splits them (letters and digits)."""
+    return re.findall(r"\w+", text.casefold())
+
+
+def _near(value: str) -> tuple[float, float, float]:
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (2, 3):
+        raise QueryError(f"near:{value}: write near:LATITUDE,LONGITUDE or near:LAT,LON,KM, e.g. {_EXAMPLES['near']}")
+    lat, lon, km = (*numbers, NEAR_KM)[:3]
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or not 0 < km <= 20_000:
+        raise QueryError(f"near:{value}: latitude -90..90, longitude -180..180, a distance above 0 km")
+    return lat, lon, km
 
 
 def _date(value: str, name: str) -> str:

@@ -178,10 +178,13 @@ class Filters:
     # Not syntax: set by the library where the file system ignores case (`in:d:/photos`
     # then finds D:/Photos; ASCII letters only, as SQLite's NOCASE).
     fold_case: bool = False
+    words: tuple[str, ...] = ()  # text:, each words in this order in the text read in the photo
+    places: tuple[str, ...] = ()  # place:, folded names (places.fold): a city, region or country
+    near: tuple[float, float, float] | None = None  # near: latitude, longitude, km
 
     def __bool__(self) -> bool:
         return bool(self.folders or self.folder_names or self.after or self.before or self.extensions
-                    or self.cameras)
+                    or self.cameras or self.words or self.places or self.near)
 
 
 
@@ -200,6 +203,8 @@ class SearchResult:
     camera: str | None = None  # make and model, as the photo's EXIF says
     gps: tuple[float, float] | None = None  # latitude, longitude
     remote: bool = False  # imported for a photo that is not on this computer
+    place: str | None = None  # "Lisbon, Lisbon, Portugal": from the GPS position
+    text: str | None = None  # the words read in the photo, a line each
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,8 @@ class Photo:
     hash: str | None
     mtime_ns: int | None = None
     remote: bool = False  # imported for a photo that is not on this computer
+    place: str | None = None  # "Lisbon, Lisbon, Portugal": from the GPS position
+    text: str | None = None  # the words read in the photo, a line each
 
 
 @dataclass(frozen=True)
@@ -295,6 +302,19 @@ class CrawlReport:
     stats: CrawlSummary
     index: IndexInfo | None  # None: nothing embedded yet
     rebuilt: bool
+    placed: int = 0  # photos whose place was looked up from their GPS position
+    texts: TextReport | None = None  # the words read in photos; None: not read (setting read_text)
+
+
+@dataclass
+class TextReport:
+    """The pass that reads the words in photos: how many it read, how many held words, of how
+    many it had to read, in how long."""
+
+    read: int
+    with_words: int
+    total: int
+    seconds: float = 0.0
 
 
 @dataclass
@@ -363,6 +383,9 @@ class LibraryStatus:
     index_problem: str | None = None  # why the forest is not used, if it is not
     daemon: DaemonState | None = None  # the watch daemon, if it runs
     missing: list[MissingReader] = field(default_factory=list)  # formats this install cannot read
+    places: tuple[int, int] = (0, 0)  # photos with a place, with a GPS position
+    texts: tuple[int, int, int] = (0, 0, 0)  # photos whose words were read, of them with words, to read
+    read_text: bool = True  # the setting: words are read after crawls
 
 
 @dataclass(frozen=True)
@@ -420,4 +443,6 @@ class Overview:
     photos: int  # searchable
     folders: int
     model: str | None
+    places: int = 0  # photos with a place (from their GPS position)
+    worded: int = 0  # photos with words read in them
 

@@ -7,6 +7,7 @@ The only module that imports rich. Progress goes to stderr, so stdout stays clea
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -77,6 +78,8 @@ class CrawlProgress:
             disable=not console.is_terminal)
         self._crawl: TaskID | None = None
         self._index: TaskID | None = None
+        self._text: TaskID | None = None
+        self._text_started = 0.0
 
     def __enter__(self) -> "CrawlProgress":
         self._progress.__enter__()
@@ -122,6 +125,14 @@ class CrawlProgress:
         if self._index is None:
             self._index = self._progress.add_task("building index", total=total, rate="", counts="")
         self._progress.update(self._index, completed=done, total=total)
+
+    def text(self, done: int, total: int) -> None:
+        """The second pass: the words in the photos read (they are searchable already)."""
+        if self._text is None:
+            self._text = self._progress.add_task("reading words in photos", total=total, rate="", counts="")
+            self._text_started = time.monotonic()
+        rate = done / max(time.monotonic() - self._text_started, 1e-6)
+        self._progress.update(self._text, completed=done, total=total, rate=f"{rate:5.1f} img/s")
 
 
 class WorkProgress:
@@ -169,6 +180,12 @@ def crawl_summary(report: CrawlReport) -> Table:
     if report.index:
         state = "rebuilt" if report.rebuilt else "up to date"
         table.add_row("index", f"{report.index.count} photos, {state}")
+    if report.placed:
+        table.add_row("places looked up (GPS)", str(report.placed))
+    if report.texts is not None and report.texts.total:
+        t = report.texts
+        table.add_row("words read in photos", f"{t.read} photos in {t.seconds:.1f} s, {t.with_words} with words"
+                      + (f" ({t.total - t.read} left: the next crawl goes on)" if t.read < t.total else ""))
     if s.problems:
         table.add_row("folders or files not readable", str(len(s.problems)), style="yellow")
     if s.decoder_messages:
@@ -203,29 +220,53 @@ def _file_link(path: str) -> Text:
         return Text(path)
 
 
-def results_table(results: Sequence[SearchResult]) -> Table:
+def results_table(results: Sequence[SearchResult], query: str | None = None) -> Table:
+    """Results as a table; the place and the words read in the photos where any has them,
+    the words of `query` marked in those."""
     table = Table(show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")
     table.add_column("date")
     table.add_column("size", justify="right")
+    places, texts = any(r.place for r in results), any(r.text for r in results)
+    if places:
+        table.add_column("place", overflow="fold")
+    if texts:
+        table.add_column("words in the photo", overflow="fold", max_width=40)
     for r in results:
         path = Text.assemble(r.path, (" (remote)", "dim")) if r.remote else _file_link(r.path)
-        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.3f}", path,
-                      _date(r.taken_at, r.mtime_ns), human_size(r.size))
+        row: list[str | Text] = [str(r.rank), "-" if r.score is None else f"{r.score:.3f}", path,
+                                 _date(r.taken_at, r.mtime_ns), human_size(r.size)]
+        if places:
+            row.append(r.place or "")
+        if texts:
+            row.append(marked(" / ".join((r.text or "").splitlines()), query))
+        table.add_row(*row)
     return table
+
+
+def marked(text: str, query: str | None) -> Text:
+    """text with the words of query in it marked (compared without case and accents)."""
+    from .words import marked_parts
+
+    out = Text()
+    for part, hit in marked_parts(text, query or ""):
+        out.append(part, style="bold yellow" if hit else None)
+    return out
 
 
 def results_lines(results: Sequence[SearchResult]) -> str:
     """Results as tab-separated lines (a header first) for a pipe: every path whole on its
-    own line, whatever its length, so that grep, cut and sort work."""
-    lines = ["rank\tscore\tpath\tdate\tsize"]
+    own line, whatever its length, so that grep, cut and sort work. The place and the words
+    read in the photo come last (their lines joined by " / ")."""
+    lines = ["rank\tscore\tpath\tdate\tsize\tplace\twords"]
     for r in results:
         score = "" if r.score is None else f"{r.score:.4f}"
         path = r.path.replace("\t", " ").replace("\n", " ")
+        words = " / ".join(" ".join(line.split()) for line in (r.text or "").splitlines())
         lines.append(f"{r.rank}\t{score}\t{path}{' (remote)' if r.remote else ''}\t{_date(r.taken_at, r.mtime_ns)}"
-                     f"\t{'' if r.size is None else r.size}")
+                     f"\t{'' if r.size is None else r.size}\t{r.place or ''}\t{words}")
     return "\n".join(lines)
 
 
@@ -265,6 +306,18 @@ def status_view(status: LibraryStatus) -> Table:
                   + (f", {c['remote']} of them remote (imported, not on this computer)" if c.get("remote") else ""))
     for missing in status.missing:
         table.add_row("not read", missing.line(), style="yellow")
+    placed, located = status.places
+    if located:
+        far = f"; {located - placed} at sea or far from towns" if located > placed else ""
+        table.add_row("places", f"{placed} photos with a place (city, region, country) of {located} with a GPS "
+                                f"position{far}")
+    read, worded, unread = status.texts
+    if not status.read_text:
+        table.add_row("words in photos",
+                      f"not read (setting read_text = false); {read} read before, {worded} with words")
+    elif read or unread:
+        table.add_row("words in photos", f"{read} photos read, {worded} with words"
+                      + (f"; {unread} to read (the next crawl or the watch daemon reads them)" if unread else ""))
     d = status.daemon
     if d is None:
         table.add_row("watch daemon", "not running (`clipsearch watch --detach` keeps the library current)")

@@ -64,6 +64,7 @@ def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchRe
     """SearchResults for file ids and their scores (None: no score), in the order given."""
     ids = [int(i) for i in ids]
     rows = store.rows(ids)
+    texts, places = store.texts(ids), store.places_of(ids)
     results: list[SearchResult] = []
     for file_id, score in zip(ids, scores):
         row = rows.get(file_id)
@@ -71,7 +72,8 @@ def results_for(store: Store, ids, scores, first_rank: int = 1) -> list[SearchRe
             continue  # changed between the two reads (a crawl is writing)
         results.append(SearchResult(first_rank + len(results), round(float(score), 6) if score is not None else None,
                                     file_id, row.path, row.size, row.mtime_ns, row.taken_at, row.width, row.height,
-                                    row.format, camera_name(row.extra), gps_of(row.extra), row.remote))
+                                    row.format, camera_name(row.extra), gps_of(row.extra), row.remote,
+                                    places.get(file_id), texts.get(file_id)))
     return results
 
 

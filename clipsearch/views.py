@@ -40,7 +40,7 @@ def status(settings: Settings, store: Store | None, keeper: ForestKeeper) -> Lib
     return LibraryStatus(settings.home, store.get_meta("model"), int(dim) if dim else None,
                          root_infos(settings, store), store.counts_by_status(), index_info(manifest),
                          store.count_changed_since(built), size, problem, daemon_state(settings.home),
-                         missing_readers(store))
+                         missing_readers(store), store.place_counts(), store.text_counts(), settings.read_text)
 
 
 def missing_readers(store: Store) -> list[MissingReader]:
@@ -66,9 +66,9 @@ def root_infos(settings: Settings, store: Store) -> list[RootInfo]:
     return infos
 
 
-def photo(row: FileRow) -> Photo:
+def photo(row: FileRow, place: str | None = None, text: str | None = None) -> Photo:
     return Photo(row.id, row.path, row.size, row.width, row.height, row.format, row.taken_at, camera_name(row.extra),
-                 gps_of(row.extra), row.hash, row.mtime_ns, row.remote)
+                 gps_of(row.extra), row.hash, row.mtime_ns, row.remote, place, text)
 
 
 def duplicates(store: Store, keeper: ForestKeeper, dim: int, threshold: float, near: bool,

@@ -27,7 +27,18 @@ from .ingest.source import Listed, Source, Walk
 from .keeper import ForestKeeper, index_info
 from .paths import PathRule, absolute
 from .policy import ModelPolicy
-from .records import CrawlReport, CrawlSummary, FileRecord, Imported, ImportReport, IndexInfo, RepairReport, Root, Write
+from .records import (
+    CrawlReport,
+    CrawlSummary,
+    FileRecord,
+    Imported,
+    ImportReport,
+    IndexInfo,
+    RepairReport,
+    Root,
+    TextReport,
+    Write,
+)
 
 if TYPE_CHECKING:
     from .index import Manifest
@@ -77,9 +88,12 @@ class Writer:
     def crawl(self, folders: Sequence[str | os.PathLike] = (), *, model: str | None = None, given: dict | None = None,
               retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
               on_index: Callable[[int, int], None] | None = None,
-              on_commit: Callable[[Sequence[Write]], None] | None = None, refresh_index: bool = True) -> CrawlReport:
+              on_commit: Callable[[Sequence[Write]], None] | None = None, refresh_index: bool = True,
+              on_text: Callable[[int, int], None] | None = None) -> CrawlReport:
         """Library.crawl under this writer's lock. Roots whose folder is missing go offline
-        instead of being walked (their files are kept)."""
+        instead of being walked (their files are kept). Then, the photos searchable already,
+        the second passes: places from GPS positions, and words read in the photos
+        (`read_text`), resumable, `on_text(done, total)` told as they go."""
         from .ingest.pipeline import CrawlStats
 
         paths = [self._folder(f) for f in folders]
@@ -96,7 +110,62 @@ class Writer:
         stats.offline = offline
         _log_crawl(stats)
         manifest, rebuilt = self.refresh_index(on_index) if refresh_index else (None, False)
-        return CrawlReport(stats.summary(), index_info(manifest), rebuilt)
+        placed = self.place_photos()
+        texts = self.read_texts(on_text) if self.settings.read_text else None
+        return CrawlReport(stats.summary(), index_info(manifest), rebuilt, placed, texts)
+
+    # --- second passes: what a CLIP vector does not hold ---------------------------------------
+    def place_photos(self) -> int:
+        """Look up the place of every photo whose GPS position has not been (places.py: a
+        table shipped with clipsearch, no network); returns how many were looked up."""
+        done = 0
+        while rows := self.store.unplaced(5000):
+            from .places import names_of, places
+
+            table = places()
+            found = []
+            for file_id, lat, lon in rows:
+                place = table.nearest(lat, lon)
+                found.append((file_id, None if place is None else (place.city, place.area, place.region,
+                                                                   place.country, place.country_code),
+                              names_of(place)))
+            self.store.set_places(found)
+            done += len(rows)
+        if done:
+            log.info("placed %d photos from their GPS positions", done)
+        return done
+
+    def read_texts(self, on_text: Callable[[int, int], None] | None = None, limit: int | None = None,
+                   stop: Callable[[], bool] | None = None) -> TextReport:
+        """Read the words in the searchable photos not read yet (from their content as it is
+        now), a batch at a time, each batch committed: an interrupted pass loses at most the
+        batch in flight and the next one carries on. `limit`: at most this many photos (the
+        daemon reads a few between changes); `stop()`: asked between photos."""
+        from .ingest.ocr import read_files
+
+        started = time.monotonic()
+        total = limit if limit is not None else self.store.text_counts()[2]
+        report = TextReport(0, 0, total)
+        after = 0
+        while report.read < total and not (stop and stop()):
+            rows = self.store.unread(min(16, total - report.read), after)
+            if not rows:
+                break
+            after = rows[-1][0]
+            texts = read_files([path for _, path, _ in rows], self.settings, stop)
+            found = [(file_id, hash_, text) for (file_id, _, hash_), text in zip(rows, texts) if text is not None]
+            self.store.set_texts(found)
+            report.read += len(found)
+            report.with_words += sum(1 for _, _, text in found if text)
+            if on_text:
+                on_text(report.read, total)
+            if len(found) < len(rows):
+                break  # stopped part-way
+        report.seconds = time.monotonic() - started
+        if report.read:
+            log.info("read the words in %d photos (%d hold some) in %.1f s", report.read, report.with_words,
+                     report.seconds)
+        return report
 
     def update(self, records: Sequence[FileRecord],
                on_commit: Callable[[Sequence[Write]], None] | None = None) -> CrawlSummary:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,13 @@ SHAPES_MODEL = f"{SHAPES_CONFIG}:{SHAPES_CHECKPOINT}"
 SHAPES_PER_COMBO = 10
 
 
+# Every test's crawls leave the words in photos unread (the pass that reads them costs more
+# than the tiny model's crawl): test_words.py reads them, with the setting as users have it.
+# The detector the reader quantizes (~10 s, once) is shared by every test and run.
+TEST_SETTINGS = {"CLIPSEARCH_READ_TEXT": "false",
+                 "CLIPSEARCH_OCR_CACHE": os.path.join(tempfile.gettempdir(), f"clipsearch-test-ocr-{os.getuid()}")}
+
+
 @contextmanager
 def clean_environment(model_cache: Path) -> Iterator[None]:
     """For fixtures wider than a test, which run outside _clean_environment: no CLIPSEARCH_*
@@ -46,6 +54,8 @@ def clean_environment(model_cache: Path) -> Iterator[None]:
                 env.delenv(name)
         env.setenv("HF_HUB_OFFLINE", "1")
         env.setenv("CLIPSEARCH_MODEL_CACHE", str(model_cache))
+        for name, value in TEST_SETTINGS.items():
+            env.setenv(name, value)
         yield
 
 
@@ -55,6 +65,8 @@ def _clean_environment(monkeypatch, tmp_path):
     for name in list(os.environ):
         if name.startswith("CLIPSEARCH_"):
             monkeypatch.delenv(name)
+    for name, value in TEST_SETTINGS.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("CLIPSEARCH_HOME", str(tmp_path / "home"))
     # Exported image towers are shared through the model cache: keep tests out of the user's.
     monkeypatch.setenv("CLIPSEARCH_MODEL_CACHE", str(tmp_path / "model-cache"))

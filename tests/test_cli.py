@@ -187,9 +187,10 @@ def test_a_search_piped_into_another_program_keeps_each_path_whole_on_one_line(t
     result = run_cli("--home", str(home), "search", "a photo", "-k", "3", env={"COLUMNS": "40"})
     assert result.returncode == 0, result.stderr
     header, *lines = result.stdout.splitlines()
-    assert header.split("\t") == ["rank", "score", "path", "date", "size"]
+    assert header.split("\t") == ["rank", "score", "path", "date", "size", "place", "words"]
     assert len(lines) == 3
     for number, line in enumerate(lines, start=1):
-        rank, score, path, date, size = line.split("\t")
+        rank, score, path, date, size, place, words = line.split("\t")
+        assert place == ""  # no GPS in these
         assert int(rank) == number and -1 <= float(score) <= 1
         assert path in {str(p) for p in photos} and int(size) == os.path.getsize(path)

@@ -76,10 +76,30 @@ def test_quotes_keep_spaces_together_and_a_quoted_token_is_never_syntax(tmp_path
     ("min:3", "between -1 and 1"),
     ("sort:size", "sort:size: use one of"),
     ("ext:*", "write extensions like"),
+    ("text:!!", "text:!!: name a word"),
+    ("near:1,2,3,4", "write near:LATITUDE,LONGITUDE"),
+    ("near:100,0", "latitude -90..90"),
+    ("place:--", "name a city, region or country"),
+    ("summer 2021 after:2022", "have no day in common"),
 ])
 def test_a_malformed_part_is_named(line, message):
     with pytest.raises(QueryError, match=message):
         parse(line)
+
+
+def test_words_places_positions_exclusions_and_dates_said_in_words():
+    query = parse('harbour text:bakery text:"open 7AM" place:Lisbon place:USA near:38.7,-9.1,5 not:"a crowd" '
+                  "summer 2021 after:2021-07")
+    assert query.terms == (Term(1.0, text="harbour"),)
+    assert query.filters.words == ("bakery", "open 7am")
+    assert query.filters.places == ("lisbon", "united states")
+    assert query.filters.near == (38.7, -9.1, 5.0)
+    assert query.excluded == ("a crowd",)
+    assert (query.filters.after, query.filters.before) == ("2021-07-01", "2021-09-01")  # narrowed, not widened
+    assert query.readings == ("date: summer 2021 (1 Jun 2021 - 31 Aug 2021)",)
+    assert parse('"summer 2021"').terms == (Term(1.0, text="summer 2021"),)  # quoted: words
+    assert parse("cat - 2019").filters.after is None  # a date only in what is looked for
+    assert parse("not:people").excluded == ("people",) and not parse("not:people").is_empty
 
 
 def test_a_query_of_only_filters_has_no_terms():

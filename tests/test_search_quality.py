@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from clipsearch.cli import cli
 
-from .conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, SHAPES_MODEL, run_cli
+from .conftest import SHAPES_CHECKPOINT, SHAPES_CONFIG, SHAPES_MODEL, SHAPES_PER_COMBO, run_cli
 from .shapes import COLOURS, SHAPES, TEST_SEED, caption, combos, label_of, make_shape_folder, save_shape_photo
 
 
@@ -164,3 +164,19 @@ def test_a_library_with_the_int8_image_tower_finds_the_same_colours_and_shapes(t
     for colour, shape in [("red", "circle"), ("blue", "square"), ("green", "star")]:
         query = caption(colour, shape)
         _assert_finds(_search(home, query), colour, shape, query)
+
+
+@pytest.mark.parametrize(("colour", "shape"), [("red", "circle"), ("blue", "star"), ("green", "square")])
+def test_not_leaves_out_every_match_where_minus_only_pushes_away(shape_library, colour, shape):
+    what = caption(colour, shape)
+    every = [label_of(p) for p in _paths(_search(shape_library.home, what, k=SHAPES_PER_COMBO))]
+    assert every.count((colour, shape)) == SHAPES_PER_COMBO  # they are all there to be left out
+
+    excluded = [label_of(p) for p in _paths(_search(shape_library.home, f'{what} not:"{what}"', k=30))]
+    # The same idea subtracted at half its weight: the query still points at it.
+    subtracted = [label_of(p) for p in _paths(_search(shape_library.home, f"{what} - 0.5*{what}", k=30))]
+    kept = [label_of(p) for p in _paths(_search(shape_library.home, f'a {colour} shape not:"{what}"', k=20))]
+
+    assert (colour, shape) not in excluded and len(excluded) == 30
+    assert subtracted[:SHAPES_PER_COMBO] == [(colour, shape)] * SHAPES_PER_COMBO
+    assert (colour, shape) not in kept and all(c == colour for c, _ in kept[:SHAPES_PER_COMBO])

@@ -92,8 +92,40 @@ def m008_model_identity(db: sqlite_utils.Database) -> None:
                "WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'dim')")
 
 
+def m009_words_and_places(db: sqlite_utils.Database) -> None:
+    # What a CLIP vector does not hold (issue 24). Places: from each photo's GPS position, its
+    # city, region and country (places.py), looked up by a pass after the crawl (place_at:
+    # when; NULL: to do, and reset by every write of the row); `places` holds the folded names
+    # a place: filter or a query word matches, one row each, so that a filter is an index
+    # lookup. Words: the text read in a photo (ingest/ocr.py) by a second pass, kept with the
+    # hash of the content it was read from (a changed photo is read again), and searched
+    # through an FTS5 index over it (`texts_fts`, kept in step by triggers).
+    for column in ("place_city", "place_area", "place_region", "place_country", "place_cc"):
+        db.execute(f"ALTER TABLE files ADD COLUMN {column} TEXT")
+    db.execute("ALTER TABLE files ADD COLUMN place_at REAL")
+    db.execute("CREATE INDEX idx_files_unplaced ON files(id) WHERE gps_lat IS NOT NULL AND place_at IS NULL")
+    # The library's distinct places, read by every query with words (is a word a place here?).
+    db.execute("CREATE INDEX idx_files_place ON files(place_country, place_region, place_city, place_area, place_cc) "
+               "WHERE place_country IS NOT NULL")
+    db.execute("CREATE TABLE places (file_id INTEGER NOT NULL, name TEXT NOT NULL)")
+    db.execute("CREATE INDEX idx_places_name ON places(name, file_id)")
+    db.execute("CREATE INDEX idx_places_file ON places(file_id)")
+    db.execute("CREATE TABLE texts (file_id INTEGER PRIMARY KEY, hash TEXT, text TEXT NOT NULL, read_at REAL)")
+    db.execute("CREATE VIRTUAL TABLE texts_fts USING fts5(text, content='texts', content_rowid='file_id', "
+               "tokenize='unicode61 remove_diacritics 2')")
+    db.execute("CREATE VIRTUAL TABLE texts_vocab USING fts5vocab(texts_fts, 'row')")
+    db.execute("CREATE TRIGGER texts_ai AFTER INSERT ON texts BEGIN "
+               "INSERT INTO texts_fts(rowid, text) VALUES (new.file_id, new.text); END")
+    db.execute("CREATE TRIGGER texts_ad AFTER DELETE ON texts BEGIN "
+               "INSERT INTO texts_fts(texts_fts, rowid, text) VALUES ('delete', old.file_id, old.text); END")
+    db.execute("CREATE TRIGGER texts_au AFTER UPDATE ON texts BEGIN "
+               "INSERT INTO texts_fts(texts_fts, rowid, text) VALUES ('delete', old.file_id, old.text); "
+               "INSERT INTO texts_fts(rowid, text) VALUES (new.file_id, new.text); END")
+
+
 MIGRATIONS = [m001_create_tables, m002_root_options, m003_status_indexes, m004_catalog_identity,
-              m005_filter_index, m006_offline_roots, m007_remote_rows, m008_model_identity]
+              m005_filter_index, m006_offline_roots, m007_remote_rows, m008_model_identity,
+              m009_words_and_places]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -11,6 +11,8 @@ it is never served against another catalog, or another history of this one.
 from __future__ import annotations
 
 import json
+import math
+import re
 import secrets
 import sqlite3
 import threading
@@ -38,6 +40,7 @@ from ..records import (
     Twin,
     Write,
 )
+from ..words import fold_text
 from .faults import LibraryReadOnly, is_writable, no_space_left
 from .migrations import MIGRATIONS, migrate
 
@@ -94,6 +97,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 10000")
+        conn.create_function("km", 4, km, deterministic=True)
         self.db = _Connection(conn)
         if not readonly:
             self.db.execute("PRAGMA journal_mode = WAL")
@@ -313,9 +317,9 @@ class Store:
     def _upsert(self, record: FileRecord, hash_: str | None, status: str, error: str | None,
                 now: float, seq: int, vector: bytes | None, meta: dict) -> None:
         columns = ["path", "root_id", "size", "mtime_ns", "hash", "status", "error", "indexed_at",
-                   "vector", "seq", "remote", *meta]
+                   "vector", "seq", "remote", "place_at", *meta]
         values = [record.path, record.root_id, record.size, record.mtime_ns, hash_, status, error, now,
-                  vector, seq, 0, *meta.values()]
+                  vector, seq, 0, None, *meta.values()]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
         self.db.execute(
             f"INSERT INTO files({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
@@ -436,6 +440,120 @@ class Store:
         vectors = (np.frombuffer(b"".join(r[2] for r in live), dtype=np.float32).reshape(len(live), dim)
                    if live else np.zeros((0, dim), dtype=np.float32))
         return changed, ids, vectors
+
+    # --- places and words (second passes after the crawl) ------------------------------------
+    def unplaced(self, limit: int) -> list[tuple[int, float, float]]:
+        """(id, latitude, longitude) of rows with a GPS position not looked up yet."""
+        return self.db.execute("SELECT id, gps_lat, gps_lon FROM files INDEXED BY idx_files_unplaced "
+                               "WHERE gps_lat IS NOT NULL AND place_at IS NULL LIMIT ?", [limit]).fetchall()
+
+    def set_places(self, found: Sequence[tuple[int, tuple[str | None, str | None, str | None, str | None,
+                                                          str | None] | None, Sequence[str]]]) -> None:
+        """Record places: (id, (city, area, region, country, country code) or None, folded names)."""
+        now = time.time()
+        with self.db.atomic():
+            for file_id, place, names in found:
+                self.db.execute("DELETE FROM places WHERE file_id = ?", [file_id])
+                self.db.execute("UPDATE files SET place_city = ?, place_area = ?, place_region = ?, "
+                                "place_country = ?, place_cc = ?, place_at = ? WHERE id = ?",
+                                [*(place or (None,) * 5), now, file_id])
+                for name in dict.fromkeys(names):
+                    self.db.execute("INSERT INTO places(file_id, name) VALUES (?, ?)", [file_id, name])
+
+    def place_names(self) -> list[tuple[str | None, str | None, str | None, str | None, str | None]]:
+        """The distinct places of the library's photos: (city, area, region, country, code),
+        from their index alone (a few ms at 100k photos)."""
+        return self.db.execute("SELECT DISTINCT place_city, place_area, place_region, place_country, place_cc "
+                               "FROM files INDEXED BY idx_files_place WHERE place_country IS NOT NULL").fetchall()
+
+    def places_of(self, file_ids: Sequence[int]) -> dict[int, str]:
+        """"Lisbon, Lisbon, Portugal" for the photos that have a place."""
+        found: dict[int, str] = {}
+        ids = list(file_ids)
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            for file_id, *names in self.db.execute(
+                    f"SELECT id, place_city, place_region, place_country FROM files WHERE id IN "
+                    f"({','.join('?' * len(part))}) AND place_country IS NOT NULL", part):
+                found[file_id] = ", ".join(dict.fromkeys(n for n in names if n))
+        return found
+
+    def placed_count(self) -> int:
+        """Photos with a place, from its index alone (deleted ones too: a page's summary)."""
+        return self.db.execute("SELECT count(*) FROM files INDEXED BY idx_files_place "
+                               "WHERE place_country IS NOT NULL").fetchone()[0]
+
+    def worded_count(self) -> int:
+        """Photos with words read in them (as their content was when read: a page's summary)."""
+        return self.db.execute("SELECT count(*) FROM texts WHERE text != ''").fetchone()[0]
+
+    def place_counts(self) -> tuple[int, int]:
+        """(searchable photos with a place, with a GPS position)."""
+        row = self.db.execute(f"SELECT count(place_country), count(gps_lat) FROM files WHERE {self._SEARCHABLE}"
+                              ).fetchone()
+        return row[0], row[1]
+
+    def unread(self, limit: int, after_id: int = 0) -> list[tuple[int, str, str | None]]:
+        """(id, path, hash) of local searchable photos whose text was not read from their
+        content as it is now, in id order from after_id."""
+        return self.db.execute(
+            f"SELECT id, path, hash FROM files WHERE {self._SEARCHABLE} AND remote = 0 AND id > ? AND NOT EXISTS "
+            "(SELECT 1 FROM texts t WHERE t.file_id = files.id AND t.hash IS files.hash) ORDER BY id LIMIT ?",
+            [after_id, limit]).fetchall()
+
+    def set_texts(self, found: Sequence[tuple[int, str | None, str]]) -> None:
+        """Record the text read in photos: (id, content hash it was read from, text; "" none)."""
+        now = time.time()
+        with self.db.atomic():
+            for file_id, hash_, text in found:
+                self.db.execute("DELETE FROM texts WHERE file_id = ?", [file_id])
+                self.db.execute("INSERT INTO texts(file_id, hash, text, read_at) VALUES (?, ?, ?, ?)",
+                                [file_id, hash_, text, now])
+
+    def text_counts(self) -> tuple[int, int, int]:
+        """(searchable local photos read, of which with words, not read yet)."""
+        read, worded = self.db.execute(
+            f"SELECT count(*), count(nullif(t.text, '')) FROM files JOIN texts t ON t.file_id = files.id "
+            f"AND t.hash IS files.hash WHERE {self._SEARCHABLE} AND remote = 0").fetchone()
+        local = self.db.execute(f"SELECT count(*) FROM files WHERE {self._SEARCHABLE} AND remote = 0").fetchone()[0]
+        return read, worded, local - read
+
+    def texts(self, file_ids: Sequence[int]) -> dict[int, str]:
+        """The words read in these photos (those with any, from their current content)."""
+        found: dict[int, str] = {}
+        ids = list(file_ids)
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            found.update(self.db.execute(
+                f"SELECT t.file_id, t.text FROM texts t JOIN files f ON f.id = t.file_id AND t.hash IS f.hash "
+                f"WHERE t.file_id IN ({','.join('?' * len(part))}) AND t.text != ''", part).fetchall())
+        return found
+
+    def word_frequencies(self, words: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """(photos with words read, {word: photos whose words hold it}) for the text index."""
+        total = self.db.execute("SELECT count(*) FROM texts WHERE text != ''").fetchone()[0]
+        if not words or not total:
+            return total, {}
+        rows = self.db.execute(f"SELECT term, doc FROM texts_vocab WHERE term IN ({','.join('?' * len(words))})",
+                               list(words)).fetchall()
+        return total, dict(rows)
+
+    def word_hits(self, words: Sequence[str], limit: int) -> list[tuple[int, int]]:
+        """(id, how many of words its text holds) of searchable photos holding any, most first."""
+        if not words:
+            return []
+        match = " OR ".join(f'"{w}"' for w in words)
+        ids = [r[0] for r in self.db.execute(
+            "SELECT rowid FROM texts_fts WHERE texts_fts MATCH ? ORDER BY rank LIMIT ?", [match, limit * 4])]
+        texts = self.texts(ids)
+        hits = []
+        for file_id in ids:
+            held = set(re.findall(r"\w+", fold_text(texts.get(file_id, ""))))
+            count = sum(w in held for w in words)
+            if count:
+                hits.append((file_id, count))
+        hits.sort(key=lambda hit: -hit[1])
+        return hits[:limit]
 
     # --- query filters --------------------------------------------------------------------
     # The searchable rows are named with the literal 'live' here: it matches the partial
@@ -691,7 +809,35 @@ def _filter_sql(filters: Filters) -> tuple[str, list]:
         any_of(["instr(lower(coalesce(camera_make, '') || ' ' || coalesce(camera_model, '')), ?) > 0"]
                * len(filters.cameras))
         params.extend(filters.cameras)
+    if filters.places:
+        clauses.append(f"id IN (SELECT file_id FROM places WHERE name IN ({', '.join('?' * len(filters.places))}))")
+        params.extend(filters.places)
+    for words in filters.words:  # each in order: an FTS5 phrase
+        clauses.append("id IN (SELECT rowid FROM texts_fts WHERE texts_fts MATCH ?)")
+        params.append(fts_phrase(words))
+    if filters.near:
+        lat, lon, km = filters.near
+        dlat = km / 111.2
+        dlon = km / max(1e-6, 111.32 * math.cos(math.radians(lat)))
+        clauses.append("gps_lat BETWEEN ? AND ? AND (gps_lon BETWEEN ? AND ? OR ? > 180 OR ? < -180) "
+                       "AND km(gps_lat, gps_lon, ?, ?) <= ?")
+        params.extend([lat - dlat, lat + dlat, lon - dlon, lon + dlon, lon + dlon, lon - dlon, lat, lon, km])
     return (" AND ".join(clauses) or "1"), params
+
+
+def fts_phrase(words: str) -> str:
+    """An FTS5 query for words in this order: a phrase of the words alone (letters and digits),
+    so that nothing typed is read as FTS5 syntax."""
+    return '"' + " ".join(re.findall(r"\w+", words)) + '"'
+
+
+def km(lat1: float | None, lon1: float | None, lat2: float, lon2: float) -> float | None:
+    """Great-circle distance in km (haversine), registered in SQLite for near:."""
+    if lat1 is None or lon1 is None:
+        return None
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 12742.0 * math.asin(min(1.0, math.sqrt(h)))
 
 
 def _prefix_range(folder: str) -> tuple[str, str]:

@@ -231,6 +231,7 @@ class Watcher:
         self._poller: Any = None
         self._build: threading.Thread | None = None
         self._last_work = time.monotonic()
+        self._unread = True  # photos whose place or words the second passes have not seen
         self._last_check = 0.0
         self._retry_at = 0.0
         self._reconcile: set[int] = set()  # roots to walk once quiet (after a storm)
@@ -303,6 +304,7 @@ class Watcher:
                 self.changes.give_back(batch)
                 return
             self._last_work = time.monotonic()
+            self._unread = True
         if self._reconcile_now:  # roots back online, or a start-up catch-up that failed
             roots, self._reconcile_now = self._reconcile_now, set()
             if not self._guarded(self._reconcile_roots, roots):
@@ -314,9 +316,24 @@ class Watcher:
             if not self._guarded(self._reconcile_roots, roots):
                 self._reconcile |= roots
         self._guarded(self._maybe_rebuild, quiet, clears=False)
+        self._guarded(self._second_passes, clears=False)
         if quiet >= self.idle_release and self.policy.release():
             log.info("model released after %.0f idle seconds", quiet)
         self._write_state("watching")
+
+    def _second_passes(self) -> None:
+        """What the crawl does after embedding, for the photos the daemon indexed: their places
+        from GPS, then their words, a few photos at a time between changes (a change waiting
+        stops the reading; the next cycle goes on)."""
+        writer = self.writer
+        if not self._unread or writer is None:
+            return
+        writer.place_photos()
+        if writer.settings.read_text:
+            report = writer.read_texts(limit=8, stop=lambda: len(self.changes) > 0)
+            self._unread = report.read == 8
+        else:
+            self._unread = False
 
     def _guarded(self, work, *args, clears: bool = True) -> bool:
         """Run work; a storage failure (a full disk, a read-only folder) is logged once and

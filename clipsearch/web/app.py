@@ -45,6 +45,7 @@ from ..ingest.decode import DecodeError
 from ..library import Library
 from ..paths import PathRule
 from ..records import Photo, SearchResult
+from ..words import marked_parts
 from . import export
 from .security import Guard, is_loopback
 from .thumbs import SIZES, Thumbnails
@@ -222,7 +223,8 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
         return page("photo.html", photo=photo, name=os.path.basename(photo.path),
                     folder=os.path.dirname(photo.path), can_open=gallery.opener is not None,
                     inline=shows_in_browser(photo.path),
-                    kind=os.path.splitext(photo.path)[1][1:].upper())
+                    kind=os.path.splitext(photo.path)[1][1:].upper(),
+                    words=marked_parts(photo.text or "", request.query_params.get("q", "")[:1000]))
 
     async def thumb(request: Request) -> Response:
         size = int(request.path_params["size"])
