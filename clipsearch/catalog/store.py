@@ -561,6 +561,9 @@ class Store:
     # the status index instead and read every row (0.4 s at 100k): the index is named.
     _SEARCHABLE = "status = 'live' AND vector IS NOT NULL"
     _FILTERED = "files INDEXED BY idx_files_live_filter"
+    # Rows looked up by id: the unary + keeps SQLite off the status index, which it would walk
+    # over every live row (11 ms for 40 ids at 100k, against 0.3 ms by rowid).
+    _BY_ID = "+status = 'live' AND vector IS NOT NULL"
 
     def searchable_count(self) -> int:
         """live_count() from the filter index alone: a few ms at 100k photos."""
@@ -593,7 +596,7 @@ class Store:
         for start in range(0, len(ids), _CHUNK):
             part = ids[start:start + _CHUNK]
             found.update(self.db.execute(
-                f"SELECT id, vector FROM files WHERE id IN ({','.join('?' * len(part))}) AND {self._SEARCHABLE}",
+                f"SELECT id, vector FROM files WHERE id IN ({','.join('?' * len(part))}) AND {self._BY_ID}",
                 part).fetchall())
         kept = [i for i in ids if i in found]
         vectors = (np.frombuffer(b"".join(found[i] for i in kept), dtype=np.float32).reshape(len(kept), dim)
@@ -608,7 +611,7 @@ class Store:
         for start in range(0, len(ids), _CHUNK):
             part = ids[start:start + _CHUNK]
             passed.update(r[0] for r in self.db.execute(
-                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(part))}) AND {self._SEARCHABLE} "
+                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(part))}) AND {self._BY_ID} "
                 f"AND {where}", [*part, *params]))
         return passed
 
