@@ -56,6 +56,9 @@ class ImageMeta:
     camera_model: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
+    # A small JPEG of the photo, made from the crawl's own decode when the words pass will read
+    # it (never stored in the catalog: the pipeline spools it, ingest/ocr.py reads it).
+    preview: bytes | None = field(default=None, repr=False, compare=False)
 
 
 # --- the catalog's rows and writes ----------------------------------------------------------
@@ -315,6 +318,7 @@ class TextReport:
     with_words: int
     total: int
     seconds: float = 0.0
+    problem: str | None = None  # why the words could not be read at all (a package missing)
 
 
 @dataclass

@@ -182,7 +182,9 @@ def crawl_summary(report: CrawlReport) -> Table:
         table.add_row("index", f"{report.index.count} photos, {state}")
     if report.placed:
         table.add_row("places looked up (GPS)", str(report.placed))
-    if report.texts is not None and report.texts.total:
+    if report.texts is not None and report.texts.problem:
+        table.add_row("words in photos", report.texts.problem, style="yellow")
+    elif report.texts is not None and report.texts.total:
         t = report.texts
         table.add_row("words read in photos", f"{t.read} photos in {t.seconds:.1f} s, {t.with_words} with words"
                       + (f" ({t.total - t.read} left: the next crawl goes on)" if t.read < t.total else ""))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -141,26 +142,43 @@ class Writer:
         now), a batch at a time, each batch committed: an interrupted pass loses at most the
         batch in flight and the next one carries on. `limit`: at most this many photos (the
         daemon reads a few between changes); `stop()`: asked between photos."""
-        from .ingest.ocr import read_files
+        from .ingest.ocr import ReaderMissing, read_files
 
         started = time.monotonic()
         total = limit if limit is not None else self.store.text_counts()[2]
         report = TextReport(0, 0, total)
+        if on_text and total:
+            on_text(0, total)  # the bar shows while the reader loads (the first time: its detector made)
         after = 0
         while report.read < total and not (stop and stop()):
             rows = self.store.unread(min(16, total - report.read), after)
             if not rows:
                 break
             after = rows[-1][0]
-            texts = read_files([path for _, path, _ in rows], self.settings, stop)
-            found = [(file_id, hash_, text) for (file_id, _, hash_), text in zip(rows, texts) if text is not None]
+            known = self.store.texts_of_hashes([h for _, _, h in rows if h])  # copies: read once
+            todo = [(path, hash_) for _, path, hash_ in rows if hash_ not in known]
+            try:
+                read = dict(zip(todo, read_files(todo, self.settings, self.spool, stop)))
+            except ReaderMissing as exc:
+                log.warning("%s", exc)
+                report.problem = str(exc)
+                break
+            found: list[tuple[int, str | None, str]] = []
+            for file_id, path, hash_ in rows:
+                text = known[hash_] if hash_ in known else read[(path, hash_)]
+                if text is not None:
+                    found.append((file_id, hash_, text))
             self.store.set_texts(found)
+            for _, hash_, _ in found:
+                (self.spool / f"{hash_}.jpg").unlink(missing_ok=True)
             report.read += len(found)
             report.with_words += sum(1 for _, _, text in found if text)
             if on_text:
                 on_text(report.read, total)
             if len(found) < len(rows):
                 break  # stopped part-way
+        if limit is None and report.read >= total and self.spool.is_dir():
+            shutil.rmtree(self.spool, ignore_errors=True)  # copies of photos gone or changed since
         report.seconds = time.monotonic() - started
         if report.read:
             log.info("read the words in %d photos (%d hold some) in %.1f s", report.read, report.with_words,
@@ -196,7 +214,18 @@ class Writer:
         executor would stand in)."""
         from .ingest.pipeline import Pipeline
 
+        if self.settings.read_text:
+            from .ingest.ocr import warm
+
+            # The text reader loads beside the model, once there is a photo to embed: the
+            # words pass then starts at once, and a crawl that embeds nothing loads neither.
+            options.update(spool=self.spool, on_model=lambda: warm(self.settings))
         return Pipeline(self.store, embedder, sources, self.decoding(mode), rule=self.rule, **options)
+
+    @property
+    def spool(self) -> Path:
+        """Where the crawl leaves small copies of the photos it embedded for the words pass."""
+        return self.settings.home / "spool"
 
     def _prepare_model(self, asked: str | None) -> Embedder:
         embedder = self.policy.embedder(self.policy.spec_for(self.store, asked))

@@ -206,3 +206,45 @@ def test_read_text_off_reads_nothing_and_status_says_so(make_library, tmp_path):
     status = run_cli("--home", str(library.settings.home), "status", env={"CLIPSEARCH_READ_TEXT": "false"})
     assert "not read (setting read_text = false)" in status.stdout
     assert library.search("text:bakery", k=5) == []
+
+
+def test_the_pass_detects_on_the_crawls_own_small_copy_and_decodes_again_only_to_read_what_it_found(
+        make_library, tmp_path, monkeypatch):
+    from clipsearch.ingest import decode
+
+    monkeypatch.delenv("CLIPSEARCH_READ_TEXT")
+    folder = tmp_path / "photos"
+    save(draw_words(photo_like(960, 640, 5), "MUSEUM", 48, (100, 120)), folder / "museum.jpg")
+    for seed in range(3):
+        save(photo_like(960, 640, 20 + seed), folder / f"plain{seed}.jpg")
+    decoded: list[tuple[str, int]] = []
+    real = decode.load_thumbnail
+    monkeypatch.setattr(decode, "load_thumbnail",
+                        lambda path, size, *args, **kwargs: decoded.append((os.path.basename(path), size))
+                        or real(path, size, *args, **kwargs))
+    library = make_library(decode_in="threads")
+
+    library.crawl([folder])
+
+    # The detector saw the crawl's copies (no decode at its size); photos are decoded again at
+    # 1280 only to read what it found (leaves can look like letters to it: read, then dropped).
+    assert ("museum.jpg", 1280) in decoded and all(size == 1280 for _, size in decoded)
+    assert "MUSEUM" in _texts(library.settings.home)["museum.jpg"]
+    assert not (library.settings.home / "spool").exists()  # the copies are gone once read
+
+
+def test_without_rapidocr_the_crawl_indexes_and_says_once_why_no_words_are_read(tmp_path):
+    save(draw_words(photo_like(640, 480, 6), "BAKERY", 48, (50, 50)), tmp_path / "photos" / "sign.jpg")
+    home = tmp_path / "home"
+    hide = ("import sys; sys.modules['rapidocr'] = None; "
+            "from clipsearch.cli import main; sys.argv[0] = 'clipsearch'; main()")
+    env = {**os.environ, "COLUMNS": "250", "CLIPSEARCH_READ_TEXT": "true"}
+
+    crawl = subprocess.run([sys.executable, "-c", hide, "--home", str(home), "crawl", str(tmp_path / "photos"),
+                            "--model", TINY_MODEL], capture_output=True, text=True, env=env, timeout=120)
+
+    assert crawl.returncode == 0, crawl.stderr
+    assert crawl.stdout.count("rapidocr cannot be imported") == 1 and "pip install rapidocr" in crawl.stdout
+    assert "Traceback" not in crawl.stderr
+    found = run_cli("--home", str(home), "search", "anything", "--paths-only")
+    assert found.stdout.split() == [str(tmp_path / "photos" / "sign.jpg")]

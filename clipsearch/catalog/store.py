@@ -510,6 +510,15 @@ class Store:
                 self.db.execute("INSERT INTO texts(file_id, hash, text, read_at) VALUES (?, ?, ?, ?)",
                                 [file_id, hash_, text, now])
 
+    def texts_of_hashes(self, hashes: Sequence[str]) -> dict[str, str]:
+        """The words read in photos of these contents, where one was read (a copy need not be)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(hashes), _CHUNK):
+            part = list(hashes[start:start + _CHUNK])
+            found.update(self.db.execute(
+                f"SELECT hash, text FROM texts WHERE hash IN ({','.join('?' * len(part))})", part).fetchall())
+        return found
+
     def text_counts(self) -> tuple[int, int, int]:
         """(searchable local photos read, of which with words, not read yet)."""
         read, worded = self.db.execute(

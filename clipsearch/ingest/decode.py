@@ -10,6 +10,7 @@ processes scale with cores (ingest/workers.py chooses).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import threading
@@ -143,10 +144,12 @@ _DRAFTABLE = ("JPEG", "HEIF")
 
 def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
                budget: MemoryBudget | None = None,
-               formats: tuple[str, ...] | None = None) -> tuple[np.ndarray, ImageMeta]:
+               formats: tuple[str, ...] | None = None, preview: int = 0) -> tuple[np.ndarray, ImageMeta]:
     """Decode path (or an open binary file) into model input (uint8, prep.size x prep.size x 3)
     and its metadata; `formats`: Pillow's names of the only formats to accept. Camera RAW
-    files go through LibRaw (raw.py), HEIC through the HEIF opener (formats.enable_heif)."""
+    files go through LibRaw (raw.py), HEIC through the HEIF opener (formats.enable_heif).
+    `preview`: also a JPEG of the photo at most this many pixels on its long side, from the
+    same decode (meta.preview: the words pass detects text on it instead of decoding again)."""
     if isinstance(path, str) and not formats and is_raw_name(path):
         from .raw import NotRaw, raw_image
 
@@ -160,14 +163,21 @@ def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
             _refuse_over_limit(*img.size, max_pixels)
             meta = image_metadata(img)
             if img.format in _DRAFTABLE:
-                img.draft("RGB" if img.mode == "RGB" else None, (prep.size, prep.size))
+                want = (prep.size, prep.size)
+                if preview:  # the preview's long side too (a 12 MP JPEG still decodes at 1/8)
+                    scale = min(1.0, preview / max(img.size))
+                    want = (max(want[0], math.ceil(img.width * scale)), max(want[1], math.ceil(img.height * scale)))
+                img.draft("RGB" if img.mode == "RGB" else None, want)
             # Pillow holds 4 bytes a pixel; decoders and conversions add about two copies.
             with budget.hold(img.width * img.height * 4 * 3) if budget else nullcontext():
                 img.load()
                 upright: Image.Image = img
                 if exif_orientation(img) not in (None, 1):
                     upright = ImageOps.exif_transpose(img)
-                pixels = _to_model_input(_to_rgb(upright), prep)
+                rgb = _to_rgb(upright)
+                pixels = _to_model_input(rgb, prep)
+                if preview:
+                    meta.preview = _jpeg(fit(rgb, preview))
             return pixels, meta
     except DecodeError:
         raise
@@ -318,6 +328,12 @@ def load_thumbnail(path: str, size: int, max_pixels: int, budget: MemoryBudget |
         raise
     except Exception as exc:  # noqa: BLE001 - bad bytes raise all sorts (SyntaxError, struct.error, ...)
         raise _container_error(exc, path) from None
+
+
+def _jpeg(rgb: Image.Image) -> bytes:
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def fit(rgb: Image.Image, size: int) -> Image.Image:

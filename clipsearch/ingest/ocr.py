@@ -30,11 +30,18 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..errors import ClipsearchError
+
 if TYPE_CHECKING:
     from ..config import Settings
 
 VIEW_SIDE = 1280  # the photo as the reader sees it; letter heights are measured at this size
+DETECT_SIDE = 384  # the detector's view (the crawl leaves copies this size: ingest/pipeline.py)
 log = logging.getLogger("clipsearch")
+
+
+class ReaderMissing(ClipsearchError):
+    """rapidocr (or what it needs) cannot be imported: the words pass is skipped, said once."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,14 @@ class Strategy:
     (A second detection at 960-1280 px on the regions found, measured as well, found no more
     words and cost 1.5-4x: bench/ocr_bench.py.)"""
 
-    det_side: int = 384
-    thresh: float = 0.2  # pixel text probability; rapidocr's 0.3 and box_thresh 0.5 miss small words
-    box_thresh: float = 0.3
+    det_side: int = DETECT_SIDE
+    thresh: float = 0.2  # pixel text probability; rapidocr's 0.3 misses small words
+    # A box's mean probability: 0.5 (rapidocr's) passes over leaves, tiles and grain that 0.3
+    # takes for words, and found the same words (docs/benchmarks.md).
+    box_thresh: float = 0.5
     min_score: float = 0.6  # recogniser confidence; below it, textures read as stray letters
     min_height: float = 8.0  # px at VIEW_SIDE: smaller boxes are specks, not words
-    threads: int = 0  # 0: one a core, at most 4
+    threads: int = 1  # ONNX Runtime's threads a read; read_files reads a photo a core side by side
     int8_detector: bool = True  # the detector quantized (static, per tensor): ~3x less CPU, same words
 
 
@@ -89,9 +98,13 @@ class Reader:
         with self._lock:
             if self._det is not None:
                 return
-            from rapidocr import RapidOCR  # 0.3 s of imports (cv2, shapely, omegaconf): only when reading
-            from rapidocr.ch_ppocr_det import TextDetector
-            from rapidocr.ch_ppocr_rec import TextRecognizer
+            try:
+                from rapidocr import RapidOCR  # 0.3 s of imports (cv2, shapely, omegaconf): only when reading
+                from rapidocr.ch_ppocr_det import TextDetector
+                from rapidocr.ch_ppocr_rec import TextRecognizer
+            except ImportError as exc:
+                raise ReaderMissing(f"the words in photos are not read: rapidocr cannot be imported ({exc}); "
+                                    "pip install rapidocr, then `clipsearch crawl`") from None
 
             quiet_rapidocr()
             threads = self.strategy.threads or min(4, os.cpu_count() or 1)
@@ -153,15 +166,16 @@ class Reader:
         s = self.strategy
         return self.recognise(view, self.detect(view, s.det_side, s.thresh, s.box_thresh))
 
-    def read_file(self, path: str, max_pixels: int) -> list[Line]:
-        """The lines of text in a photo file, decoding it twice where it holds text and once
-        where it does not (most photos): small for the detector (JPEG draft, a HEIC's
-        thumbnail, a RAW's preview: about the crawl's own decode), at VIEW_SIDE only for the
-        recogniser. DecodeError for a file that cannot be read."""
+    def read_file(self, path: str, max_pixels: int, small_image: Image.Image | None = None) -> list[Line]:
+        """The lines of text in a photo file: the detector looks at `small_image` (the crawl's
+        copy) or at the photo decoded small (JPEG draft, a HEIC's thumbnail, a RAW's preview),
+        and only where it finds words is the photo decoded at VIEW_SIDE for the recogniser.
+        DecodeError for a file that cannot be read."""
         from .decode import load_thumbnail
 
         s = self.strategy
-        small = to_view(load_thumbnail(path, s.det_side, max_pixels), s.det_side)
+        small = to_view(small_image if small_image is not None else load_thumbnail(path, s.det_side, max_pixels),
+                        s.det_side)
         boxes = self.detect(small, s.det_side, s.thresh, s.box_thresh)
         if len(boxes) == 0:
             return []
@@ -267,21 +281,59 @@ def reader(cache: Path) -> Reader:
         return _readers[cache]
 
 
-def read_files(paths: Sequence[str], settings: Settings, stop: Callable[[], bool] | None = None) -> list[str | None]:
-    """The words read in each photo, a line of the photo a line of text ("" where it holds
-    none, or cannot be decoded: the crawl has recorded why); None for those not read because
-    stop() said so."""
+def cache_dir(settings: Settings) -> Path:
+    """Where the quantized detector is kept: the model cache's ocr/ (CLIPSEARCH_OCR_CACHE:
+    elsewhere, e.g. one for a whole test session)."""
+    return Path(os.environ.get("CLIPSEARCH_OCR_CACHE") or settings.model_cache / "ocr")
+
+
+def warm(settings: Settings) -> threading.Thread:
+    """Load the reader in a thread of its own (the crawl starts it while its model loads, so
+    that the words pass does not wait for it); a reader that cannot load says so when used."""
+    def load() -> None:
+        try:
+            reader(cache_dir(settings))._load()
+        except Exception as exc:  # noqa: BLE001 - the words pass meets it again and reports it
+            log.debug("text reader not warmed: %s", exc)
+
+    thread = threading.Thread(target=load, name="clipsearch-words-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+def read_files(photos: Sequence[tuple[str, str | None]], settings: Settings, spool: Path | None = None,
+               stop: Callable[[], bool] | None = None) -> list[str | None]:
+    """The words read in each photo (path, content hash), a line of the photo a line of text
+    ("" where it holds none, or cannot be decoded: the crawl has recorded why); None for
+    those not read because stop() said so. The detector looks at the small copy the crawl
+    left in `spool` where there is one (no second decode), else at the photo decoded small."""
     from .decode import DecodeError
 
-    ocr = reader(Path(os.environ.get("CLIPSEARCH_OCR_CACHE") or settings.model_cache / "ocr"))
-    texts: list[str | None] = []
-    for path in paths:
+    ocr = reader(cache_dir(settings))
+
+    def read(photo: tuple[str, str | None]) -> str | None:
+        path, hash_ = photo
         if stop is not None and stop():
-            texts.append(None)
-            continue
+            return None
+        small = None
+        if spool is not None and hash_:
+            try:
+                with Image.open(spool / f"{hash_}.jpg") as copy:
+                    small = copy.convert("RGB")
+            except (OSError, SyntaxError, ValueError):
+                small = None  # none left, or cut short: decode the photo instead
         try:
-            texts.append("\n".join(line.text for line in ocr.read_file(path, settings.max_pixels)))
+            return "\n".join(line.text for line in ocr.read_file(path, settings.max_pixels, small))
         except (DecodeError, OSError) as exc:
             log.info("no words read in %s: %s", path, exc)
-            texts.append("")
-    return texts
+            return ""
+
+    # A photo a core: decoding, the detector and the recogniser each hold one (sessions are
+    # thread-safe; one thread each spends less than one session on all cores, run after run).
+    workers = min(len(photos), os.cpu_count() or 1, 4)
+    if workers <= 1:
+        return [read(photo) for photo in photos]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="clipsearch-words") as pool:
+        return list(pool.map(read, photos))

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,6 +43,7 @@ from ..records import (
 )
 from .decode import DecodeError, bytes_hash, decode_budget, file_hash
 from .devicedecode import BATCH_FILES, BATCH_PIXELS, DEVICE_BYTES, JpegInput, decode_jpegs, read_jpeg
+from .ocr import DETECT_SIDE
 from .source import Source
 from .workers import PROCESSES, Decoding, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
 
@@ -128,9 +130,14 @@ class Pipeline:
 
     def __init__(self, store: Store, embedder: Embedder, sources: Sequence[Source], decoding: Decoding, *,
                  retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
-                 on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE):
-        """`sources`: what to look at (ingest/source.py); `decoding`: how (workers.py)."""
+                 on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE,
+                 spool: Path | None = None, on_model: Callable[[], object] | None = None):
+        """`sources`: what to look at (ingest/source.py); `decoding`: how (workers.py);
+        `spool`: where to leave a small JPEG of each photo embedded, made from its decode, for
+        the words pass that follows (ingest/ocr.py), named by the content's hash."""
         self.store = store
+        self.spool = spool
+        self.on_model = on_model  # called as the model starts loading (the text reader warms)
         self.embedder = embedder
         self.sources = list(sources)
         self.workers = max(1, decoding.workers)
@@ -333,6 +340,8 @@ class Pipeline:
         for its input; returns the embed queue."""
         with self._model_lock:
             if self._to_embed is None:
+                if self.on_model is not None:
+                    self.on_model()
                 self.stats.loading_model = True
                 try:
                     batch_size = self.embedder.batch_size  # loads the model
@@ -340,7 +349,8 @@ class Pipeline:
                 finally:
                     self.stats.loading_model = False
                 self.stats.model_ready = time.monotonic()
-                self._decoder = decoder(self._mode, self.workers, self._budget, prep, self.max_pixels)
+                self._decoder = decoder(self._mode, self.workers, self._budget, prep, self.max_pixels,
+                                        preview=DETECT_SIDE if self.spool is not None else 0)
                 self._device = self._pick_device()
                 # Decoders keep up to three batches ready for the model.
                 self._to_embed = queue.Queue(maxsize=3 * max(1, batch_size))
@@ -552,8 +562,25 @@ class Pipeline:
             self.stats.add(embed_wall_s=time.perf_counter() - start)
             writes = [Embedded(record, digest, meta, vector)
                       for (record, digest, meta, _), vector in zip(batch, vectors)]
+            if self.spool is not None:
+                self._spool(writes)
             self._put(self._to_write, writes)
         self._put(self._to_write, _END)
+
+    def _spool(self, writes: Sequence[Embedded]) -> None:
+        """Leave each photo's small JPEG for the words pass (a file it cannot read, or none,
+        and it decodes the photo itself)."""
+        spool = self.spool
+        if spool is None:
+            return
+        try:
+            spool.mkdir(parents=True, exist_ok=True)
+            for item in writes:
+                if item.meta.preview and item.hash:
+                    (spool / f"{item.hash}.jpg").write_bytes(item.meta.preview)
+                    item.meta.preview = None
+        except OSError as exc:
+            log.debug("words pass spool not written: %s", exc)
 
     def _write(self) -> None:
         try:

@@ -75,11 +75,13 @@ def pick_mode(mode: str, workers: int) -> str:
     return mode
 
 
-def decoder(mode: str, workers: int, budget: int, prep: Preprocess, max_pixels: int) -> ThreadDecoder | ProcessDecoder:
-    """The CPU decoder for a crawl with this many decode workers and memory budget (bytes)."""
+def decoder(mode: str, workers: int, budget: int, prep: Preprocess, max_pixels: int,
+            preview: int = 0) -> ThreadDecoder | ProcessDecoder:
+    """The CPU decoder for a crawl with this many decode workers and memory budget (bytes);
+    `preview`: each photo's meta also carries a small JPEG of it (load_image)."""
     if pick_mode(mode, workers) == PROCESSES:
-        return ProcessDecoder(workers, budget, prep, max_pixels)
-    return ThreadDecoder(budget, prep, max_pixels)
+        return ProcessDecoder(workers, budget, prep, max_pixels, preview=preview)
+    return ThreadDecoder(budget, prep, max_pixels, preview)
 
 
 class ThreadDecoder:
@@ -87,13 +89,13 @@ class ThreadDecoder:
 
     processes = 0
 
-    def __init__(self, budget: int, prep: Preprocess, max_pixels: int):
+    def __init__(self, budget: int, prep: Preprocess, max_pixels: int, preview: int = 0):
         self._budget = MemoryBudget(budget)
-        self._prep, self._max_pixels = prep, max_pixels
+        self._prep, self._max_pixels, self._preview = prep, max_pixels, preview
 
     def decode(self, path: str) -> Decoded:
         cpu = time.thread_time()
-        pixels, meta = load_image(path, self._prep, self._max_pixels, self._budget)
+        pixels, meta = load_image(path, self._prep, self._max_pixels, self._budget, preview=self._preview)
         return Decoded(pixels, meta, time.thread_time() - cpu)
 
     def close(self, wait: bool = True) -> None:
@@ -131,9 +133,10 @@ class ProcessDecoder:
     inside `decoder_chatter_to_log` and their libraries' messages reach the log too."""
 
     def __init__(self, processes: int, budget: int, prep: Preprocess, max_pixels: int,
-                 load: LoadFunction = load_image):
+                 load: LoadFunction = load_image, preview: int = 0):
         self.processes = max(1, processes)
         self._budget, self._prep, self._max_pixels, self._load = budget, prep, max_pixels, load
+        self._preview = preview
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
@@ -156,7 +159,8 @@ class ProcessDecoder:
         try:
             budget = SharedBudget(self._budget, self._context)
             pool = ProcessPoolExecutor(processes, mp_context=self._context, initializer=_worker_start,
-                                       initargs=(budget, self._prep, self._max_pixels, self._load))
+                                       initargs=(budget, self._prep, self._max_pixels, self._load,
+                                                 self._preview))
             pool.submit(_ping).result(timeout=120)
             return pool
         except (BrokenProcessPool, OSError, TimeoutError, RuntimeError) as exc:
@@ -245,12 +249,13 @@ def start_helpers() -> None:
 
 
 # --- in the worker processes ---------------------------------------------------------------
-_worker: tuple[SharedBudget, Preprocess, int, LoadFunction] | None = None
+_worker: tuple[SharedBudget, Preprocess, int, LoadFunction, int] | None = None
 
 
-def _worker_start(budget: SharedBudget, prep: Preprocess, max_pixels: int, load: LoadFunction) -> None:
+def _worker_start(budget: SharedBudget, prep: Preprocess, max_pixels: int, load: LoadFunction,
+                  preview: int = 0) -> None:
     global _worker
-    _worker = (budget, prep, max_pixels, load)
+    _worker = (budget, prep, max_pixels, load, preview)
     # Ctrl-C reaches the whole process group: the crawl stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One decoding process a core: LibRaw's OpenMP threads (rawpy reads this when first
@@ -284,9 +289,10 @@ def _ping() -> bool:
 
 def _worker_decode(path: str) -> Decoded:
     assert _worker is not None, "worker not started"
-    budget, prep, max_pixels, load = _worker
+    budget, prep, max_pixels, load, preview = _worker
     cpu = time.process_time()
-    pixels, meta = load(path, prep, max_pixels, budget)
+    pixels, meta = load(path, prep, max_pixels, budget, preview=preview) if preview else \
+        load(path, prep, max_pixels, budget)
     return Decoded(pixels, meta, time.process_time() - cpu)
 
 
