@@ -10,6 +10,7 @@
     python scripts/bench.py batch                # clipsearch batch against a search per process, 100k
     python scripts/bench.py vectors              # export and import of 1M vectors: time, peak memory
     python scripts/bench.py formats [PHOTO]      # decode time of a 12 MP JPEG, HEIC, AVIF and RAW
+    python scripts/bench.py words [FOLDER]       # words read: crawl cost and recall; filters at 100k
     python scripts/bench.py photos               # only generate the default photos
     python scripts/bench.py checkpoint ARCH DIR  # random weights of ARCH in a hub repository's layout
 
@@ -1210,6 +1211,160 @@ def bench_formats(source: Path | None, data: Path) -> dict:
     return figures
 
 
+
+# --- words, places and dates ----------------------------------------------------------------
+SIGN_WORDS = ["BAKERY", "Harbour", "STATION", "Museum", "Pharmacy", "Lighthouse", "Garden", "EXIT", "Welcome",
+              "Market", "Coffee", "Hotel", "Library", "Parking", "Bridge", "Theatre", "Cinema", "Bakery", "Tram"]
+SIGN_SIZES = [20, 24, 28, 40, 56, 80]  # letter height at 1280 px on the long side
+
+
+def _text_quarter(source: Path, out: Path) -> tuple[Path, dict[str, list[tuple[str, int]]]]:
+    """source's photos copied to out, a quarter of them with 1-3 words drawn on (sizes, colours
+    standing out from the background, outlines or none, slight turns varying); returns out
+    and {name: [(word, letter px)]}."""
+    import random
+
+    from PIL import Image
+
+    from tests.wordphotos import draw_words
+
+    truth_file = out / ".truth.json"
+    if truth_file.exists():
+        return out, json.loads(truth_file.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(24)
+    truth: dict[str, list[tuple[str, int]]] = {}
+    for number, path in enumerate(sorted(p for p in source.iterdir() if p.is_file())):
+        if number % 4:
+            shutil.copy(path, out / path.name)
+            continue
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+        words = []
+        for line in range(rng.randint(1, 3)):
+            word, size = rng.choice(SIGN_WORDS), rng.choice(SIGN_SIZES)
+            at = (int(rng.uniform(0.05, 0.5) * img.width), int((0.1 + 0.28 * line) * img.height))
+            # Legible, as a sign is: a colour that stands out from what is under the words.
+            box = img.crop((at[0], at[1], min(img.width, at[0] + int(size * 5 * max(img.size) / 1280)),
+                            min(img.height, at[1] + int(size * 1.5 * max(img.size) / 1280))))
+            dark = box.convert("L").resize((1, 1)).getpixel((0, 0)) < 128
+            colour = rng.choice([(255, 255, 255), (250, 220, 40)] if dark else [(20, 20, 20), (200, 30, 30)])
+            outline = rng.choice([None, (0, 0, 0) if dark else (255, 255, 255)])
+            img = draw_words(img, word, size, at, colour, rng.uniform(-3, 3), outline)
+            words.append((word, size))
+        name = path.stem + ".jpg"
+        img.save(out / name, quality=92)
+        truth[name] = words
+    truth_file.write_text(json.dumps(truth))
+    return out, truth
+
+
+def _crawl_seconds(folder: Path, home: Path, model: str, read_text: bool, cache: Path) -> tuple[float, dict]:
+    shutil.rmtree(home, ignore_errors=True)
+    env = {**os.environ, "CLIPSEARCH_READ_TEXT": "true" if read_text else "false", "CLIPSEARCH_MODEL_CACHE": str(cache)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "clipsearch.cli", "--home", str(home), "crawl", str(folder),
+                    "--model", model], check=True, capture_output=True, env=env)
+    seconds = time.perf_counter() - start
+    store = Store(home / "catalog.db", readonly=True)
+    texts = {os.path.basename(p): t for p, t in store.db.execute(
+        "SELECT f.path, t.text FROM texts t JOIN files f ON f.id = t.file_id").fetchall()}
+    store.close()
+    return seconds, texts
+
+
+def bench_words(data: Path, model: str, folder: Path | None, count: int) -> dict:
+    figures: dict = {}
+    # 1. The crawl with and without reading words, whole processes, side by side.
+    if folder is not None:
+        quarter, truth = _text_quarter(folder, data / "words-quarter")
+        cache = data / "words-model-cache"
+        _crawl_seconds(folder, data / "words-home", model, True, cache)  # warms the towers and the detector
+        for label, photos in (("wallpapers", folder), ("quarter with words", quarter)):
+            without, _ = _crawl_seconds(photos, data / "words-home", model, False, cache)
+            with_words, texts = _crawl_seconds(photos, data / "words-home", model, True, cache)
+            count_photos = sum(1 for p in photos.iterdir() if p.is_file() and not p.name.startswith("."))
+            print(f"{label}: {without:.1f} s without, {with_words:.1f} s with words read", file=sys.stderr)
+            figures[f"{label}: crawl s without / with words read (ratio)"] = (
+                f"{without:.1f} / {with_words:.1f} ({with_words / without:.2f}x)")
+            figures[f"{label}: words pass photos/s"] = f"{count_photos / max(with_words - without, 1e-6):.1f}"
+            figures[f"{label}: photos with words read"] = sum(1 for t in texts.values() if t)
+            if photos == quarter:
+                found: dict[int, list[int]] = {}
+                for name, words in truth.items():
+                    read = " ".join(texts.get(name, "").lower().split())
+                    for word, size in words:
+                        found.setdefault(size, []).append(word.lower() in read)
+                for size in sorted(found):
+                    hits = found[size]
+                    figures[f"recall of drawn words, {size} px letters"] = f"{sum(hits) / len(hits):.3f} ({len(hits)})"
+                big = [h for size, hits in found.items() if size >= 20 for h in hits]
+                figures["recall of drawn words >= 20 px"] = f"{sum(big) / len(big):.3f}"
+                stray = sum(1 for name, t in texts.items() if t and name not in truth)
+                figures["photos without drawn words that got some"] = stray
+    # 2. Filters at `count` photos: text: and place: against the same query unfiltered.
+    figures.update(_words_filters(data, model, count))
+    # 3. The place table: what loading it costs (the crawl's place pass; never a search).
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from clipsearch.places import places; places().nearest(38.7, -9.1)"],
+                   check=True)
+    figures["place table: fresh process, import + load + 1 lookup, s"] = time.perf_counter() - start
+    return figures
+
+
+def _words_filters(data: Path, model: str, count: int) -> dict:
+    """The query library of `count` photos, its copy given words (a quarter of the photos) and
+    places (three in five); warm Library.search p50 with and without the filters, and the
+    first search in a fresh process."""
+    import random
+
+    from clipsearch.model.spec import canonical, expected_dim
+    from clipsearch.places import names_of, places
+
+    spec = canonical(model)
+    source = data / f"library-{count}-{spec.replace('/', '_').replace(':', '_')}"
+    _fill_library(source, spec, expected_dim(spec), count)
+    home = data / f"words-library-{count}"
+    if not (home / ".complete-words").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.copytree(source, home, ignore=shutil.ignore_patterns("*.lock"))
+        store = Store(home / "catalog.db")
+        rng = random.Random(5)
+        vocab = [f"w{i}" for i in range(5000)] + ["open", "exit", "the", "sale"]
+        ids = [r[0] for r in store.db.execute("SELECT id FROM files ORDER BY id")]
+        table = places()
+        towns = [table.nearest(lat, lon) for lat, lon in [(38.71, -9.14), (41.15, -8.61), (48.86, 2.35),
+                                                          (40.42, -3.70), (51.5, -0.12), (52.52, 13.4)]]
+        store.set_texts([(i, f"{i:032x}", " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 8)))
+                          + (" bakery" if i % 400 == 0 else "")) for i in ids if i % 4 == 0])
+        store.set_texts([(i, f"{i:032x}", "") for i in ids if i % 4])
+        placed = []
+        for i in ids:
+            if i % 5 < 3:
+                town = towns[rng.randrange(len(towns))]
+                placed.append((i, (town.city, town.area, town.region, town.country, town.country_code), names_of(town)))
+        store.set_places(placed)
+        store.close()
+        Library(load_settings(home)).rebuild_index()
+        (home / ".complete-words").touch()
+    library = Library(load_settings(home))
+    figures: dict = {}
+    for label, suffix in (("unfiltered", ""), ("place:lisbon (1 in 10)", " place:lisbon"),
+                          ("text:bakery (1 in 400)", " text:bakery"), ("text:open (common)", " text:open"),
+                          ("not:\"a crowd\"", ' not:"a crowd"'), ("words read as a place", " lisbon")):
+        library.search(QUERIES[0] + suffix, k=10)
+        times = []
+        for i in range(30):
+            start = time.perf_counter()
+            library.search(QUERIES[i % len(QUERIES)] + suffix, k=10)
+            times.append(time.perf_counter() - start)
+        figures[f"{count:,} photos, warm search p50 ms: {label}"] = 1000 * statistics.median(times)
+    cli = [sys.executable, "-m", "clipsearch.cli", "--home", str(home), "search"]
+    figures["cold search s: plain"] = _timed_runs(cli + [QUERIES[0]], 5)
+    figures["cold search s: with place: and text:"] = _timed_runs(cli + [QUERIES[0] + " place:lisbon text:open"], 5)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32-256:random", help="model spec (default: %(default)s)")
@@ -1256,6 +1411,9 @@ def main() -> None:
     made.add_argument("folder", type=Path)
     fmt = sub.add_parser("formats", help="decode time of 12 MP JPEG, HEIC, AVIF and RAW files")
     fmt.add_argument("source", type=Path, nargs="?", help="a photo to make them from (default: a generated one)")
+    words = sub.add_parser("words", help="words read in photos: crawl cost, recall; text:/place: filters at 100k")
+    words.add_argument("folder", type=Path, nargs="?", help="photos to crawl with and without (e.g. 130 wallpapers)")
+    words.add_argument("--count", type=int, default=100_000)
     decode_child = sub.add_parser("_decode")
     decode_child.add_argument("path", type=Path)
     decode_child.add_argument("--size", type=int, default=256)
@@ -1292,6 +1450,8 @@ def main() -> None:
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
         results["towers"] = bench_towers(data, getattr(args, "archs", None) or TOWER_ARCHS)
+    if args.what == "words":
+        results["words"] = bench_words(data, args.model, args.folder, args.count)
     if args.what == "formats":
         results["formats"] = bench_formats(args.source, data)
     if args.what == "decode":
