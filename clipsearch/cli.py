@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -75,6 +76,18 @@ def _log_to_home(library, level: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def _crop(value: str | None) -> tuple[int, int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        x, y, width, height = (int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write X,Y,WIDTH,HEIGHT in pixels, e.g. 120,80,400,300") from None
+    if width < 1 or height < 1 or x < 0 or y < 0:
+        raise click.BadParameter(f"{value!r}: the region needs x, y from 0 and a width and height above 0")
+    return x, y, width, height
 
 
 def _notices(library) -> None:
@@ -186,11 +199,17 @@ def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, mo
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result and line.")
 @click.option("--paths-only", is_flag=True, help="Only the paths, one per line (for piping).")
 @click.option("--exact", is_flag=True, help="Score every photo exactly instead of using the index.")
+@click.option("--crop", metavar="X,Y,W,H", callback=lambda ctx, param, value: _crop(value),
+              help="Only this region of --image is the query (pixels: left, top, width, height).")
+@click.option("--rerank/--no-rerank", default=None, help="Re-rank the best 100 by their neighbourhoods (rerank:on).")
+@click.option("--qe/--no-qe", default=None, help="Search again with the query averaged with its best results (qe:on).")
+@click.option("--tuned/--no-tuned", default=None, help="Rank image queries with the head `clipsearch tune` trained.")
+@click.option("--tta/--no-tta", default=None, help="Also search with the mirror image of --image.")
 @preset_option
 @device_option
 @home_option
 @click.pass_context
-def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
+def search(ctx, query, image, k, as_json, paths_only, exact, crop, preset, device, **switches):
     """Photos that match QUERY, look like --image, or both.
 
     \b
@@ -207,7 +226,9 @@ def search(ctx, query, image, k, as_json, paths_only, exact, preset, device):
     The query language, the same in `clipsearch query`:
     """
     library = _library(ctx, device=device, preset=preset)
-    results = library.search(query, image=image, k=k, exact=exact)
+    if crop is not None and image is None:
+        raise click.UsageError("--crop is a region of --image: give --image too")
+    results = library.search(query, image=image, k=k, exact=exact, crop=crop, switches=switches)
     if as_json:
         for result in results:
             click.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
@@ -283,6 +304,85 @@ def serve(ctx, host, port, token, no_open, preset, device):
 
     run(_library(ctx, log=True, device=device, preset=preset), host=host, port=port, token=token,
         open_browser=not no_open, console=_console())
+
+
+@cli.command("eval")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--captions", type=click.Path(dir_okay=False),
+              help="A CSV of image,caption: also text → image R@1/5/10 (images relative to the CSV).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write each pipeline's mAP, R@k and per-query AP to this JSON file.")
+@click.option("--library", "current", is_flag=True,
+              help="Crawl into and search this library, not a throw-away one (its tuned head joins in).")
+@click.option("--model", help="The model of the throw-away library (default: this library's).")
+@device_option
+@home_option
+@click.pass_context
+def evaluate(ctx, folder, captions, json_path, current, model, device):
+    """How well each search pipeline finds photos of the same class in FOLDER.
+
+    \b
+    FOLDER/query/<class>/*.jpg and FOLDER/gallery/<class>/*.jpg
+    (or FOLDER/query.csv and FOLDER/gallery.csv with the columns path,label)
+
+    Each query photo is searched for among the gallery photos once per pipeline (plain,
+    + TTA, + QE, + rerank, + tuned head where the library has one, all): mAP, R@1, R@5,
+    R@10 (a hit in the first k) and the time a query took. The photos are crawled into a
+    throw-away library of this library's model unless --library is given.
+    """
+    from .evaluation import TITLES, run, throwaway
+    from .render import CrawlProgress, WorkProgress, eval_table
+
+    library = _library(ctx, device=device)
+    err = _console(stderr=True)
+    with contextlib.ExitStack() as stack:
+        if not current:
+            library = stack.enter_context(throwaway(library.settings, model))
+        with CrawlProgress(err) as crawling, WorkProgress(err) as progress:
+            rows, skipped = run(library, folder, captions, on_progress=crawling.crawl,
+                                on_query=lambda done, total: progress.update("queries", done, total))
+    for label in skipped:
+        err.print(f"[yellow]skipped:[/] query class {label!r} has no gallery photos", highlight=False)
+    _console().print(eval_table(rows, TITLES, f"eval: {folder}"))
+    if json_path:
+        _write_json(json_path, {row.pipeline: dataclasses.asdict(row) for row in rows})
+    _notices(library)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--holdout", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
+              help="The share of each class held out to measure the head.")
+@device_option
+@home_option
+@click.pass_context
+def tune(ctx, folder, holdout, device):
+    """Train a head for image queries on the photos in FOLDER's class subfolders.
+
+    \b
+    clipsearch tune ~/Pictures/dogs       # dogs/rex/*.jpg, dogs/fido/*.jpg, ...
+
+    The photos are crawled into the library (new ones embedded), then a linear head with
+    batch norm learns, on the CPU, to bring photos of one class together (circle loss); the
+    CLIP model itself stays as it is. The head is saved with the library, for its model
+    only. Image queries rank with it once it beats the plain vectors on the held-out
+    photos (--tuned / --no-tuned or tuned:on / tuned:off choose); text queries never do.
+    """
+    from .render import CrawlProgress, WorkProgress, tune_summary
+
+    library = _library(ctx, log=True, device=device)
+    err = _console(stderr=True)
+    with CrawlProgress(err) as crawling, WorkProgress(err) as progress:
+        report = library.tune(folder, share=holdout, on_progress=crawling.crawl,
+                              on_step=lambda step, total, loss: progress.update("training", step, total))
+    click.echo(tune_summary(report))
+    _notices(library)
+
+
+def _write_json(path: str, data) -> None:
+    from ._files import write_whole
+
+    write_whole(path, json.dumps(data, indent=1), policy="user")
 
 
 @cli.command()

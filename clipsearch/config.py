@@ -116,6 +116,13 @@ class Settings:
     exact_search: bool = False
     # Image queries also read mirrored, their vectors averaged ("none" or "flip").
     tta: str = "none"
+    # After retrieval (planner.py): query expansion and k-reciprocal re-ranking of the best
+    # candidates. Off until `clipsearch eval` shows a gain on your photos (docs/benchmarks.md).
+    qe: bool = False
+    rerank: bool = False
+    # Image queries ranked with the head `clipsearch tune` trained: "auto" (when its held-out
+    # mAP beat the plain vectors'), "on" or "off".
+    tuned: str = "auto"
     # Read the words in photos after a crawl (ingest/ocr.py), for text: and plain queries;
     # off saves that pass's time (docs/benchmarks.md: its cost against the crawl's).
     read_text: bool = True
@@ -244,6 +251,8 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
         raise ClipsearchError(f"image_precision = {settings.image_precision!r} is not one of: {', '.join(PRECISIONS)}")
     if settings.tta not in TTA_MODES:
         raise ClipsearchError(f"tta = {settings.tta!r} is not one of: {', '.join(TTA_MODES)}")
+    if settings.tuned not in ("auto", "on", "off"):
+        raise ClipsearchError(f"tuned = {settings.tuned!r} is not one of: auto, on, off")
     if settings.raw not in RAW_MODES:
         raise ClipsearchError(f"raw = {settings.raw!r} is not one of: {', '.join(RAW_MODES)}")
     why = refused_extensions(settings.extensions)

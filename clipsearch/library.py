@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import sqlite3
-from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 from .catalog.faults import storage_error
 from .catalog.store import Store
@@ -24,9 +24,9 @@ from .filetypes import refused_extensions
 from .keeper import ForestKeeper, index_info
 from .notices import Notices
 from .paths import PathRule, absolute
-from .planner import Planner
+from .planner import HEAD_FILE, Planner
 from .policy import ModelPolicy
-from .query import Query, Term
+from .query import Crop, Query, Term, switched
 from .query import parse as parse_query
 from .records import (
     BatchAnswer,
@@ -47,6 +47,7 @@ from .records import (
     Root,
     RootInfo,
     SearchResult,
+    TuneReport,
 )
 
 if TYPE_CHECKING:
@@ -231,16 +232,23 @@ class Library:
     @_storage_guard
     def search(self, text: str | Query | None = None, image: str | os.PathLike | None = None, k: int = 10,
                exact: bool = False, *, like: int | None = None, offset: int = 0,
-               image_data: bytes | None = None, files: bool = True) -> list[SearchResult]:
+               image_data: bytes | None = None, files: bool = True, crop: Crop | None = None,
+               switches: Mapping[str, bool | None] | None = None) -> list[SearchResult]:
         """Results offset+1 .. offset+k for a query in the query language (query.py), plus an
         example image (a file, or `image_data`: an image's bytes, decoded in memory with the
         crawl's guards and never stored) and the vector of the photo with id `like`, if given;
         all the parts' vectors are added with their weights. A query of only filters lists
         the newest photos that pass them (score None). files=False: the query's words are
-        never taken for image files on this computer (a web page's queries)."""
+        never taken for image files on this computer (a web page's queries). `crop`: only this
+        region of the image (x, y, width, height) is the query; `switches`: tta, qe, rerank,
+        tuned on or off (None: as the query says, else the settings)."""
         query = self.parse(text, files) if isinstance(text, str) or text is None else text
+        if crop is not None and image is None:
+            raise BadArgument("crop", None, "needs an image to take the region of")
         if image is not None:
-            query = dataclasses.replace(query, terms=(*query.terms, Term(1.0, image=absolute(image))))
+            query = dataclasses.replace(query, terms=(*query.terms, Term(1.0, image=absolute(image), crop=crop)))
+        if switches:
+            query = switched(query, switches)
         plan = self._planner.plan(query, k, offset=offset, like=like, image_data=image_data, exact=exact)
         with Store.reading(self.settings.catalog_path) as store:
             return self._planner.search(store, plan)
@@ -295,6 +303,30 @@ class Library:
                 return self._planner.relevance_floor(store)
         except NotIndexed:
             return None
+
+    @_storage_guard
+    def tune(self, folder: str | os.PathLike, *, share: float = 0.2,
+             on_progress: Callable[[CrawlSummary], None] | None = None,
+             on_step: Callable[[int, int, float], None] | None = None) -> TuneReport:
+        """Train a head on the library's vectors of the photos in folder's class subfolders
+        (crawled first: new ones are embedded) and save it with the library, for image
+        queries (tuning.py); a share of each class is held out to measure it."""
+        from .tuning import labelled_photos, tune
+
+        photos = labelled_photos(folder)
+        self.crawl([folder], on_progress=on_progress)
+        with Store.reading(self.settings.catalog_path) as store:
+            _, dim = self._planner.searchable(store)
+            return tune(store, self._policy, photos, self.settings.home / HEAD_FILE, dim=dim, share=share,
+                        on_step=on_step)
+
+    def tuned(self) -> bool:
+        """Whether the library has a tuned head for its model (`tuned:on` can be asked for)."""
+        try:
+            with Store.reading(self.settings.catalog_path) as store:
+                return self._planner.head(store) is not None
+        except NotIndexed:
+            return False
 
     def take_notices(self) -> list[str]:
         """Things worth telling the user (an index not used, and why), each once."""

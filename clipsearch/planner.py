@@ -4,9 +4,11 @@
     Plan ──► query vector (texts and images in one model call each; weights; TTA)
          ──► candidates: the newest photos that pass the filters (no vector), or the forest
              and the rows written since its build, or every photo scored exactly (search.py)
+         ──► qe: the query averaged with its best results, searched again (rerank.expand)
+         ──► the best POOL re-ordered: by the tuned head's space (image queries; head.py),
+             then by k-reciprocal neighbourhoods (rerank:on; rerank.k_reciprocal)
          ──► stages, in order (each may ask for more candidates than k): own-image
-             exclusion, the min: floor; re-ranking, query expansion and other signals'
-             scores plug in here
+             exclusion, the min: floor, not: terms
          ──► the page (offset, k) ──► sort: ──► SearchResults
 
 `search`, `search_many` (batches: their texts in one model call, their images in another,
@@ -31,12 +33,13 @@ from .keeper import ForestKeeper
 from .notices import Notices
 from .paths import PathRule, absolute
 from .policy import ModelPolicy
-from .query import Query, Term
+from .query import Crop, Query, Term
 from .records import BatchAnswer, BatchQuery, SearchResult
 from .search import candidates, exact_many, results_for
 
 if TYPE_CHECKING:
     from .catalog.store import Store
+    from .head import Head
     from .model.spec import Embedder
     from .model.texttower import Scoring
 
@@ -50,6 +53,14 @@ NOT_FLOOR = 0.25
 # than the spread of a CLIP model's scores for a subject (0.1-0.15), so the sign that says
 # BAKERY comes before photos of bakeries.
 WORD_BOOST = 0.15
+
+HEAD_FILE = "head.npz"  # `clipsearch tune`'s head, in the library's home
+
+# Candidates re-ordered by re-ranking or the tuned head: k-reciprocal neighbourhoods (k1 = 20)
+# need several times k1 of them; 100 cost 2-7 ms (docs/benchmarks.md). Scores stay the model's
+# cosines: only the order changes.
+POOL = 100
+QE_TOP = 5  # results averaged into the query (rerank.expand: alpha = 3)
 
 # An image sent to search with (the web page): photo formats only, at most 50 MP, and one
 # large decode at a time (a 14000 x 14000 PNG of a few hundred KB would hold 1.7 GB).
@@ -163,6 +174,10 @@ class Plan:
     exact: bool = False  # every photo scored, not the index
     stages: tuple[Stage, ...] = field(default_factory=tuple)
     vector: np.ndarray | None = field(default=None, compare=False)  # a query vector given as it is
+    tta: bool = False  # image queries also read mirrored
+    qe: bool = False
+    rerank: bool = False
+    tuned: bool | None = None  # None: the head's own verdict (tuned = "auto")
 
     @property
     def listing(self) -> bool:
@@ -171,8 +186,10 @@ class Plan:
 
     @property
     def want(self) -> int:
-        """Candidates to retrieve: the page and what comes before it, and the stages' extra."""
-        return self.offset + self.k + sum(stage.extra for stage in self.stages)
+        """Candidates to retrieve: the page and what comes before it, and the stages' extra;
+        at least the POOL that re-ranking re-orders."""
+        want = self.offset + self.k + sum(stage.extra for stage in self.stages)
+        return max(want, POOL) if self.rerank or self.tuned else want
 
 
 class Planner:
@@ -185,6 +202,7 @@ class Planner:
         self.notices = notices
         self.rule = PathRule.for_setting(settings.path_case)
         self._relevance: tuple[str, float] | None = None  # (model, floor), measured once
+        self._head: tuple[int, Head] | None = None  # (file's mtime, head) read once
 
     # --- planning -------------------------------------------------------------------------
     def plan(self, query: Query, k: int, *, offset: int = 0, like: int | None = None,
@@ -199,7 +217,12 @@ class Planner:
         if query.filters.folders and not self.rule.case_sensitive:
             query = dataclasses.replace(query, filters=dataclasses.replace(query.filters, fold_case=True))
         stages: list[Stage] = [Floor(query.min_score)] if query.min_score is not None else []
-        return Plan(query, k, offset, like, image_data, exact or self.settings.exact_search, tuple(stages), vector)
+        chosen = {"on": True, "off": False}.get(self.settings.tuned)
+        return Plan(query, k, offset, like, image_data, exact or self.settings.exact_search, tuple(stages), vector,
+                    tta=self.settings.tta == "flip" if query.tta is None else query.tta,
+                    qe=self.settings.qe if query.qe is None else query.qe,
+                    rerank=self.settings.rerank if query.rerank is None else query.rerank,
+                    tuned=chosen if query.tuned is None else query.tuned)
 
     def resolve(self, store: Store, plan: Plan, spec: str, dim: int) -> Plan:
         """What needs the catalog and the model: plain words that name a place where photos of
@@ -211,12 +234,46 @@ class Planner:
             query, places = self._read_places(store, query)
             readings.extend(places)
         stages = list(plan.stages)
+        tuned = self._tuned(store, plan) if plan.tuned is not False else False
+        if tuned and plan.tuned is None:  # chosen by the library, not asked for: say so
+            self.notices.say("image queries rank with the head `clipsearch tune` trained (tuned:off to compare)")
         if query.excluded:
             stages.append(self._exclusion(store, spec, dim, query.excluded, plan.offset + plan.k))
         if readings:
             shown = " ".join(str(query).split()) if query.terms else "(no words: the newest photos that match)"
             self.notices.tell(f"read as: {' · '.join([shown, *readings])}")
-        return dataclasses.replace(plan, query=query, stages=tuple(stages))
+        return dataclasses.replace(plan, query=query, stages=tuple(stages), tuned=tuned)
+
+    def _tuned(self, store: Store, plan: Plan) -> bool:
+        """Whether this plan ranks in the tuned head's space: image queries, where the library
+        has a head for its model, and tuned:on asks or the head beat the plain vectors."""
+        if _words_only(plan) or plan.listing:
+            return False
+        head = self.head(store)
+        if head is None:
+            if plan.tuned:
+                raise ClipsearchError("tuned:on: this library has no tuned head for its model: "
+                                      "`clipsearch tune FOLDER` trains one")
+            return False
+        return bool(plan.tuned) or (head.holdout_map or 0.0) > (head.plain_map or 0.0)
+
+    def head(self, store: Store) -> Head | None:
+        """The tuned head saved with the library, if it was trained for the library's model."""
+        from .head import Head
+
+        path = self.settings.home / HEAD_FILE
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        if self._head is None or self._head[0] != stamp:
+            try:
+                self._head = (stamp, Head.load(path))
+            except ValueError as exc:
+                self.notices.tell(f"the tuned head is left out: {exc}")
+                return None
+        head = self._head[1]
+        return head if head.model == self.policy.identity(store) else None
 
     def _read_places(self, store: Store, query: Query) -> tuple[Query, list[str]]:
         names = store.place_names()
@@ -272,8 +329,9 @@ class Planner:
             results = results_for(store, ids, [None] * len(ids), first_rank=plan.offset + 1)
         else:
             vector = (_unit([np.asarray(plan.vector, dtype=np.float32)], plan.query) if plan.vector is not None
-                      else self.vector(store, spec, dim, plan.query, plan.like, plan.image_data))
-            results = self._ranked(store, plan, self._retrieve(store, plan, vector, dim), self._scoring(spec, plan))
+                      else self.vector(store, spec, dim, plan.query, plan.like, plan.image_data, plan.tta))
+            hits = self._refine(store, plan, vector, dim, self._retrieve(store, plan, vector, dim))
+            results = self._ranked(store, plan, hits, self._scoring(spec, plan))
         self.offline_notice(store)
         return _sorted(results, plan.query.sort)
 
@@ -292,7 +350,8 @@ class Planner:
                 plans[number] = self.resolve(store, self._batch_plan(item, k, min_score), spec, dim)
             except ClipsearchError as exc:
                 answers[number].error = str(exc)
-        vectors = self._batch_vectors(spec, {n: p.query for n, p in plans.items()}, answers)
+        vectors = self._batch_vectors(spec, {n: p.query for n, p in plans.items()}, answers,
+                                      {n: p.tta for n, p in plans.items()})
         # One pass over the catalog scores every unfiltered query of an exact batch.
         together = [n for n in vectors if plans[n].exact and not plans[n].query.filters]
         candidates: dict[int, Hits] = {}
@@ -304,6 +363,7 @@ class Planner:
         for n, vector in vectors.items():
             if n not in candidates:
                 candidates[n] = self._retrieve(store, plans[n], vector, dim)
+            candidates[n] = self._refine(store, plans[n], vector, dim, candidates[n])
             answers[n].results = self._ranked(store, plans[n], candidates[n], self._scoring(spec, plans[n]))
         self.offline_notice(store)
         return answers
@@ -335,6 +395,34 @@ class Planner:
         hits = Hits(*candidates(store, forest, vector, plan.want, dim, exact=plan.exact,
                                 filters=plan.query.filters))
         return self._with_words(store, plan, vector, dim, hits) if _words_only(plan) else hits
+
+    def _refine(self, store: Store, plan: Plan, vector: np.ndarray, dim: int, hits: Hits) -> Hits:
+        """The candidates after query expansion (searched again), the tuned head and re-ranking
+        (the best POOL re-ordered; their scores stay the model's cosines)."""
+        if plan.qe and len(hits.ids):
+            from .rerank import expand
+
+            _, top = store.vectors(hits.ids[:QE_TOP].tolist(), dim)
+            vector = expand(vector, top)
+            hits = self._retrieve(store, plan, vector, dim)
+        if not (plan.tuned or plan.rerank) or len(hits.ids) < 2:
+            return hits
+        ids, vectors = store.vectors(hits.ids[:POOL].tolist(), dim)
+        query = vector
+        if plan.tuned:
+            head = self.head(store)
+            if head is not None:
+                query, vectors = head.apply(vector[None, :])[0], head.apply(vectors)
+        if plan.rerank:
+            from .rerank import k_reciprocal
+
+            order = np.argsort(-k_reciprocal(query, vectors), kind="stable")
+        else:
+            order = np.argsort(-(vectors @ query), kind="stable")
+        cosine = dict(zip(hits.ids.tolist(), hits.scores.tolist()))
+        rest = hits.ids[POOL:]
+        ranked = np.concatenate([ids[order], rest])
+        return Hits(ranked, np.array([cosine[i] for i in ranked.tolist()], dtype=np.float32))
 
     def _with_words(self, store: Store, plan: Plan, vector: np.ndarray, dim: int, hits: Hits) -> Hits:
         """hits, with the photos whose words read in them hold the query's rare words (a word
@@ -407,22 +495,24 @@ class Planner:
 
     # --- query vectors --------------------------------------------------------------------
     def vector(self, store: Store, spec: str, dim: int, query: Query, like: int | None,
-               image_data: bytes | None = None) -> np.ndarray:
+               image_data: bytes | None = None, tta: bool = False) -> np.ndarray:
         """The weighted sum of the query's parts' vectors, L2-normalised. Texts go to the model
         in one call; images (files, or bytes sent, weight 1) are decoded with the crawl's guards."""
         parts: list[np.ndarray] = []
         texts = [t for t in query.terms if t.text is not None]
-        images: list[tuple[float, str | bytes]] = [(t.weight, t.image) for t in query.terms if t.image is not None]
+        images: list[tuple[float, str | bytes, Crop | None]] = [
+            (t.weight, t.image, t.crop) for t in query.terms if t.image is not None]
         if image_data is not None:
-            images.append((1.0, image_data))
+            images.append((1.0, image_data, None))
         if texts or images:
             embedder = self.policy.embedder(spec)
             if texts:
                 vectors = embedder.embed_texts([t.text for t in texts if t.text is not None])
                 parts.extend(t.weight * v for t, v in zip(texts, vectors))
             if images:
-                pixels = [self._query_pixels(embedder, source) for _, source in images]
-                parts.extend(weight * v for (weight, _), v in zip(images, self._image_vectors(embedder, pixels)))
+                pixels = [self._query_pixels(embedder, source, crop) for _, source, crop in images]
+                vectors = self._image_vectors(embedder, pixels, tta)
+                parts.extend(weight * v for (weight, _, _), v in zip(images, vectors))
         if like is not None:
             ids, vectors = store.vectors([like], dim)
             if not len(ids):
@@ -430,42 +520,47 @@ class Planner:
             parts.append(vectors[0])
         return _unit(parts, query)
 
-    def _batch_vectors(self, spec: str, queries: dict[int, Query], answers: list[BatchAnswer]) -> dict[int, np.ndarray]:
+    def _batch_vectors(self, spec: str, queries: dict[int, Query], answers: list[BatchAnswer],
+                       tta: dict[int, bool]) -> dict[int, np.ndarray]:
         """The query vector of each query (by number): texts in one model call, images in
-        another; a query whose image cannot be read gets its error instead."""
+        another (and their mirror images in a third where a query asks for TTA); a query whose
+        image cannot be read gets its error instead."""
         if not queries:
             return {}
         embedder = self.policy.embedder(spec)
         texts = list(dict.fromkeys(t.text for q in queries.values() for t in q.terms if t.text is not None))
         text_vectors = dict(zip(texts, embedder.embed_texts(texts))) if texts else {}
-        pixels: dict[str, np.ndarray] = {}
+        pixels: dict[tuple[str, Crop | None], np.ndarray] = {}
         usable = dict(queries)
         for n, query in queries.items():
             for term in query.terms:
-                if term.image is not None and term.image not in pixels:
+                if term.image is not None and (term.image, term.crop) not in pixels:
                     try:
-                        pixels[term.image] = self._query_pixels(embedder, term.image)
+                        pixels[term.image, term.crop] = self._query_pixels(embedder, term.image, term.crop)
                     except ClipsearchError as exc:
                         answers[n].error = str(exc)
                         del usable[n]
                         break
-        image_vectors = dict(zip(pixels, self._image_vectors(embedder, list(pixels.values())))) if pixels else {}
+        plain = self._image_vectors(embedder, list(pixels.values())) if pixels else np.zeros((0, 1))
+        flipped = (self._image_vectors(embedder, list(pixels.values()), flip=True)
+                   if pixels and any(tta.get(n, False) for n in usable) else plain)
         vectors: dict[int, np.ndarray] = {}
         for n, query in usable.items():
+            images = dict(zip(pixels, flipped if tta.get(n, False) else plain))
             try:
                 vectors[n] = _unit([t.weight * (text_vectors[t.text] if t.text is not None
-                                                else image_vectors[str(t.image)]) for t in query.terms],
+                                                else images[str(t.image), t.crop]) for t in query.terms],
                                    query).astype(np.float32)
             except ClipsearchError as exc:
                 answers[n].error = str(exc)
         return vectors
 
-    def _image_vectors(self, embedder: Embedder, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        """Vectors of query images in one model call, L2-normalised; with tta = "flip", each
-        is the mean of the image's and its mirror image's (a view from the other side of the
-        street still finds the place)."""
+    def _image_vectors(self, embedder: Embedder, pixels: Sequence[np.ndarray], flip: bool = False) -> np.ndarray:
+        """Vectors of query images in one model call, L2-normalised; with flip (tta:on, or
+        tta = "flip"), each is the mean of the image's and its mirror image's (a view from the
+        other side of the street still finds the place)."""
         batch = np.stack(pixels)
-        if self.settings.tta == "flip":
+        if flip:
             vectors = embedder.embed_images(np.concatenate([batch, batch[:, :, ::-1]]))
             vectors = vectors[:len(batch)] + vectors[len(batch):]
         else:
@@ -473,7 +568,7 @@ class Planner:
         vectors = np.asarray(vectors, dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    def _query_pixels(self, embedder: Embedder, path: str | bytes) -> np.ndarray:
+    def _query_pixels(self, embedder: Embedder, path: str | bytes, crop: Crop | None = None) -> np.ndarray:
         from .ingest.decode import DecodeError, load_image
 
         if isinstance(path, bytes):  # an image sent to a page: in memory only
@@ -487,7 +582,7 @@ class Planner:
         if not os.path.isfile(path):
             raise NotFound(f"{path}: no such file")
         try:
-            return load_image(path, embedder.preprocess, self.settings.max_pixels)[0]
+            return load_image(path, embedder.preprocess, self.settings.max_pixels, crop=crop)[0]
         except DecodeError as exc:
             raise ClipsearchError(f"{path}: {exc}") from None
 

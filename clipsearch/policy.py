@@ -91,6 +91,11 @@ class ModelPolicy:
         elif store.get_meta("model_weights") in (None, identity.UNRECORDED):
             self.record(store, embedder.spec)
 
+    def identity(self, store: Store) -> str:
+        """The library's model and the fingerprint of its vectors' weights, as one string: what
+        a head trained on the library's vectors (`clipsearch tune`) is keyed to."""
+        return f"{self.spec_for(store)} {store.get_meta('model_weights') or identity.UNRECORDED}"
+
     def record(self, store: Store, spec: str) -> None:
         """Record the weights spec names now as those of the catalog's vectors."""
         store.set_meta("model_weights", self.fingerprint(spec))

@@ -17,11 +17,12 @@ is wrong. It touches the filesystem only to tell image paths from text.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from .config import DEFAULT_EXTENSIONS
 from .errors import QueryError
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 MAX_WEIGHT = 100.0
 SORTS = ("score", "date", "newest")
 FILTERS = ("in", "after", "before", "ext", "camera", "min", "sort", "text", "place", "near", "not")
+# How a search ranks, on or off for one query (the library's settings otherwise): planner.py.
+SWITCHES = ("tta", "qe", "rerank", "tuned")
 NEAR_KM = 2.0  # near:LAT,LON without a distance
 
 HELP = """\
@@ -53,12 +56,22 @@ Filters (any order, combined with AND; the same filter twice means either):
   place:NAME       taken in that city, region or country (place:lisbon, place:portugal)
   near:LAT,LON,KM  taken within KM (default 2) of a GPS position
   not:TERM         leave out photos that match TERM (- TERM only pushes away from it)
+How results are ranked (on or off for this query; off unless config.toml says otherwise):
+  rerank:on        re-rank the best 100 by how much their neighbourhoods overlap (k-reciprocal)
+  qe:on            search again with the query averaged with its best results (query expansion)
+  tuned:on         rank photos like an image query with the head `clipsearch tune` trained
+  tta:on           an image query is also searched as its mirror image
 Dates and places in plain words: "snow january 2021", "dog 2019", "beach summer 2021",
 "2019-2021", "last year" filter by the date taken; a word naming a place where photos of
 the library were taken ("beach portugal") filters by place. Quote a word to keep it text.
 The date is the one the camera recorded, else the file's modification date. A query of
 only filters lists the newest photos that match them."""
 
+
+
+# x, y, width, height of the upright photo: whole numbers are pixels (--crop), fractions shares
+# of its width and height (the web page's box).
+Crop = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class Term:
     weight: float
     text: str | None = None
     image: str | None = None  # an absolute path
+    crop: Crop | None = None  # an image's region that is the query (--crop)
     # The text with the parts typed in quotes still in quotes: words outside them may name a
     # place of the library (the planner reads them); quoted ones stay text.
     marked: str | None = field(default=None, compare=False)
@@ -84,6 +98,11 @@ class Query:
     sort: str = "score"
     excluded: tuple[str, ...] = ()  # not:TERM texts: photos matching one are left out
     readings: tuple[str, ...] = ()  # what plain words were read as: "date: July 2019"
+    # rerank:, qe:, tuned:, tta: as typed (None: the library's setting decides).
+    tta: bool | None = None
+    qe: bool | None = None
+    rerank: bool | None = None
+    tuned: bool | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -103,6 +122,15 @@ class Query:
             text = f"{weight:g}*{term}" if weight != 1 else str(term)
             parts.append(("- " if term.weight < 0 else "+ " if parts else "") + text)
         return " ".join(parts)
+
+
+def switched(query: Query, switches: Mapping[str, bool | None]) -> Query:
+    """query with the switches given (tta, qe, rerank, tuned; None: left as it is)."""
+    def value(name: str) -> bool | None:
+        given = switches.get(name)
+        return getattr(query, name) if given is None else given
+
+    return dataclasses.replace(query, tta=value("tta"), qe=value("qe"), rerank=value("rerank"), tuned=value("tuned"))
 
 
 @dataclass
@@ -161,7 +189,7 @@ def parse(line: str, cwd: str | None = None, files: bool = True) -> Query:
             sign, current, pending_operator = (1.0 if token.text == "+" else -1.0), list[_Token](), token.text
             continue
         match = None if token.quoted else _FILTER.match(token.text)
-        if match and match.group(1).lower() in FILTERS:
+        if match and match.group(1).lower() in FILTERS + SWITCHES:
             name, value = match.group(1).lower(), match.group(2)
             if not value:
                 raise QueryError(f"'{token.text}' needs a value, e.g. {_EXAMPLES[name]}")
@@ -177,7 +205,16 @@ def parse(line: str, cwd: str | None = None, files: bool = True) -> Query:
     built, interval, reading = _read_dates(built)
     filters, min_score, sort = _filters(values, cwd, interval)
     excluded = tuple(dict.fromkeys(" ".join(v.split()) for v in values.get("not", []) if v.strip()))
-    return Query(tuple(built), filters, min_score, sort, excluded, (reading,) if reading else ())
+    switches = {name: _switch(name, values[name][-1]) for name in SWITCHES if name in values}
+    return Query(tuple(built), filters, min_score, sort, excluded, (reading,) if reading else (), **switches)
+
+
+def _switch(name: str, value: str) -> bool:
+    if value.lower() in ("on", "yes", "true", "1"):
+        return True
+    if value.lower() in ("off", "no", "false", "0"):
+        return False
+    raise QueryError(f"{name}:{value}: write {name}:on or {name}:off")
 
 
 def _read_dates(terms: list[Term]) -> tuple[list[Term], tuple | None, str]:
@@ -201,7 +238,7 @@ def _read_dates(terms: list[Term]) -> tuple[list[Term], tuple | None, str]:
 _EXAMPLES = {"in": "in:~/Pictures/2021", "after": "after:2021-03-01", "before": "before:2022",
              "ext": "ext:jpg", "camera": "camera:canon", "min": "min:0.2", "sort": "sort:date",
              "text": 'text:bakery or text:"open 7am"', "place": "place:lisbon", "near": "near:38.71,-9.14,5",
-             "not": "not:people"}
+             "not": "not:people", **{name: f"{name}:on" for name in SWITCHES}}
 
 
 def _term(sign: float, tokens: list[_Token], cwd: str | None, files: bool = True) -> Term:

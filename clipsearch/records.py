@@ -192,6 +192,39 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class TuneReport:
+    """What `clipsearch tune` trained (tuning.py): on how many photos of how many classes, and
+    the held-out photos' mAP with the plain vectors and with the head."""
+
+    photos: int
+    classes: int
+    held_out: int
+    missing: int  # photos of the folder without a vector (unreadable: `clipsearch errors`)
+    plain_map: float | None
+    head_map: float | None
+    steps: int
+    seconds: float
+    path: str
+
+    @property
+    def better(self) -> bool:
+        """The head ranks the held-out photos better: image queries use it by default."""
+        return self.head_map is not None and self.plain_map is not None and self.head_map > self.plain_map
+
+
+@dataclass
+class EvalRow:
+    """One pipeline's scores in `clipsearch eval` (evaluation.py): mAP (None for captions),
+    R@k by k, the mean time a query took, and each query's AP in the order searched."""
+
+    pipeline: str
+    mean_ap: float | None
+    recall: dict[int, float]
+    ms_per_query: float
+    ap: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SearchResult:
     rank: int
     score: float | None  # None: listed by a filter alone, not scored

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
         CrawlReport,
         CrawlSummary,
         DuplicateGroup,
+        EvalRow,
         FailedFile,
         ImportReport,
         LibraryStatus,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # `status` and `search` should not pay for importing the craw
         RepairReport,
         RootInfo,
         SearchResult,
+        TuneReport,
     )
 
 
@@ -193,6 +195,42 @@ def crawl_summary(report: CrawlReport) -> Table:
     if s.decoder_messages:
         table.add_row("image decoder warnings (in clipsearch.log)", str(s.decoder_messages))
     return table
+
+
+def eval_table(rows: Sequence[EvalRow], titles: dict[str, str], title: str) -> Table:
+    """`clipsearch eval`'s scores, one row a pipeline; the best of each column in bold."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("pipeline", style="bold")
+    for name in ("mAP", "R@1", "R@5", "R@10", "ms / query"):
+        table.add_column(name, justify="right")
+    best: dict[int, float | None] = {}
+    for column in range(4):
+        values = [v for v in (_eval_cells(r)[column] for r in rows) if v is not None]
+        best[column] = max(values, default=None)
+    for row in rows:
+        cells = _eval_cells(row)
+        shown = [("" if v is None else f"[bold]{v:.3f}[/]" if v == best[c] and len(rows) > 1 else f"{v:.3f}")
+                 for c, v in cells.items()]
+        table.add_row(titles.get(row.pipeline, row.pipeline), *shown, f"{row.ms_per_query:.1f}")
+    return table
+
+
+def _eval_cells(row: EvalRow) -> dict[int, float | None]:
+    return {0: row.mean_ap, 1: row.recall.get(1), 2: row.recall.get(5), 3: row.recall.get(10)}
+
+
+def tune_summary(report: TuneReport) -> str:
+    lines = [f"trained a head on {report.photos} photos of {report.classes} classes in {report.seconds:.1f} s "
+             f"({report.steps} steps), saved as {report.path}"]
+    if report.missing:
+        lines.append(f"{report.missing} photos of the folder have no vector (`clipsearch errors` says why)")
+    if report.head_map is not None and report.plain_map is not None:
+        lines.append(f"held-out photos ({report.held_out}): mAP {report.plain_map:.3f} with the plain vectors, "
+                     f"{report.head_map:.3f} with the head")
+        lines.append("image queries now rank with the head (--no-tuned or tuned:off to compare)" if report.better
+                     else "the head did not beat the plain vectors: image queries use it only with --tuned or "
+                          "tuned:on")
+    return "\n".join(lines)
 
 
 def repair_summary(report: RepairReport) -> str:

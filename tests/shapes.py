@@ -141,3 +141,29 @@ def _mask(shape: str, size: tuple[int, int], centre: tuple[float, float], radius
                   for i in range(count)]
         draw.polygon(points, fill=255)
     return np.asarray(canvas.resize(size, Image.Resampling.BOX), dtype=np.float64) / 255.0
+
+
+def small_shape_photo(colour: str, shape: str, seed, scale: tuple[float, float] = (0.5, 0.8)) -> Image.Image:
+    """A harder photo of a shape: shape_photo(...) shrunk by a factor in `scale` and pasted at a
+    random place on a 200 x 200 grey noise canvas (the shape a small part of the picture)."""
+    rng = np.random.default_rng(seed)
+    canvas = np.clip(rng.normal(rng.uniform(80, 200), 25, (200, 200, 3)), 0, 255).astype(np.uint8)
+    photo = shape_photo(colour, shape, seed)
+    factor = rng.uniform(*scale)
+    small = photo.resize((max(8, int(photo.width * factor)), max(8, int(photo.height * factor))))
+    image = Image.fromarray(canvas)
+    image.paste(small, (int(rng.integers(0, 201 - small.width)), int(rng.integers(0, 201 - small.height))))
+    return image
+
+
+def make_split(root: Path, gallery_per_combo: int, queries_per_combo: int, seed: int) -> None:
+    """An `eval` split whose classes are the colours, any shape: root/gallery/<colour>/ holds
+    shape photos of every shape, root/query/<colour>/ small shapes on noise (small_shape_photo)."""
+    for ci, colour in enumerate(COLOURS):
+        for si, shape in enumerate(SHAPES):
+            for i in range(gallery_per_combo):
+                save_shape_photo(root / "gallery" / colour / f"{shape}-{i:03d}.jpg", colour, shape, (seed, ci, si, i))
+            for i in range(queries_per_combo):
+                path = root / "query" / colour / f"{shape}-q{i:03d}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                small_shape_photo(colour, shape, (seed + 1, ci, si, i)).save(path, quality=90)

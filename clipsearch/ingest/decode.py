@@ -144,13 +144,18 @@ _DRAFTABLE = ("JPEG", "HEIF")
 
 def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
                budget: MemoryBudget | None = None,
-               formats: tuple[str, ...] | None = None, preview: int = 0) -> tuple[np.ndarray, ImageMeta]:
+               formats: tuple[str, ...] | None = None, preview: int = 0,
+               crop: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode path (or an open binary file) into model input (uint8, prep.size x prep.size x 3)
     and its metadata; `formats`: Pillow's names of the only formats to accept. Camera RAW
     files go through LibRaw (raw.py), HEIC through the HEIF opener (formats.enable_heif).
     `preview`: also a JPEG of the photo at most this many pixels on its long side, from the
-    same decode (meta.preview: the words pass detects text on it instead of decoding again)."""
+    same decode (meta.preview: the words pass detects text on it instead of decoding again).
+    `crop`: only this region (x, y, width, height of the upright photo: pixels, or shares of
+    its width and height where they are fractions) is the input."""
     if isinstance(path, str) and not formats and is_raw_name(path):
+        if crop is not None:
+            raise DecodeError("a region of a camera RAW file cannot be searched with yet: crop its JPEG or preview")
         from .raw import NotRaw, raw_image
 
         try:
@@ -162,7 +167,7 @@ def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
         with Image.open(path, formats=formats) as img:
             _refuse_over_limit(*img.size, max_pixels)
             meta = image_metadata(img)
-            if img.format in _DRAFTABLE:
+            if img.format in _DRAFTABLE and crop is None:  # a region needs the full resolution
                 want = (prep.size, prep.size)
                 if preview:  # the preview's long side too (a 12 MP JPEG still decodes at 1/8)
                     scale = min(1.0, preview / max(img.size))
@@ -174,7 +179,7 @@ def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
                 upright: Image.Image = img
                 if exif_orientation(img) not in (None, 1):
                     upright = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(upright)
+                rgb = _to_rgb(upright if crop is None else _cropped(upright, crop))
                 pixels = _to_model_input(rgb, prep)
                 if preview:
                     meta.preview = _jpeg(fit(rgb, preview))
@@ -183,6 +188,20 @@ def load_image(path: str | BinaryIO, prep: Preprocess, max_pixels: int,
         raise
     except Exception as exc:  # noqa: BLE001 - bad bytes raise all sorts (SyntaxError, struct.error, ...)
         raise _container_error(exc, path, formats) from None
+
+
+def _cropped(img: Image.Image, crop: tuple[float, float, float, float]) -> Image.Image:
+    """The region crop of img: whole numbers are pixels, fractions shares of the width and
+    height (the web page's box, drawn over a smaller view of the photo)."""
+    if any(isinstance(v, float) for v in crop):
+        crop = (round(crop[0] * img.width), round(crop[1] * img.height), max(1, round(crop[2] * img.width)),
+                max(1, round(crop[3] * img.height)))
+    x, y, width, height = (int(v) for v in crop)
+    if width < 1 or height < 1:
+        raise DecodeError(f"the region {x},{y},{width},{height} is empty: its width and height must be above 0")
+    if x < 0 or y < 0 or x + width > img.width or y + height > img.height:
+        raise DecodeError(f"the region {x},{y},{width},{height} is not inside the image ({img.width} x {img.height})")
+    return img.crop((x, y, x + width, y + height))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
