@@ -211,3 +211,30 @@ def test_a_photo_whose_picture_is_not_served_says_so(server, browser):
             "return getComputedStyle(arguments[0], '::after').content", card.find_element(By.CSS_SELECTOR, ".open"))
     finally:
         moved.rename(victim)
+
+
+def test_a_box_dragged_over_the_large_view_finds_photos_like_that_part(server, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, folder, _ = server
+    wait = WebDriverWait(browser, 30)
+    browser.get(url + "/?q=yellow+star")
+    wait.until(lambda d: len(_cards(d)) >= 10)
+    _cards(browser)[0].find_element(By.CSS_SELECTOR, "a.open").click()
+    image = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#viewer .frame img"))
+    wait.until(lambda d: image.get_property("naturalWidth") > 0)
+    assert not browser.find_element(By.CSS_SELECTOR, "#viewer .similar-part").is_displayed()
+    # A box over the middle half of the picture (the shapes sit in its central square).
+    size = image.size
+    ActionChains(browser).move_to_element_with_offset(image, -size["width"] // 4, -size["height"] // 4) \
+        .click_and_hold().move_by_offset(size["width"] // 2, size["height"] // 2).release().perform()
+    button = browser.find_element(By.CSS_SELECTOR, "#viewer .similar-part")
+    wait.until(lambda d: button.is_displayed())
+    assert browser.find_element(By.CSS_SELECTOR, "#viewer .box").is_displayed()
+    browser.save_screenshot(str(_artifacts(tmp_path) / "gallery-region.png"))
+    button.click()
+    wait.until(lambda d: "Photos like a part of" in d.find_element(By.ID, "results").text)
+    wait.until(lambda d: len(_cards(d)) >= 10)
+    # The box holds part of the star: photos of its colour come first (measured: three yellow
+    # triangles, whose points look like the star's cut-off tip).
+    assert all(name.startswith("yellow-") for name in _names(browser)[:3]), _names(browser)[:6]

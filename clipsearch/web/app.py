@@ -39,11 +39,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import BadArgument, ClipsearchError, NothingToSearch, NotIndexed
+from ..errors import BadArgument, ClipsearchError, NotFound, NothingToSearch, NotIndexed
 from ..filetypes import shows_in_browser
 from ..ingest.decode import DecodeError
 from ..library import Library
 from ..paths import PathRule
+from ..query import Crop
 from ..records import Photo, SearchResult
 from ..words import marked_parts
 from . import export
@@ -71,11 +72,19 @@ class Gallery:
         self.thumb_threads = anyio.CapacityLimiter(4)
         self._roots: tuple[float, list[tuple[str, str | None]]] = (0.0, [])
 
-    def search(self, q: str, like: int | None, offset: int, k: int,
-               image: bytes | None = None) -> tuple[list[SearchResult], list[str], float | None]:
+    def search(self, q: str, like: int | None, offset: int, k: int, image: bytes | None = None,
+               part: Crop | None = None) -> tuple[list[SearchResult], list[str], float | None]:
         """(results, notices, the score the best result falls short of if it is "nothing
-        close" — the cut the command line and the prompt make too)"""
+        close" — the cut the command line and the prompt make too). `part`: a region of the
+        photo `like` (shares of its width and height) is the query instead of all of it."""
         with self.lock:
+            if part is not None and like is not None:
+                found_photo = self.photo(like)
+                if found_photo is None:
+                    raise NotFound("that photo is not in the library (any more)")
+                found = self.library.search(q or None, image=found_photo[1], crop=part, k=k, offset=offset,
+                                            files=False)
+                return found, self.library.take_notices(), None
             found = self.library.search(q or None, k=k, like=like, offset=offset, image_data=image, files=False)
             floor = None if image is not None else self.library.judge(q or None, found, like=like, offset=offset,
                                                                        files=False)
@@ -164,6 +173,18 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
             raise ClipsearchError(f"{name} must be between {low} and {high}")
         return value
 
+    def _part(request: Request) -> Crop | None:
+        raw = request.query_params.get("part")
+        if not raw:
+            return None
+        try:
+            x, y, width, height = (float(v) for v in raw.split(","))
+        except ValueError:
+            raise ClipsearchError("part must be x,y,width,height as shares of the photo (0 to 1)") from None
+        if not (0 <= x < 1 and 0 <= y < 1 and 0 < width <= 1 - x + 1e-6 and 0 < height <= 1 - y + 1e-6):
+            raise ClipsearchError("part must be a region inside the photo: x,y,width,height between 0 and 1")
+        return x, y, min(width, 1 - x), min(height, 1 - y)
+
     def _query(request: Request) -> tuple[str, int | None, int, int]:
         q = request.query_params.get("q", "").strip()
         like = _number(request, "like", None, 1, 2**62)
@@ -172,15 +193,15 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
         return q, like, offset, k
 
     def _cards(results: list[SearchResult], q: str, like: int | None, offset: int, k: int,
-               notices: list[str], floor: float | None = None) -> str:
+               notices: list[str], floor: float | None = None, part: str | None = None) -> str:
         more = None
         if len(results) == k:
-            more = urlencode({key: value for key, value in (("q", q), ("like", like), ("offset", offset + k))
-                              if value not in (None, "")})
+            more = urlencode({key: value for key, value in (("q", q), ("like", like), ("part", part),
+                                                            ("offset", offset + k)) if value not in (None, "")})
         best = max((r.score for r in results if r.score is not None), default=None)
         anyway = urlencode({key: value for key, value in (("q", f"{q} min:-1"), ("like", like)) if value})
         return templates.get_template("results.html").render(
-            results=results, more=more, notices=notices, first=offset == 0, query=q, like=like,
+            results=results, more=more, notices=notices, first=offset == 0, query=q, like=like, part=part,
             nothing_close=floor, best=best, anyway=anyway)
 
     async def index(request: Request) -> Response:
@@ -199,10 +220,11 @@ def create_app(library: Library, *, host: str = "127.0.0.1", port: int = 8765, t
                 image = await _read_upload(request)
             if not q and like is None and image is None:
                 return problem("Type what you are looking for, or drop a photo on the page.")
-            found, notices, floor = await run_in_threadpool(gallery.search, q, like, offset, k, image)
+            part = _part(request)
+            found, notices, floor = await run_in_threadpool(gallery.search, q, like, offset, k, image, part)
         except ClipsearchError as exc:
             return problem(phrase(exc), 413 if isinstance(exc, _TooLarge) else 400)
-        return HTMLResponse(_cards(found, q, like, offset, k, notices, floor))
+        return HTMLResponse(_cards(found, q, like, offset, k, notices, floor, request.query_params.get("part")))
 
     async def api_search(request: Request) -> JSONResponse:
         try:

@@ -44,10 +44,11 @@ async function load(url, options, append) {
   }
 }
 
-function search(q, like) {
+function search(q, like, part) {
   const params = new URLSearchParams();
   if (q) params.set("q", q);
   if (like) params.set("like", like);
+  if (part) params.set("part", part);
   history.pushState(null, "", q ? "/?" + new URLSearchParams({ q }) : "/");
   document.querySelector('#download input[name="q"]').value = q || "";
   document.title = (q ? q + " · " : "") + "clipsearch";
@@ -104,6 +105,7 @@ results.addEventListener("error", (event) => {
 async function openPhoto(url) {
   try {
     viewerBody.innerHTML = await fetchHtml(url);
+    part = null;
     if (!viewer.open) viewer.showModal();
   } catch (err) {
     showError(err.message);
@@ -118,11 +120,64 @@ viewer.addEventListener("click", async (event) => {
     document.getElementById("q").value = "";
     return search("", similar.dataset.id);
   }
+  const partButton = event.target.closest(".similar-part");
+  if (partButton && part) {
+    viewer.close();
+    document.getElementById("q").value = "";
+    return search("", partButton.dataset.id, part);
+  }
   const folder = event.target.closest(".open-folder");
   if (folder) {
     const response = await fetch("/open-folder/" + folder.dataset.id, { method: "POST" });
     if (!response.ok) showError(await response.text());
   }
+});
+
+// A region of the large view's photo as the query: drag a box, then "Photos like this part".
+// The box is sent as shares of the picture's width and height (part=x,y,w,h), so it means the
+// same region of the original, whatever size the view shows it at.
+let part = null;
+let dragStart = null;
+
+function shownRect(img) {
+  // The picture inside the img element (object-fit: contain leaves bands around it).
+  const box = img.getBoundingClientRect();
+  const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+  const width = img.naturalWidth * scale, height = img.naturalHeight * scale;
+  return { left: box.left + (box.width - width) / 2, top: box.top + (box.height - height) / 2, width, height };
+}
+
+function clamp(value) { return Math.min(1, Math.max(0, value)); }
+
+viewer.addEventListener("pointerdown", (event) => {
+  const img = event.target.closest(".photo .frame img");
+  if (!img || !img.naturalWidth) return;
+  event.preventDefault();
+  const rect = shownRect(img);
+  dragStart = { img, rect, x: clamp((event.clientX - rect.left) / rect.width), y: clamp((event.clientY - rect.top) / rect.height) };
+  img.setPointerCapture(event.pointerId);
+});
+
+viewer.addEventListener("pointermove", (event) => {
+  if (!dragStart) return;
+  const { img, rect, x, y } = dragStart;
+  const x2 = clamp((event.clientX - rect.left) / rect.width), y2 = clamp((event.clientY - rect.top) / rect.height);
+  const left = Math.min(x, x2), top = Math.min(y, y2), width = Math.abs(x2 - x), height = Math.abs(y2 - y);
+  const frame = img.parentElement.getBoundingClientRect();
+  const box = img.parentElement.querySelector(".box");
+  Object.assign(box.style, {
+    left: rect.left - frame.left + left * rect.width + "px", top: rect.top - frame.top + top * rect.height + "px",
+    width: width * rect.width + "px", height: height * rect.height + "px",
+  });
+  box.hidden = false;
+  const big = width * rect.width >= 8 && height * rect.height >= 8;  // a click is not a region
+  part = big ? [left, top, width, height].map((v) => v.toFixed(4)).join(",") : null;
+  viewer.querySelector(".similar-part").hidden = !big;
+});
+
+viewer.addEventListener("pointerup", () => {
+  if (dragStart && !part) dragStart.img.parentElement.querySelector(".box").hidden = true;
+  dragStart = null;
 });
 
 // Picking photos for the ZIP.
