@@ -1365,6 +1365,50 @@ def _words_filters(data: Path, model: str, count: int) -> dict:
     return figures
 
 
+def bench_rerank(data: Path, count: int) -> dict:
+    """What query expansion, k-reciprocal re-ranking and a tuned head add to an image query
+    (the vector of a library photo, `like=`) at `count` photos of 768 dimensions, p50 of 100
+    queries each, side by side in one run; and `tune`'s time for 1,000 labelled photos (20
+    classes of 50) of the same library."""
+    from clipsearch.catalog.store import Store
+    from clipsearch.notices import Notices
+    from clipsearch.policy import ModelPolicy
+    from clipsearch.tuning import tune
+
+    dim, spec = 768, "ViT-B-32-SigLIP2-256"
+    home = data / f"rerank-library-{count}"
+    _fill_library(home, spec, dim, count)
+    # clustered() draws each photo's cluster first: the labels of the first 100,000 photos.
+    labels = np.random.default_rng(1).integers(0, max(10, count // 100), min(count, 100_000))
+    chosen = [int(i) for c in range(20) for i in np.flatnonzero(labels == c)[:50]]
+    settings = load_settings(home)
+    (home / "head.npz").unlink(missing_ok=True)
+    with Store.reading(settings.catalog_path) as store:
+        rows = store.rows([i + 1 for i in chosen])
+        photos = [(rows[i + 1].path, str(labels[i])) for i in chosen]
+        started = time.perf_counter()
+        report = tune(store, ModelPolicy(settings, Notices()), photos, home / "head.npz", dim=dim)
+        tune_s = time.perf_counter() - started
+    library = Library(settings)
+    queries = [int(i) + 1 for i in np.random.default_rng(5).integers(0, count, 100)]
+    pipelines = {"plain": {}, "qe": {"qe": True}, "rerank": {"rerank": True}, "qe+rerank": {"qe": True, "rerank": True},
+                 "tuned": {"tuned": True}, "all": {"qe": True, "rerank": True, "tuned": True}}
+    off = {"qe": False, "rerank": False, "tuned": False, "tta": False}
+    times: dict[str, list[float]] = {name: [] for name in pipelines}
+    for like in queries[:5]:  # warm: the forest mapped, the head read
+        library.search(like=like, k=10, switches={**off, "rerank": True, "tuned": True})
+    for like in queries:
+        for name, switches in pipelines.items():  # interleaved: drift hits every pipeline alike
+            started = time.perf_counter()
+            library.search(like=like, k=10, switches={**off, **switches})
+            times[name].append(time.perf_counter() - started)
+    p50 = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    return {"photos": count, "dim": dim, **{f"{name}_ms_p50": round(ms, 2) for name, ms in p50.items()},
+            **{f"{name}_added_ms": round(ms - p50["plain"], 2) for name, ms in p50.items() if name != "plain"},
+            "tune_photos": report.photos, "tune_classes": report.classes, "tune_s": round(tune_s, 2),
+            "tune_holdout_map_plain": report.plain_map, "tune_holdout_map_head": report.head_map}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32-256:random", help="model spec (default: %(default)s)")
@@ -1409,6 +1453,8 @@ def main() -> None:
     made = sub.add_parser("checkpoint", help="random weights of a real architecture in a hub repository's layout")
     made.add_argument("arch", help="an open_clip architecture, e.g. ViT-B-32-SigLIP2-256")
     made.add_argument("folder", type=Path)
+    rerank = sub.add_parser("rerank", help="query expansion, re-ranking, tuned head: added latency at 100k; tune time")
+    rerank.add_argument("--count", type=int, default=100_000)
     fmt = sub.add_parser("formats", help="decode time of 12 MP JPEG, HEIC, AVIF and RAW files")
     fmt.add_argument("source", type=Path, nargs="?", help="a photo to make them from (default: a generated one)")
     words = sub.add_parser("words", help="words read in photos: crawl cost, recall; text:/place: filters at 100k")
@@ -1450,6 +1496,8 @@ def main() -> None:
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
         results["towers"] = bench_towers(data, getattr(args, "archs", None) or TOWER_ARCHS)
+    if args.what == "rerank":
+        results["rerank"] = bench_rerank(data, args.count)
     if args.what == "words":
         results["words"] = bench_words(data, args.model, args.folder, args.count)
     if args.what == "formats":
