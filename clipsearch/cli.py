@@ -161,6 +161,10 @@ def cli(ctx: click.Context, home: str | None) -> None:
               help="Images decoded side by side, in threads or worker processes (default: one per core).")
 @click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels (default 200000000).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before even if they did not change.")
+@click.option("--engine", type=click.Choice(["local", "ray"]),
+              help="Where new photos are decoded and embedded: this machine (default) or a Ray cluster.")
+@click.option("--address", "ray_address", metavar="HOST:PORT",
+              help="With --engine ray: the cluster's head (default: a local Ray started for this crawl).")
 @home_option
 @click.pass_context
 def crawl(ctx, folders, exclude, extensions, include_hidden, follow_symlinks, model, retry_failed, **flags):

@@ -123,6 +123,11 @@ class Settings:
     # Image queries ranked with the head `clipsearch tune` trained: "auto" (when its held-out
     # mAP beat the plain vectors'), "on" or "off".
     tuned: str = "auto"
+    # Where a crawl decodes and embeds: "local" (this machine) or "ray" (a Ray cluster:
+    # ingest/cluster.py); ray_address: the cluster's head (HOST:PORT), None: a local Ray
+    # started for the crawl and stopped after it.
+    engine: str = "local"
+    ray_address: str | None = None
     # Read the words in photos after a crawl (ingest/ocr.py), for text: and plain queries;
     # off saves that pass's time (docs/benchmarks.md: its cost against the crawl's).
     read_text: bool = True
@@ -251,6 +256,8 @@ def load_settings(home: str | os.PathLike | None = None, env: Mapping[str, str] 
         raise ClipsearchError(f"image_precision = {settings.image_precision!r} is not one of: {', '.join(PRECISIONS)}")
     if settings.tta not in TTA_MODES:
         raise ClipsearchError(f"tta = {settings.tta!r} is not one of: {', '.join(TTA_MODES)}")
+    if settings.engine not in ("local", "ray"):
+        raise ClipsearchError(f"engine = {settings.engine!r} is not one of: local, ray")
     if settings.tuned not in ("auto", "on", "off"):
         raise ClipsearchError(f"tuned = {settings.tuned!r} is not one of: auto, on, off")
     if settings.raw not in RAW_MODES:

@@ -125,6 +125,10 @@ class Library:
 
         for folder in folders:  # a missing folder or a file is refused before anything is written
             _folder_to_crawl(folder, roots, rule)
+        if self.settings.engine == "ray":  # Ray installed, its cluster there: also before any write
+            from .ingest.cluster import preflight
+
+            preflight(self.settings.ray_address)
         if model is None and self.settings.preset_from == "--preset":
             model = self._policy.preset_model()  # a preset asked for now asks for its model
         from .daemon import client, protocol

@@ -43,6 +43,7 @@ from .records import (
 
 if TYPE_CHECKING:
     from .index import Manifest
+    from .ingest.cluster import Cluster
     from .ingest.pipeline import CrawlStats, Pipeline
     from .ingest.workers import Decoding
     from .model.spec import Embedder
@@ -102,7 +103,7 @@ class Writer:
         sources, offline = self._sources(paths, given or {})
         if sources:
             pipeline = self._pipeline(embedder, sources, retry_failed=retry_failed, on_progress=on_progress,
-                                      on_commit=on_commit)
+                                      on_commit=on_commit, cluster=self._cluster(embedder, sources))
             log.info("crawl of %s with %s", ", ".join(s.folder for s in sources), embedder.spec)
             stats = pipeline.run()
         else:
@@ -221,6 +222,20 @@ class Writer:
             # words pass then starts at once, and a crawl that embeds nothing loads neither.
             options.update(spool=self.spool, on_model=lambda: warm(self.settings))
         return Pipeline(self.store, embedder, sources, self.decoding(mode), rule=self.rule, **options)
+
+    def _cluster(self, embedder: Embedder, sources: Sequence[Source]) -> Cluster | None:
+        """The Ray cluster this crawl decodes and embeds on (engine = "ray"), else None. The
+        watch daemon's batches stay local: a cluster's start (seconds) outweighs a few files."""
+        if self.settings.engine != "ray":
+            return None
+        from .ingest.cluster import Cluster, Embedding
+        from .ingest.ocr import DETECT_SIDE
+
+        s = self.settings
+        embedding = Embedding(embedder.spec, str(s.text_tower_dir), str(s.image_tower_dir), s.image_precision,
+                              s.device, s.batch_size, str(s.model_cache), s.max_pixels,
+                              DETECT_SIDE if s.read_text else 0)
+        return Cluster(embedding, [source.folder for source in sources], s.ray_address, s.workers)
 
     @property
     def spool(self) -> Path:

@@ -3,6 +3,8 @@
     crawlers (a thread per folder) -> classify (against the catalog) -> readers (hash)
         -> CPU decoders (threads or processes; ingest/workers.py) -+-> embedder (batches)
         -> device decoder (JPEGs, when the model runs on CUDA) ---+   -> writer (a transaction a batch)
+        -> or, with a cluster: a dispatcher that sends batches to Ray actors (decode + embed
+           there; cluster.py) and hands their answers to the writer
 
 Every stage is joined to the next by a bounded queue, so a slow disk never fills memory
 and the model always has decoded work a few batches ahead. Files whose size and mtime are
@@ -21,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +47,11 @@ from .decode import DecodeError, bytes_hash, decode_budget, file_hash
 from .devicedecode import BATCH_FILES, BATCH_PIXELS, DEVICE_BYTES, JpegInput, decode_jpegs, read_jpeg
 from .ocr import DETECT_SIDE
 from .source import Source
-from .workers import PROCESSES, Decoding, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
+from .workers import PROCESSES, THREADS, Decoding, ProcessDecoder, ThreadDecoder, decoder, pick_mode, start_helpers
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
 
 _END = object()  # end of a stream
 log = logging.getLogger("clipsearch")
@@ -131,10 +137,13 @@ class Pipeline:
     def __init__(self, store: Store, embedder: Embedder, sources: Sequence[Source], decoding: Decoding, *,
                  retry_failed: bool = False, on_progress: Callable[[CrawlSummary], None] | None = None,
                  on_commit: Callable[[Sequence[Write]], None] | None = None, rule: PathRule = EXACT_CASE,
-                 spool: Path | None = None, on_model: Callable[[], object] | None = None):
+                 spool: Path | None = None, on_model: Callable[[], object] | None = None,
+                 cluster: Cluster | None = None):
         """`sources`: what to look at (ingest/source.py); `decoding`: how (workers.py);
         `spool`: where to leave a small JPEG of each photo embedded, made from its decode, for
-        the words pass that follows (ingest/ocr.py), named by the content's hash."""
+        the words pass that follows (ingest/ocr.py), named by the content's hash; `cluster`:
+        decode and embed there instead (started when the first file needs it, closed at the end)."""
+        self.cluster = cluster
         self.store = store
         self.spool = spool
         self.on_model = on_model  # called as the model starts loading (the text reader warms)
@@ -150,13 +159,15 @@ class Pipeline:
         self.stats = CrawlStats()
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self._mode = pick_mode(decode_in, self.workers)
-        self._device_decode = device_decode
+        self._mode = THREADS if cluster is not None else pick_mode(decode_in, self.workers)
+        self._device_decode = None if cluster is not None else device_decode
         self._device: str | None = None  # where JPEGs are decoded, once the model is loaded
         self._device_failures = 0
         self.readers = max(_READERS, self.workers)
         # Threads wait on worker processes: a few more than there are processes keep them fed.
         self.decoders = self.workers + 2 if self._mode == PROCESSES else self.workers
+        if cluster is not None:
+            self.decoders = 1  # the dispatcher
         self._found: queue.Queue = queue.Queue(maxsize=64)
         self._to_read: queue.Queue = queue.Queue(maxsize=self.readers * 8)
         self._to_decode: queue.Queue = queue.Queue(maxsize=self.decoders * 4)
@@ -175,7 +186,7 @@ class Pipeline:
         self._twins: Store | None = None  # a reader for _claim, guarded by _hash_lock
         self._in_flight: set[str] = set()
         self._hash_lock = threading.Lock()
-        self._left = {"readers": self.readers, "producers": self.decoders + (device_decode is not None)}
+        self._left = {"readers": self.readers, "producers": self.decoders + (self._device_decode is not None)}
         self._left_lock = threading.Lock()
         self._writer_done = threading.Event()
         self._device_bytes = 0  # bytes of JPEGs read for the device and not yet decoded
@@ -194,7 +205,8 @@ class Pipeline:
                     threads = [self._thread(self._crawl, i) for i in range(len(self.sources))]
                     threads.append(self._thread(self._classify))
                     threads += [self._thread(self._read) for _ in range(self.readers)]
-                    threads += [self._thread(self._decode) for _ in range(self.decoders)]
+                    decode = self._decode if self.cluster is None else self._dispatch
+                    threads += [self._thread(decode) for _ in range(self.decoders)]
                     if self._device_decode is not None:
                         threads.append(self._thread(self._decode_on_device))
                     threads.append(self._thread(self._embed))
@@ -213,6 +225,8 @@ class Pipeline:
                 finally:
                     if self._decoder is not None:
                         self._decoder.close(wait=not self._stop.is_set())
+                    if self.cluster is not None:
+                        self.cluster.close()
                 self.stats.decoder_messages = chatter.count
         except BaseException:
             # Ctrl-C: the writer finishes the transaction in hand, everything else stops. A
@@ -343,6 +357,15 @@ class Pipeline:
                 if self.on_model is not None:
                     self.on_model()
                 self.stats.loading_model = True
+                if self.cluster is not None:
+                    try:
+                        self.cluster.start()  # the model loads on its actors
+                    finally:
+                        self.stats.loading_model = False
+                    self.stats.model_ready = time.monotonic()
+                    self._to_embed = queue.Queue(maxsize=1)  # only the end passes through it
+                    self._model_ready.set()
+                    return self._to_embed
                 try:
                     batch_size = self.embedder.batch_size  # loads the model
                     prep = self.embedder.preprocess
@@ -460,6 +483,49 @@ class Pipeline:
         while (item := self._get(self._to_decode)) is not _END:
             self._decode_on_cpu(*item)
         self._producer_done()
+
+    def _dispatch(self) -> None:
+        """With a cluster: send the files to embed in batches (at most a few per actor in
+        flight: the driver's memory stays bounded), and hand each batch's answers to the
+        writer as it finishes."""
+        cluster = self.cluster
+        assert cluster is not None
+        batch: list[tuple[FileRecord, str]] = []
+        ended = False
+        while not ended or batch or cluster.busy:
+            item = None
+            if not ended and (cluster.has_room or not cluster.busy):
+                item = self._get(self._to_decode, timeout=0.05 if batch or cluster.busy else None)
+                if item is _END:
+                    ended = True
+                elif item is not None:
+                    batch.append(item)
+            if batch and cluster.has_room and (ended or item is None or len(batch) >= cluster.batch):
+                cluster.submit(batch)
+                batch = []
+            for files, answers in cluster.collect(0.0 if cluster.has_room and not ended else 0.1):
+                self._answered(files, answers)
+            if self._stop.is_set():
+                raise _Stopped
+        self._producer_done()
+
+    def _answered(self, files: list[tuple[FileRecord, str]], answers: list) -> None:
+        writes: list[Write] = []
+        for (record, digest), answer in zip(files, answers):
+            if answer[0] == "ok":
+                _, meta, vector, cpu_s = answer
+                self.stats.add(decode_cpu_s=cpu_s)
+                writes.append(Embedded(record, digest, meta, vector))
+            elif answer[0] == "failed":
+                writes.append(Failed(record, digest, answer[1]))
+            else:
+                self.stats.add(vanished=1)
+                with self._hash_lock:
+                    self._in_flight.discard(digest)
+        if self.spool is not None:
+            self._spool([w for w in writes if isinstance(w, Embedded)])
+        if writes:
+            self._put(self._to_write, writes)
 
     def _decode_on_device(self) -> None:
         """Decode JPEGs on the device in batches of up to BATCH_FILES files or BATCH_PIXELS
