@@ -1409,6 +1409,34 @@ def bench_rerank(data: Path, count: int) -> dict:
             "tune_holdout_map_plain": report.plain_map, "tune_holdout_map_head": report.head_map}
 
 
+def bench_ray(data: Path, model: str, photos: int, runs: int = 2) -> dict:
+    """A crawl of `photos` generated photos with the local pipeline against the same crawl on
+    a local Ray (`--engine ray`, started and stopped by the crawl), each in a fresh process
+    and a fresh library, alternated `runs` times (drift hits both alike); the words pass off.
+    Ray's share: its start (init + actors with the model loaded, from clipsearch.log)."""
+    folder = generated_photos(data, photos)
+    env = {**os.environ, "CLIPSEARCH_READ_TEXT": "false"}
+    walls: dict[str, list[float]] = {"local": [], "ray": []}
+    starts: list[float] = []
+    for run in range(runs + 1):  # run 0 makes the towers once (the model cache then serves them)
+        for engine in ("local", "ray"):
+            home = data / f"ray-bench-{engine}"
+            shutil.rmtree(home, ignore_errors=True)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "clipsearch.cli", "--home", str(home), "crawl", str(folder),
+                            "--model", model, "--engine", engine], check=True, capture_output=True, env=env)
+            if run:
+                walls[engine].append(time.perf_counter() - started)
+                log_text = (home / "clipsearch.log").read_text()
+                if engine == "ray":
+                    starts.append(float(log_text.split("actors ready in ")[-1].split()[0]))
+    local, on_ray = statistics.median(walls["local"]), statistics.median(walls["ray"])
+    return {"photos": photos, "model": model, "runs": runs, "local_crawl_s": round(local, 2),
+            "ray_crawl_s": round(on_ray, 2), "ray_over_local": round(on_ray / local, 3),
+            "ray_start_s": round(statistics.median(starts), 2),
+            "ray_over_local_without_start": round((on_ray - statistics.median(starts)) / local, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32-256:random", help="model spec (default: %(default)s)")
@@ -1455,6 +1483,8 @@ def main() -> None:
     made.add_argument("folder", type=Path)
     rerank = sub.add_parser("rerank", help="query expansion, re-ranking, tuned head: added latency at 100k; tune time")
     rerank.add_argument("--count", type=int, default=100_000)
+    on_ray = sub.add_parser("ray", help="a local Ray crawl (--engine ray) against the local pipeline")
+    on_ray.add_argument("--photos", type=int, default=200)
     fmt = sub.add_parser("formats", help="decode time of 12 MP JPEG, HEIC, AVIF and RAW files")
     fmt.add_argument("source", type=Path, nargs="?", help="a photo to make them from (default: a generated one)")
     words = sub.add_parser("words", help="words read in photos: crawl cost, recall; text:/place: filters at 100k")
@@ -1496,6 +1526,8 @@ def main() -> None:
         results["recrawl"] = bench_recrawl(data, getattr(args, "count", 100_000))
     if args.what in (None, "towers"):
         results["towers"] = bench_towers(data, getattr(args, "archs", None) or TOWER_ARCHS)
+    if args.what == "ray":
+        results["ray"] = bench_ray(data, args.model, args.photos)
     if args.what == "rerank":
         results["rerank"] = bench_rerank(data, args.count)
     if args.what == "words":
