@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from clipsearch.cli import cli
 
-from .conftest import FIXTURES, TINY_MODEL, make_photos, run_cli
+from .conftest import FIXTURES, TINY_MODEL, clean_environment, make_photos, run_cli
 
 
 def _invoke(*args):
@@ -33,13 +34,26 @@ def test_every_command_has_help_text():
 
 @pytest.fixture
 def indexed(tmp_path, home):
+    """A library of 12 photos in the test's home, for tests that change it."""
     photos = make_photos(tmp_path / "photos", 12)
     result = run_cli("--home", str(home), "crawl", str(tmp_path / "photos"), "--model", TINY_MODEL)
     assert result.returncode == 0, result.stderr
     return photos
 
 
-def test_crawl_prints_a_summary_and_search_prints_a_table(indexed, home):
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """(home, photos): a library of 12 photos crawled once for the tests that only read it."""
+    base = tmp_path_factory.mktemp("cli-shared")
+    photos = make_photos(base / "photos", 12)
+    with clean_environment(base / "model-cache"):
+        result = run_cli("--home", str(base / "home"), "crawl", str(base / "photos"), "--model", TINY_MODEL)
+    assert result.returncode == 0, result.stderr
+    return base / "home", photos
+
+
+def test_crawl_prints_a_summary_and_search_prints_a_table(shared):
+    home, _ = shared
     log = (home / "clipsearch.log").read_text()
     assert "crawl done" in log and "12 embedded" in log
     result = run_cli("--home", str(home), "search", "a dog on the beach", "-k", "5")
@@ -48,7 +62,8 @@ def test_crawl_prints_a_summary_and_search_prints_a_table(indexed, home):
     assert "score" in result.stdout
 
 
-def test_search_json_gives_one_object_per_line(indexed, home):
+def test_search_json_gives_one_object_per_line(shared):
+    home, indexed = shared
     result = run_cli("--home", str(home), "search", "--image", str(indexed[4]), "-k", "3", "--json")
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -58,7 +73,8 @@ def test_search_json_gives_one_object_per_line(indexed, home):
     assert rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
 
 
-def test_search_paths_only_prints_just_paths(indexed, home):
+def test_search_paths_only_prints_just_paths(shared):
+    home, indexed = shared
     result = run_cli("--home", str(home), "search", "sunset", "-k", "4", "--paths-only")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -66,10 +82,11 @@ def test_search_paths_only_prints_just_paths(indexed, home):
     assert all(line in {str(p) for p in indexed} for line in lines)
 
 
-def test_status_shows_roots_counts_model_and_index(indexed, home, tmp_path):
+def test_status_shows_roots_counts_model_and_index(shared):
+    home, indexed = shared
     result = run_cli("--home", str(home), "status")
     assert result.returncode == 0, result.stderr
-    assert str(tmp_path / "photos") in result.stdout.replace("\n", "")
+    assert str(indexed[0].parent) in result.stdout.replace("\n", "")
     assert "12 live" in result.stdout
     assert "tiny-clip.json:random" in result.stdout.replace("\n", "")
     assert "generation 1" in result.stdout
@@ -80,7 +97,8 @@ def test_status_shows_roots_counts_model_and_index(indexed, home, tmp_path):
     (["search", "--image", "/no/such/file.jpg"], "no such file"),
     (["crawl", "/no/such/folder"], "no such folder"),
 ])
-def test_bad_queries_and_folders_get_one_line_errors(indexed, home, args, message):
+def test_bad_queries_and_folders_get_one_line_errors(shared, args, message):
+    home, _ = shared
     result = run_cli("--home", str(home), *args)
     assert result.returncode == 1
     assert message in result.stderr
@@ -88,7 +106,8 @@ def test_bad_queries_and_folders_get_one_line_errors(indexed, home, args, messag
     assert "Traceback" not in result.stderr
 
 
-def test_a_non_image_query_file_is_a_one_line_error(indexed, home, tmp_path):
+def test_a_non_image_query_file_is_a_one_line_error(shared, tmp_path):
+    home, _ = shared
     (tmp_path / "q.jpg").write_text("not an image")
     result = run_cli("--home", str(home), "search", "--image", str(tmp_path / "q.jpg"))
     assert result.returncode == 1
@@ -102,8 +121,9 @@ def test_a_search_in_an_empty_library_says_to_crawl_first(home):
     assert "clipsearch crawl" in result.stderr
 
 
-def test_a_crawl_with_another_model_refuses_and_says_how_to_proceed(indexed, home, tmp_path):
-    result = run_cli("--home", str(home), "crawl", str(tmp_path / "photos"), "--model", "openai")
+def test_a_crawl_with_another_model_refuses_and_says_how_to_proceed(shared):
+    home, indexed = shared
+    result = run_cli("--home", str(home), "crawl", str(indexed[0].parent), "--model", "openai")
     assert result.returncode == 1
     assert "ViT-B-32:openai" in result.stderr
     assert "--home" in result.stderr and "clipsearch reembed" in result.stderr
@@ -136,7 +156,8 @@ def test_an_unknown_model_lists_what_is_known(home, tmp_path):
     assert "openai" in result.stderr
 
 
-def test_errors_lists_nothing_for_a_clean_library(indexed, home):
+def test_errors_lists_nothing_for_a_clean_library(shared):
+    home, _ = shared
     result = run_cli("--home", str(home), "errors", "--json")
     assert result.returncode == 0
     assert result.stdout == ""

@@ -112,14 +112,16 @@ def test_a_node_that_cannot_see_the_folder_is_named(session_ray, tmp_path):
     assert ray.is_initialized()  # a Ray it did not start is left running
 
 
-def test_without_an_address_a_local_ray_is_started_and_stopped(photos, tmp_path):
-    home = tmp_path / "home"
+def test_without_an_address_a_local_ray_is_started_and_stopped(tmp_path):
+    home, folder = tmp_path / "home", tmp_path / "photos"
+    for i in range(4):
+        save_shape_photo(folder / f"{i}.jpg", "red", "square", (4, i))
     with clean_environment(tmp_path / "model-cache"):
-        result = run_cli("--home", str(home), "crawl", str(photos), "--model", SHAPES_MODEL, "--engine", "ray",
+        result = run_cli("--home", str(home), "crawl", str(folder), "--model", SHAPES_MODEL, "--engine", "ray",
                          "--workers", "2", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Ray" not in result.stderr  # Ray's own notes stay quiet
-    assert _library(home).status().counts.get("live") == 60
+    assert _library(home).status().counts.get("live") == 4
 
 
 def test_an_address_where_no_cluster_answers_is_one_line_and_writes_nothing(photos, tmp_path):
