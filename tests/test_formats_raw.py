@@ -158,13 +158,14 @@ def test_a_file_that_is_no_raw_at_all_gives_a_clear_error(tmp_path):
         load_image(str(path), SQUASH, max_pixels=10**8)
 
 
-def test_a_jpeg_saved_under_a_raw_name_still_opens(tmp_path, photo):
-    path = tmp_path / "export.dng"
-    photo.save(path, "JPEG")
+@pytest.mark.parametrize("name, kind", [("export.dng", "JPEG"), ("scan.dng", "TIFF")])
+def test_a_jpeg_or_plain_tiff_saved_under_a_raw_name_still_opens(tmp_path, photo, name, kind):
+    path = tmp_path / name
+    photo.save(path, kind)
 
     pixels, meta = load_image(str(path), SQUASH, max_pixels=10**8)
 
-    assert meta.format == "JPEG"
+    assert meta.format == kind
     assert turn_found(pixels, photo) is None
 
 
@@ -202,13 +203,3 @@ def test_orf_and_rw2_magic_are_read_as_tiff(tmp_path, photo):
         data[:4] = magic
         tags = raw._tiff_tags(io.BytesIO(bytes(data)))
         assert tags is not None and tags[0][272] == "Testcam R1" and tags[1][36867] == TAKEN
-
-
-def test_a_plain_tiff_saved_under_a_raw_name_still_opens(tmp_path, photo):
-    path = tmp_path / "scan.dng"
-    photo.save(path, "TIFF")
-
-    pixels, meta = load_image(str(path), SQUASH, max_pixels=10**8)
-
-    assert meta.format == "TIFF"
-    assert turn_found(pixels, photo) is None
