@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import os
 import tempfile
 import time
@@ -210,5 +211,8 @@ def _pairs(path: Path, base: Path, columns: tuple[str, str], what: str) -> list[
     return pairs
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _key(path: str) -> str:
+    """A path as compared (links resolved): each gallery path comes back once per query and
+    pipeline, and realpath stats every part of it."""
     return os.path.normcase(os.path.realpath(path))
