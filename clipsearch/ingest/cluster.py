@@ -264,10 +264,6 @@ class Cluster:
                     done.append((batch, [("failed", reason)] * len(batch)))
         return done
 
-    def pids(self) -> list[int]:
-        """The actors' process ids (tests kill one mid-crawl)."""
-        return self._ray.get([actor.pid.remote() for actor in self._actors])
-
 
 def missing_folders(folders: Sequence[str]) -> list[str]:
     """The folders this node cannot see (run on each node)."""
@@ -301,8 +297,6 @@ class EmbedWorker:
                                           self.embedding.preview)
         return self.embedder.dim
 
-    def pid(self) -> int:
-        return os.getpid()
 
     def embed(self, paths: Sequence[str]) -> list[Answer]:
         from .decode import DecodeError
