@@ -296,7 +296,11 @@ def warm(settings: Settings) -> threading.Thread:
         except Exception as exc:  # noqa: BLE001 - the words pass meets it again and reports it
             log.debug("text reader not warmed: %s", exc)
 
-    thread = threading.Thread(target=load, name="clipsearch-words-warm", daemon=True)
+    # Not a daemon: a process that exits while ONNX Runtime builds a session in a frozen daemon
+    # thread aborts ("terminate called without an active exception", exit code 134), as a
+    # crawl whose model cannot load did; the exit waits for the load instead (under 1 s once
+    # the detector is quantized, about 10 s the first time).
+    thread = threading.Thread(target=load, name="clipsearch-words-warm", daemon=False)
     thread.start()
     return thread
 
